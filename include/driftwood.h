@@ -1,0 +1,124 @@
+/*
+ * driftwood.h — the public embedding API of the Driftwood runtime.
+ *
+ * Driftwood runs WebAssembly modules compiled ahead of time (wasm2c + the
+ * system C compiler), with linear memory the compute backend (CPU or CUDA)
+ * reads and writes in place. This header needs only libc types; every handle
+ * is opaque. Functions return a dw_status (DW_OK = 0); on failure
+ * dw_last_error() gives a message for the calling thread.
+ *
+ * Usage:
+ *   dw_runtime *rt; dw_module *m; dw_run_result r;
+ *   dw_runtime_config rc = {0};
+ *   if (dw_runtime_create(&rc, &rt) != DW_OK) fail(dw_last_error());
+ *   if (dw_module_load(rt, "app.wasm", &m) != DW_OK) fail(dw_last_error());
+ *   const char *argv[] = {"app.wasm", "hello"};
+ *   dw_run_config cfg = {.argc = 2, .argv = argv};
+ *   dw_run_command(m, &cfg, &r);   // r.exit_code, r.trapped, r.message
+ *   dw_module_destroy(m); dw_runtime_destroy(rt);
+ *
+ * Threads: a dw_runtime and dw_module may be shared by many threads; each
+ * dw_run_command call runs one fresh instance on the calling thread.
+ */
+#ifndef DRIFTWOOD_H
+#define DRIFTWOOD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DW_API __attribute__((visibility("default")))
+
+/* Status codes. The same numbers are returned to guests by the `driftwood`
+ * import module (sdk/include/driftwood.h repeats them for guest code). */
+typedef enum dw_status {
+  DW_OK = 0,
+  DW_ERR_INVALID_ARG = 1,   /* a bad argument (guest or host) */
+  DW_ERR_OUT_OF_BOUNDS = 2, /* a guest (ptr, len) outside its memory */
+  DW_ERR_NOMEM = 3,         /* allocation or commit failed */
+  DW_ERR_IO = 4,            /* a file or process operation failed */
+  DW_ERR_BAD_MODULE = 5,    /* malformed or invalid WebAssembly */
+  DW_ERR_UNKNOWN_IMPORT = 6,/* the module imports what Driftwood lacks */
+  DW_ERR_COMPILE = 7,       /* wasm2c or the C compiler failed */
+  DW_ERR_TRAP = 8,          /* the guest trapped */
+  DW_ERR_UNSUPPORTED = 9,   /* not available on this backend or build */
+  DW_ERR_LIMIT = 10,        /* a configured limit was reached */
+  DW_ERR_BACKEND = 11,      /* the compute backend failed */
+  DW_ERR_NOT_FOUND = 12,    /* no such thing (export, model, handle) */
+  DW_ERR_OVERFLOW = 13,     /* sizes overflow (e.g. m*n*k) */
+  DW_ERR_MISALIGNED = 14,   /* a pointer lacks the alignment required */
+} dw_status;
+
+/* The calling thread's message for the last failure (never NULL). */
+DW_API const char *dw_last_error(void);
+/* A fixed name for a status code, e.g. "out of bounds". */
+DW_API const char *dw_status_str(dw_status st);
+
+/* ---- runtime ---------------------------------------------------------- */
+
+typedef struct dw_runtime dw_runtime;
+typedef struct dw_module dw_module;
+
+typedef struct dw_runtime_config {
+  const char *backend;   /* "cpu", "cuda" or "auto"; NULL means "auto" */
+  const char *cache_dir; /* AOT cache; NULL: $DRIFTWOOD_CACHE, then
+                            $XDG_CACHE_HOME/driftwood, then ~/.cache/driftwood */
+  bool progress;         /* print compile progress on stderr if it is a tty */
+  int threads;           /* backend worker threads; 0 = one per core */
+} dw_runtime_config;
+
+DW_API dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out);
+DW_API void dw_runtime_destroy(dw_runtime *rt);
+/* Writes a human-readable description of the backends compiled in and the
+ * active one into buf (NUL-terminated, truncated to cap). */
+DW_API void dw_runtime_describe(const dw_runtime *rt, char *buf, size_t cap);
+
+/* ---- modules ---------------------------------------------------------- */
+
+/* Loads a .wasm file: compiles it into the cache on a miss (or when the
+ * cache entry is corrupt), then loads the compiled code. `*cache_hit`, when
+ * not NULL, says whether compilation was skipped. */
+DW_API dw_status dw_module_load(dw_runtime *rt, const char *path,
+                                dw_module **out, bool *cache_hit);
+DW_API void dw_module_destroy(dw_module *m);
+
+/* ---- running WASI commands ------------------------------------------- */
+
+typedef struct dw_dir_grant {
+  const char *host_path;  /* directory on the host */
+  const char *guest_path; /* name the guest sees it under */
+} dw_dir_grant;
+
+typedef struct dw_run_config {
+  int argc;                 /* argv[0] is the program name the guest sees */
+  const char *const *argv;
+  int n_env;
+  const char *const *env;   /* "KEY=VALUE" strings */
+  int n_dirs;
+  const dw_dir_grant *dirs; /* the only filesystem the guest can reach */
+  uint64_t max_memory_bytes;/* 0: only the module's own maximum */
+  int stdin_fd, stdout_fd, stderr_fd; /* host fds; use 0, 1, 2 for the usual */
+} dw_run_config;
+
+typedef struct dw_run_result {
+  int exit_code;      /* from proc_exit, 0 when _start returns */
+  bool trapped;       /* the guest trapped; message names the trap */
+  char message[256];
+} dw_run_result;
+
+/* Instantiates `m` and runs its `_start`. Returns DW_OK when the guest ran
+ * to an exit or a trap (see *out); an error status when it could not run. */
+DW_API dw_status dw_run_command(dw_module *m, const dw_run_config *cfg,
+                                dw_run_result *out);
+
+/* Parses a size such as "64MiB", "1G", "4096" into bytes. */
+DW_API dw_status dw_parse_size(const char *text, uint64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DRIFTWOOD_H */

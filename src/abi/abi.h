@@ -1,0 +1,44 @@
+/*
+ * abi.h — the `driftwood` import module (version 1) that guests call, on top
+ * of the compute backend.
+ *
+ * Invariants:
+ *  1. Every guest (offset, length) is checked with dw_mem_view* in 64-bit
+ *     arithmetic against the memory's current size before any backend work.
+ *  2. Operands are handed to the backend as base + offset: no staging copies.
+ *  3. A bad argument returns a dw_status code to the guest; it never traps
+ *     the guest or disturbs the backend for other actors.
+ *
+ * Threads: a context belongs to one instance.
+ */
+#ifndef DW_ABI_H
+#define DW_ABI_H
+
+#include "backend/backend.h"
+#include "wasm/wasm.h"
+
+#define DW_ABI_VERSION 1
+
+/* What the host saw during the guest's last compute call (last_op_info). */
+typedef struct dw_op_info {
+  uint32_t zero_copy;     /* 1: the backend computed on the guest's own bytes */
+  uint32_t status;        /* the op's dw_status */
+  uint64_t staged_bytes;  /* bytes copied into staging buffers (0 = none) */
+} dw_op_info;
+
+typedef struct dw_abi {
+  dw_backend *backend;    /* borrowed */
+  int emit_fd;            /* where emit() writes; borrowed */
+  dw_op_info last;        /* last compute op */
+} dw_abi;
+
+DW_HIDDEN void dw_abi_init(dw_abi *a, dw_backend *backend, int emit_fd);
+
+/* Host-side operations behind the imports, callable without a guest. */
+DW_HIDDEN dw_status dw_abi_matmul_f32(dw_abi *a, dw_mem *mem, uint32_t a_off, uint32_t b_off, uint32_t c_off,
+                                      uint32_t m, uint32_t n, uint32_t k);
+
+/* The `driftwood` host module (ends with {0}). */
+DW_HIDDEN extern const dw_hostfn dw_abi_functions[];
+
+#endif

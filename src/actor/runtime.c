@@ -1,0 +1,143 @@
+/*
+ * runtime.c — the public embedding API (include/driftwood.h): runtimes,
+ * modules, and running WASI commands with the driftwood host modules.
+ *
+ * A dw_runtime owns one backend shared by every instance it creates; each
+ * instance's committed memory is registered with that backend through the
+ * memory hooks. A dw_module owns its compiled code; instances borrow it.
+ */
+#define _GNU_SOURCE
+#include "abi/abi.h"
+#include "wasi/wasi.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct dw_runtime {
+  dw_backend *backend;      /* owned */
+  dw_wasm_config wcfg;
+  char *cache_dir;          /* owned, may be NULL */
+  dw_host_set hosts;
+};
+
+struct dw_module {
+  dw_runtime *rt;           /* borrowed */
+  dw_wasm_module *wasm;     /* owned */
+};
+
+static const dw_hostfn *const host_tables[] = {dw_wasi_functions, dw_abi_functions};
+
+dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
+  *out = NULL;
+  dw_runtime_config def = {0};
+  if (!cfg) cfg = &def;
+  dw_runtime *rt = calloc(1, sizeof *rt);
+  if (!rt) return dw_error_set(DW_ERR_NOMEM, "runtime");
+  dw_status st = dw_backend_create(cfg->backend, cfg->threads, &rt->backend);
+  if (st != DW_OK) {
+    free(rt);
+    return st;
+  }
+  if (cfg->cache_dir && !(rt->cache_dir = strdup(cfg->cache_dir))) {
+    dw_runtime_destroy(rt);
+    return dw_error_set(DW_ERR_NOMEM, "runtime");
+  }
+  rt->wcfg.cache_dir = rt->cache_dir;
+  rt->wcfg.progress = cfg->progress;
+  rt->hosts.tables = host_tables;
+  rt->hosts.n_tables = 2;
+  *out = rt;
+  return DW_OK;
+}
+
+void dw_runtime_destroy(dw_runtime *rt) {
+  if (!rt) return;
+  dw_backend_destroy(rt->backend);
+  free(rt->cache_dir);
+  free(rt);
+}
+
+void dw_runtime_describe(const dw_runtime *rt, char *buf, size_t cap) {
+  char dev[1024], cache[1024];
+  dw_backend_describe(rt->backend, dev, sizeof dev);
+  if (dw_wasm_cache_dir(&rt->wcfg, cache, sizeof cache) != DW_OK) snprintf(cache, sizeof cache, "(none)");
+  snprintf(buf, cap,
+           "backends compiled in: %s\n"
+           "active backend: %s\n"
+           "%s\n"
+           "wasm: ahead-of-time via wasm2c 1.0.32, cache %s\n",
+           dw_backend_list(), dw_backend_name(rt->backend), dev, cache);
+}
+
+dw_status dw_module_load(dw_runtime *rt, const char *path, dw_module **out, bool *cache_hit) {
+  *out = NULL;
+  dw_module *m = calloc(1, sizeof *m);
+  if (!m) return dw_error_set(DW_ERR_NOMEM, "module");
+  dw_status st = dw_wasm_module_load(path, &rt->wcfg, &rt->hosts, &m->wasm, cache_hit);
+  if (st != DW_OK) {
+    free(m);
+    return st;
+  }
+  m->rt = rt;
+  *out = m;
+  return DW_OK;
+}
+
+void dw_module_destroy(dw_module *m) {
+  if (!m) return;
+  dw_wasm_module_destroy(m->wasm);
+  free(m);
+}
+
+static dw_status on_commit(void *ud, void *p, size_t n) { return dw_backend_register_memory(ud, p, n); }
+static void on_release(void *ud, void *p, size_t n) { dw_backend_unregister_memory(ud, p, n); }
+
+dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *out) {
+  memset(out, 0, sizeof *out);
+  const char **dh = calloc((size_t)cfg->n_dirs + 1, sizeof *dh), **dg = calloc((size_t)cfg->n_dirs + 1, sizeof *dg);
+  if (!dh || !dg) {
+    free(dh);
+    free(dg);
+    return dw_error_set(DW_ERR_NOMEM, "run");
+  }
+  for (int i = 0; i < cfg->n_dirs; i++) {
+    dh[i] = cfg->dirs[i].host_path;
+    dg[i] = cfg->dirs[i].guest_path;
+  }
+  dw_wasi_config wc = {.argc = cfg->argc, .argv = cfg->argv, .n_env = cfg->n_env, .env = cfg->env,
+                       .n_dirs = cfg->n_dirs, .dir_host = dh, .dir_guest = dg,
+                       .stdin_fd = cfg->stdin_fd, .stdout_fd = cfg->stdout_fd, .stderr_fd = cfg->stderr_fd};
+  dw_wasi *wasi = NULL;
+  dw_instance *inst = NULL;
+  dw_abi abi;
+  dw_status st = dw_wasi_create(&wc, &wasi);
+  free(dh);
+  free(dg);
+  if (st != DW_OK) return st;
+  dw_abi_init(&abi, m->rt->backend, cfg->stdout_fd);
+  dw_instance_config ic = {.max_memory_bytes = cfg->max_memory_bytes,
+                           .hooks = {.ud = m->rt->backend, .commit = on_commit, .release = on_release}};
+  ic.ctx[DW_SLOT_WASI] = wasi;
+  ic.ctx[DW_SLOT_DRIFTWOOD] = &abi;
+  st = dw_instance_create(m->wasm, &ic, &inst);
+  if (st != DW_OK) goto done;
+  if (!dw_wasm_export_sig(m->wasm, "_start")) {
+    st = dw_error_set(DW_ERR_NOT_FOUND, "not a WASI command: the module exports no _start function");
+    goto done;
+  }
+  dw_call_result res;
+  st = dw_instance_call(inst, "_start", "v:", NULL, &res);
+  if (st == DW_ERR_TRAP || res.outcome == DW_TRAPPED) {
+    out->trapped = true;
+    out->exit_code = 134;
+    snprintf(out->message, sizeof out->message, "wasm trap: %s", dw_trap_str(res.trap));
+    st = DW_OK;
+  } else if (st == DW_OK) {
+    out->exit_code = res.outcome == DW_EXITED ? res.exit_code : 0;
+  }
+done:
+  dw_instance_destroy(inst);
+  dw_wasi_destroy(wasi);
+  return st;
+}

@@ -1,0 +1,184 @@
+/*
+ * base.c — the thread-local error slot, file helpers and atomic writes.
+ *
+ * Invariants: dw_last_error() never returns NULL; dw_file_write_atomic never
+ * leaves a partial file at the target path (temp + fsync + rename + fsync of
+ * the directory, the temp unlinked on any failure).
+ */
+#define _GNU_SOURCE
+#include "base.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static _Thread_local char err_msg[1024];
+
+const char *dw_last_error(void) { return err_msg[0] ? err_msg : "no error"; }
+
+const char *dw_status_str(dw_status st) {
+  switch (st) {
+  case DW_OK: return "ok";
+  case DW_ERR_INVALID_ARG: return "invalid argument";
+  case DW_ERR_OUT_OF_BOUNDS: return "out of bounds";
+  case DW_ERR_NOMEM: return "out of memory";
+  case DW_ERR_IO: return "i/o error";
+  case DW_ERR_BAD_MODULE: return "bad module";
+  case DW_ERR_UNKNOWN_IMPORT: return "unknown import";
+  case DW_ERR_COMPILE: return "compile error";
+  case DW_ERR_TRAP: return "trap";
+  case DW_ERR_UNSUPPORTED: return "unsupported";
+  case DW_ERR_LIMIT: return "limit reached";
+  case DW_ERR_BACKEND: return "backend error";
+  case DW_ERR_NOT_FOUND: return "not found";
+  case DW_ERR_OVERFLOW: return "size overflow";
+  case DW_ERR_MISALIGNED: return "misaligned";
+  }
+  return "unknown status";
+}
+
+dw_status dw_error_set(dw_status st, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+  va_end(ap);
+  return st;
+}
+
+dw_status dw_error_wrap(dw_status st, const char *fmt, ...) {
+  char old[sizeof err_msg], pre[512];
+  memcpy(old, err_msg, sizeof old);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(pre, sizeof pre, fmt, ap);
+  va_end(ap);
+  snprintf(err_msg, sizeof err_msg, "%s: %s", pre, old);
+  return st;
+}
+
+dw_status dw_file_read(const char *path, uint8_t **out, size_t *out_bytes) {
+  *out = NULL;
+  *out_bytes = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return dw_error_set(DW_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+  struct stat sb;
+  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    close(fd);
+    return dw_error_set(DW_ERR_IO, "%s is not a regular file", path);
+  }
+  size_t n = (size_t)sb.st_size;
+  uint8_t *buf = malloc(n ? n : 1);
+  if (!buf) {
+    close(fd);
+    return dw_error_set(DW_ERR_NOMEM, "cannot allocate %zu bytes for %s", n, path);
+  }
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      free(buf);
+      close(fd);
+      return dw_error_set(DW_ERR_IO, "cannot read %s: %s", path, r ? strerror(errno) : "short read");
+    }
+    got += (size_t)r;
+  }
+  close(fd);
+  *out = buf;
+  *out_bytes = n;
+  return DW_OK;
+}
+
+static dw_status write_all(int fd, const void *data, size_t n, const char *what) {
+  const uint8_t *p = data;
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return dw_error_set(DW_ERR_IO, "write %s: %s", what, strerror(errno));
+    p += w;
+    n -= (size_t)w;
+  }
+  return DW_OK;
+}
+
+dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_bytes) {
+  char tmp[4096], dir[4096];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld-XXXXXX", path, (long)getpid()) >= (int)sizeof tmp)
+    return dw_error_set(DW_ERR_INVALID_ARG, "path too long: %s", path);
+  int fd = mkstemp(tmp);
+  if (fd < 0) return dw_error_set(DW_ERR_IO, "create %s: %s", tmp, strerror(errno));
+  dw_status st = write_all(fd, data, n_bytes, tmp);
+  if (st == DW_OK && fsync(fd) != 0) st = dw_error_set(DW_ERR_IO, "fsync %s: %s", tmp, strerror(errno));
+  if (close(fd) != 0 && st == DW_OK) st = dw_error_set(DW_ERR_IO, "close %s: %s", tmp, strerror(errno));
+  if (st == DW_OK && rename(tmp, path) != 0)
+    st = dw_error_set(DW_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
+  if (st != DW_OK) {
+    unlink(tmp);
+    return st;
+  }
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+  else snprintf(dir, sizeof dir, ".");
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return DW_OK;
+}
+
+dw_status dw_mkdirs(const char *path) {
+  char buf[4096];
+  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+    return dw_error_set(DW_ERR_INVALID_ARG, "path too long: %s", path);
+  for (char *p = buf + 1;; p++) {
+    if (*p == '/' || *p == 0) {
+      char c = *p;
+      *p = 0;
+      if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return dw_error_set(DW_ERR_IO, "mkdir %s: %s", buf, strerror(errno));
+      *p = c;
+      if (!c) break;
+    }
+  }
+  return DW_OK;
+}
+
+void dw_hex(const uint8_t *in, size_t n, char *out) {
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = digits[in[i] >> 4];
+    out[2 * i + 1] = digits[in[i] & 15];
+  }
+  out[2 * n] = 0;
+}
+
+dw_status dw_parse_size(const char *text, uint64_t *out) {
+  if (!text || !*text) return dw_error_set(DW_ERR_INVALID_ARG, "empty size");
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(text, &end, 10);
+  if (errno || end == text || text[0] == '-')
+    return dw_error_set(DW_ERR_INVALID_ARG, "bad size '%s'", text);
+  uint64_t mul = 1;
+  if (*end) {
+    char u = (char)(*end | 0x20);
+    if (u == 'k') mul = 1ull << 10;
+    else if (u == 'm') mul = 1ull << 20;
+    else if (u == 'g') mul = 1ull << 30;
+    else if (u == 'b' && end[1] == 0) mul = 1;
+    else return dw_error_set(DW_ERR_INVALID_ARG, "bad size unit in '%s' (use K, M, G, KiB, MiB, GiB)", text);
+    const char *rest = end + 1;
+    if (u != 'b' && *rest && strcmp(rest, "iB") && strcmp(rest, "ib") && strcmp(rest, "B") && strcmp(rest, "b"))
+      return dw_error_set(DW_ERR_INVALID_ARG, "bad size unit in '%s' (use K, M, G, KiB, MiB, GiB)", text);
+  }
+  if (v > UINT64_MAX / mul) return dw_error_set(DW_ERR_OVERFLOW, "size '%s' too large", text);
+  *out = v * mul;
+  return DW_OK;
+}

@@ -1,0 +1,35 @@
+/*
+ * base.h — status and error messages, small file helpers, atomic writes.
+ *
+ * Owns the thread-local error slot read by dw_last_error(). Every function
+ * here is thread-safe. libc only.
+ */
+#ifndef DW_BASE_H
+#define DW_BASE_H
+
+#include "driftwood.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DW_HIDDEN __attribute__((visibility("hidden")))
+#define DW_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* Sets the calling thread's error message and returns st, so failures read
+ * `return dw_error_set(DW_ERR_IO, "open %s: %s", path, strerror(errno));`. */
+DW_HIDDEN dw_status dw_error_set(dw_status st, const char *fmt, ...) DW_PRINTF(2, 3);
+/* Prefixes the current message: "context: old message". Returns st. */
+DW_HIDDEN dw_status dw_error_wrap(dw_status st, const char *fmt, ...) DW_PRINTF(2, 3);
+
+/* Reads a whole file into a malloc'd buffer (owned by the caller). */
+DW_HIDDEN dw_status dw_file_read(const char *path, uint8_t **out, size_t *out_bytes);
+/* Writes data to path atomically: temp file in the same directory, fsync,
+ * rename over path, fsync the directory. On failure path is untouched. */
+DW_HIDDEN dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_bytes);
+/* mkdir -p with mode 0755. */
+DW_HIDDEN dw_status dw_mkdirs(const char *path);
+
+/* Hex encoding of n bytes into out (2n+1 chars). */
+DW_HIDDEN void dw_hex(const uint8_t *in, size_t n, char *out);
+
+#endif

@@ -1,0 +1,236 @@
+/*
+ * main.c — the `driftwood` command: run, compile, info.
+ *
+ * Uses only the public header. Exit status of `driftwood run`:
+ *   0–125  the guest's own exit status (proc_exit, or 0 when _start returns)
+ *   125    also: the guest exited with a status outside WASI's 0–125
+ *   126    Driftwood could not run the module (usage, bad or incompatible
+ *          module, unknown import, compile error, I/O)
+ *   134    the guest trapped (the trap is named on stderr)
+ */
+#include "driftwood.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXIT_CANNOT_RUN 126
+#define EXIT_TRAP 134
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: driftwood <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  run [OPTIONS] MODULE.wasm [ARGS...]   run a WASI command module\n"
+          "  compile [--cache DIR] MODULE.wasm     compile ahead of time into the cache\n"
+          "  info [--backend NAME]                 backends compiled in and the active device\n"
+          "  help                                  this text\n"
+          "\n"
+          "run options:\n"
+          "  --backend cpu|cuda|auto   compute backend (default auto: CUDA if a device is present)\n"
+          "  --env KEY=VALUE           set a guest environment variable (repeatable)\n"
+          "  --dir HOST[::GUEST]       grant a host directory, seen by the guest as GUEST\n"
+          "                            (default: the same name); nothing else is reachable\n"
+          "  --max-memory SIZE         cap the guest's linear memory, e.g. 64MiB\n"
+          "  --cache DIR               AOT cache (default $DRIFTWOOD_CACHE, then\n"
+          "                            $XDG_CACHE_HOME/driftwood, then ~/.cache/driftwood)\n"
+          "  --threads N               backend worker threads (default: one per core)\n"
+          "\n"
+          "exit status of run: the guest's (0-125); 125 for a guest status outside 0-125;\n"
+          "126 when the module cannot be run; 134 when the guest traps.\n");
+}
+
+typedef struct opts {
+  const char *backend, *cache, *module;
+  const char **env;
+  int n_env;
+  dw_dir_grant *dirs;
+  int n_dirs;
+  uint64_t max_memory;
+  int threads;
+  int first_arg; /* index in argv of the module */
+} opts;
+
+static int need(int i, int argc, const char *flag) {
+  if (i + 1 >= argc) {
+    fprintf(stderr, "driftwood: %s needs a value\n", flag);
+    return 0;
+  }
+  return 1;
+}
+
+/* Parses options up to the module path; returns 0 on error. */
+static int parse(int argc, char **argv, int start, opts *o, int allow_run_opts) {
+  o->env = calloc((size_t)argc, sizeof *o->env);
+  o->dirs = calloc((size_t)argc, sizeof *o->dirs);
+  if (!o->env || !o->dirs) return 0;
+  for (int i = start; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--")) {
+      if (i + 1 < argc) {
+        o->module = argv[i + 1];
+        o->first_arg = i + 1;
+      }
+      return o->module != NULL;
+    }
+    if (a[0] != '-' || !a[1]) {
+      o->module = a;
+      o->first_arg = i;
+      return 1;
+    }
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      exit(0);
+    }
+    if (!strcmp(a, "--cache")) {
+      if (!need(i, argc, a)) return 0;
+      o->cache = argv[++i];
+    } else if (!strcmp(a, "--backend")) {
+      if (!need(i, argc, a)) return 0;
+      o->backend = argv[++i];
+    } else if (allow_run_opts && !strcmp(a, "--env")) {
+      if (!need(i, argc, a)) return 0;
+      const char *kv = argv[++i];
+      if (!strchr(kv, '=') || kv[0] == '=') {
+        fprintf(stderr, "driftwood: --env needs KEY=VALUE, got '%s'\n", kv);
+        return 0;
+      }
+      o->env[o->n_env++] = kv;
+    } else if (allow_run_opts && !strcmp(a, "--dir")) {
+      if (!need(i, argc, a)) return 0;
+      char *spec = argv[++i];
+      char *sep = strstr(spec, "::");
+      dw_dir_grant *g = &o->dirs[o->n_dirs++];
+      if (sep) {
+        *sep = 0;
+        g->host_path = spec;
+        g->guest_path = sep + 2;
+      } else {
+        g->host_path = g->guest_path = spec;
+      }
+      if (!*g->host_path || !*g->guest_path) {
+        fprintf(stderr, "driftwood: --dir needs HOST[::GUEST]\n");
+        return 0;
+      }
+    } else if (allow_run_opts && !strcmp(a, "--max-memory")) {
+      if (!need(i, argc, a)) return 0;
+      if (dw_parse_size(argv[++i], &o->max_memory) != DW_OK) {
+        fprintf(stderr, "driftwood: --max-memory: %s\n", dw_last_error());
+        return 0;
+      }
+    } else if (allow_run_opts && !strcmp(a, "--threads")) {
+      if (!need(i, argc, a)) return 0;
+      o->threads = atoi(argv[++i]);
+      if (o->threads <= 0) {
+        fprintf(stderr, "driftwood: --threads needs a positive number\n");
+        return 0;
+      }
+    } else {
+      fprintf(stderr, "driftwood: unknown option '%s' (see driftwood help)\n", a);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static int cmd_run(int argc, char **argv) {
+  opts o = {0};
+  if (!parse(argc, argv, 2, &o, 1) || !o.module) {
+    if (!o.module) fprintf(stderr, "driftwood run: no module given (driftwood run [OPTIONS] MODULE.wasm [ARGS...])\n");
+    return EXIT_CANNOT_RUN;
+  }
+  dw_runtime_config rc = {.backend = o.backend, .cache_dir = o.cache, .progress = true, .threads = o.threads};
+  dw_runtime *rt = NULL;
+  dw_module *m = NULL;
+  int code = EXIT_CANNOT_RUN;
+  if (dw_runtime_create(&rc, &rt) != DW_OK || dw_module_load(rt, o.module, &m, NULL) != DW_OK) {
+    fprintf(stderr, "driftwood: %s\n", dw_last_error());
+    goto out;
+  }
+  dw_run_config cfg = {.argc = argc - o.first_arg, .argv = (const char *const *)argv + o.first_arg,
+                       .n_env = o.n_env, .env = o.env, .n_dirs = o.n_dirs, .dirs = o.dirs,
+                       .max_memory_bytes = o.max_memory, .stdin_fd = 0, .stdout_fd = 1, .stderr_fd = 2};
+  dw_run_result r;
+  if (dw_run_command(m, &cfg, &r) != DW_OK) {
+    fprintf(stderr, "driftwood: %s\n", dw_last_error());
+    goto out;
+  }
+  if (r.trapped) {
+    fprintf(stderr, "driftwood: %s: %s\n", o.module, r.message);
+    code = EXIT_TRAP;
+  } else if (r.exit_code < 0 || r.exit_code > 125) {
+    fprintf(stderr, "driftwood: guest exited with status %d, outside WASI's 0-125\n", r.exit_code);
+    code = 125;
+  } else {
+    code = r.exit_code;
+  }
+out:
+  dw_module_destroy(m);
+  dw_runtime_destroy(rt);
+  free(o.env);
+  free(o.dirs);
+  return code;
+}
+
+static int cmd_compile(int argc, char **argv) {
+  opts o = {0};
+  if (!parse(argc, argv, 2, &o, 0) || !o.module) {
+    if (!o.module) fprintf(stderr, "driftwood compile: no module given\n");
+    return EXIT_CANNOT_RUN;
+  }
+  dw_runtime_config rc = {.backend = "cpu", .cache_dir = o.cache, .progress = true, .threads = 1};
+  dw_runtime *rt = NULL;
+  dw_module *m = NULL;
+  bool hit = false;
+  int code = 0;
+  if (dw_runtime_create(&rc, &rt) != DW_OK || dw_module_load(rt, o.module, &m, &hit) != DW_OK) {
+    fprintf(stderr, "driftwood: %s\n", dw_last_error());
+    code = EXIT_CANNOT_RUN;
+  } else {
+    printf("%s: %s\n", o.module, hit ? "already compiled (cache hit)" : "compiled into the cache");
+  }
+  dw_module_destroy(m);
+  dw_runtime_destroy(rt);
+  free(o.env);
+  free(o.dirs);
+  return code;
+}
+
+static int cmd_info(int argc, char **argv) {
+  opts o = {0};
+  if (!parse(argc, argv, 2, &o, 0)) return 2;
+  dw_runtime_config rc = {.backend = o.backend, .cache_dir = o.cache};
+  dw_runtime *rt;
+  int code = 0;
+  if (dw_runtime_create(&rc, &rt) != DW_OK) {
+    fprintf(stderr, "driftwood: %s\n", dw_last_error());
+    code = 1;
+  } else {
+    char buf[4096];
+    dw_runtime_describe(rt, buf, sizeof buf);
+    fputs(buf, stdout);
+    dw_runtime_destroy(rt);
+  }
+  free(o.env);
+  free(o.dirs);
+  return code;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
+  if (!strcmp(cmd, "compile")) return cmd_compile(argc, argv);
+  if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
+  if (!strcmp(cmd, "help") || !strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
+    usage(stdout);
+    return 0;
+  }
+  fprintf(stderr, "driftwood: unknown command '%s'\n\n", cmd);
+  usage(stderr);
+  return 2;
+}

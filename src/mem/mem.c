@@ -1,0 +1,163 @@
+/*
+ * mem.c — linear memory reservations, growth, registration and the global
+ * reservation registry the fault handler consults.
+ *
+ * The registry is a fixed table of slots; a slot's base is published with a
+ * release store after its fields are set, and cleared before the memory is
+ * unmapped, so dw_mem_owns_addr() (called from a signal handler) only needs
+ * acquire loads and never takes a lock.
+ */
+#define _GNU_SOURCE
+#include "mem/mem.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define N_SLOTS 16384 /* 8 GiB each: more than a 47-bit address space holds */
+
+typedef struct slot {
+  _Atomic(uintptr_t) base;
+  dw_mem *mem;
+} slot;
+
+static slot slots[N_SLOTS];
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static dw_status registry_add(dw_mem *m) {
+  pthread_mutex_lock(&slots_lock);
+  for (int i = 0; i < N_SLOTS; i++) {
+    if (atomic_load_explicit(&slots[i].base, memory_order_relaxed) == 0) {
+      slots[i].mem = m;
+      atomic_store_explicit(&slots[i].base, (uintptr_t)m->base, memory_order_release);
+      pthread_mutex_unlock(&slots_lock);
+      return DW_OK;
+    }
+  }
+  pthread_mutex_unlock(&slots_lock);
+  return dw_error_set(DW_ERR_LIMIT, "too many live linear memories (%d)", N_SLOTS);
+}
+
+static void registry_remove(dw_mem *m) {
+  pthread_mutex_lock(&slots_lock);
+  for (int i = 0; i < N_SLOTS; i++) {
+    if (atomic_load_explicit(&slots[i].base, memory_order_relaxed) == (uintptr_t)m->base) {
+      atomic_store_explicit(&slots[i].base, 0, memory_order_release);
+      slots[i].mem = NULL;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&slots_lock);
+}
+
+dw_mem *dw_mem_from_base(const void *base) {
+  dw_mem *found = NULL;
+  pthread_mutex_lock(&slots_lock);
+  for (int i = 0; i < N_SLOTS; i++) {
+    if (atomic_load_explicit(&slots[i].base, memory_order_relaxed) == (uintptr_t)base) {
+      found = slots[i].mem;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&slots_lock);
+  return found;
+}
+
+bool dw_mem_owns_addr(const void *addr) {
+  uintptr_t a = (uintptr_t)addr;
+  for (int i = 0; i < N_SLOTS; i++) {
+    uintptr_t b = atomic_load_explicit(&slots[i].base, memory_order_acquire);
+    if (b && a >= b && a - b < DW_MEM_RESERVE) return true;
+  }
+  return false;
+}
+
+static dw_status commit_range(dw_mem *m, uint64_t off, uint64_t n) {
+  if (n == 0) return DW_OK;
+  if (m->n_ranges == m->cap_ranges) {
+    uint32_t cap = m->cap_ranges ? m->cap_ranges * 2 : 8;
+    dw_mem_range *r = realloc(m->ranges, cap * sizeof *r);
+    if (!r) return dw_error_set(DW_ERR_NOMEM, "memory range table");
+    m->ranges = r;
+    m->cap_ranges = cap;
+  }
+  if (mprotect(m->base + off, n, PROT_READ | PROT_WRITE) != 0)
+    return dw_error_set(DW_ERR_NOMEM, "commit %llu bytes of linear memory: %s",
+                        (unsigned long long)n, strerror(errno));
+  if (m->hooks.commit) {
+    dw_status st = m->hooks.commit(m->hooks.ud, m->base + off, n);
+    if (st != DW_OK) {
+      mprotect(m->base + off, n, PROT_NONE);
+      return st;
+    }
+  }
+  m->ranges[m->n_ranges++] = (dw_mem_range){off, n};
+  return DW_OK;
+}
+
+dw_status dw_mem_create(uint32_t initial, uint32_t max_pages, uint64_t limit_bytes,
+                        const dw_mem_hooks *hooks, dw_mem **out) {
+  *out = NULL;
+  if (max_pages > DW_MEM_MAX_PAGES) max_pages = DW_MEM_MAX_PAGES;
+  if (limit_bytes && limit_bytes / DW_MEM_PAGE < max_pages) max_pages = (uint32_t)(limit_bytes / DW_MEM_PAGE);
+  if (initial > max_pages)
+    return dw_error_set(DW_ERR_LIMIT, "module needs %u pages of memory (%llu KiB); the limit allows %u",
+                        initial, (unsigned long long)initial * 64, max_pages);
+  dw_mem *m = calloc(1, sizeof *m);
+  if (!m) return dw_error_set(DW_ERR_NOMEM, "linear memory");
+  void *p = mmap(NULL, DW_MEM_RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) {
+    free(m);
+    return dw_error_set(DW_ERR_NOMEM, "reserve 8 GiB of address space: %s", strerror(errno));
+  }
+  m->base = p;
+  m->max_pages = max_pages;
+  if (hooks) m->hooks = *hooks;
+  dw_status st = registry_add(m);
+  if (st == DW_OK) st = commit_range(m, 0, (uint64_t)initial * DW_MEM_PAGE);
+  if (st != DW_OK) {
+    dw_mem_destroy(m);
+    return st;
+  }
+  m->pages = initial;
+  m->size = (uint64_t)initial * DW_MEM_PAGE;
+  *out = m;
+  return DW_OK;
+}
+
+void dw_mem_destroy(dw_mem *m) {
+  if (!m) return;
+  if (m->hooks.release)
+    for (uint32_t i = 0; i < m->n_ranges; i++)
+      m->hooks.release(m->hooks.ud, m->base + m->ranges[i].off, m->ranges[i].n_bytes);
+  registry_remove(m);
+  munmap(m->base, DW_MEM_RESERVE);
+  free(m->ranges);
+  free(m);
+}
+
+dw_status dw_mem_grow(dw_mem *m, uint32_t delta, uint32_t *old_pages) {
+  *old_pages = m->pages;
+  if (delta == 0) return DW_OK;
+  if (delta > m->max_pages - m->pages)
+    return dw_error_set(DW_ERR_LIMIT, "memory.grow by %u pages past the maximum of %u pages", delta, m->max_pages);
+  uint64_t off = m->size, n = (uint64_t)delta * DW_MEM_PAGE;
+  dw_status st = commit_range(m, off, n);
+  if (st != DW_OK) return st;
+  m->pages += delta;
+  m->size += n;
+  return DW_OK;
+}
+
+dw_status dw_mem_view_array(const dw_mem *m, uint64_t off, uint64_t count, uint64_t elem_bytes,
+                            uint64_t align, void **out) {
+  *out = NULL;
+  /* count and elem_bytes come from 32-bit guest values, so the product fits
+   * 64 bits; still, guard for host callers. */
+  if (elem_bytes && count > UINT64_MAX / elem_bytes) return DW_ERR_OVERFLOW;
+  if (align > 1 && off % align) return DW_ERR_MISALIGNED;
+  return dw_mem_view(m, off, count * elem_bytes, out);
+}
