@@ -57,7 +57,7 @@ dw_status dw_error_wrap(dw_status st, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(pre, sizeof pre, fmt, ap);
   va_end(ap);
-  snprintf(err_msg, sizeof err_msg, "%s: %s", pre, old);
+  snprintf(err_msg, sizeof err_msg, "%.400s: %.600s", pre, old);
   return st;
 }
 

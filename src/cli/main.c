@@ -136,8 +136,11 @@ static int parse(int argc, char **argv, int start, opts *o, int allow_run_opts) 
 
 static int cmd_run(int argc, char **argv) {
   opts o = {0};
-  if (!parse(argc, argv, 2, &o, 1) || !o.module) {
-    if (!o.module) fprintf(stderr, "driftwood run: no module given (driftwood run [OPTIONS] MODULE.wasm [ARGS...])\n");
+  int parsed = parse(argc, argv, 2, &o, 1);
+  if (!parsed || !o.module) {
+    if (parsed) fprintf(stderr, "driftwood run: no module given (driftwood run [OPTIONS] MODULE.wasm [ARGS...])\n");
+    free(o.env);
+    free(o.dirs);
     return EXIT_CANNOT_RUN;
   }
   dw_runtime_config rc = {.backend = o.backend, .cache_dir = o.cache, .progress = true, .threads = o.threads};
@@ -175,8 +178,11 @@ out:
 
 static int cmd_compile(int argc, char **argv) {
   opts o = {0};
-  if (!parse(argc, argv, 2, &o, 0) || !o.module) {
-    if (!o.module) fprintf(stderr, "driftwood compile: no module given\n");
+  int parsed = parse(argc, argv, 2, &o, 0);
+  if (!parsed || !o.module) {
+    if (parsed) fprintf(stderr, "driftwood compile: no module given\n");
+    free(o.env);
+    free(o.dirs);
     return EXIT_CANNOT_RUN;
   }
   dw_runtime_config rc = {.backend = "cpu", .cache_dir = o.cache, .progress = true, .threads = 1};
@@ -199,7 +205,11 @@ static int cmd_compile(int argc, char **argv) {
 
 static int cmd_info(int argc, char **argv) {
   opts o = {0};
-  if (!parse(argc, argv, 2, &o, 0)) return 2;
+  if (!parse(argc, argv, 2, &o, 0)) {
+    free(o.env);
+    free(o.dirs);
+    return 2;
+  }
   dw_runtime_config rc = {.backend = o.backend, .cache_dir = o.cache};
   dw_runtime *rt;
   int code = 0;

@@ -645,7 +645,7 @@ static uint32_t w_path_open(dw_instance *inst, uint32_t dirfd, uint32_t lookup, 
   if ((fl & O_DIRECTORY) && (fl & O_ACCMODE) != O_RDONLY) return E_ISDIR;
   int slot = fd_alloc(w);
   if (slot < 0) return E_MFILE;
-  int h = openat2_beneath(d->host, p, fl, 0644, lookup & 1);
+  int h = openat2_beneath(d->host, p, fl, (fl & O_CREAT) ? 0644 : 0, lookup & 1);
   if (h < 0 && errno == EISDIR && (fl & O_ACCMODE) != O_RDONLY) return E_ISDIR;
   if (h < 0) return errno == EXDEV ? E_NOTCAPABLE : errno_to_wasi(errno);
   struct stat sb;

@@ -201,8 +201,9 @@ dw_status dw_wasm_module_load(const char *path, const dw_wasm_config *cfg, const
     return dw_error_set(DW_ERR_BAD_MODULE, "%s is not a WebAssembly binary (bad magic number)", path);
   }
   if (bytes[4] != 1 || bytes[5] || bytes[6] || bytes[7]) {
+    unsigned version = bytes[4];
     free(bytes);
-    return dw_error_set(DW_ERR_BAD_MODULE, "%s: unsupported WebAssembly version %u", path, bytes[4]);
+    return dw_error_set(DW_ERR_BAD_MODULE, "%s: unsupported WebAssembly version %u", path, version);
   }
   dw_wasm_module *m = calloc(1, sizeof *m);
   if (!m) {

@@ -1,0 +1,170 @@
+/*
+ * cli_test.c — `driftwood run` and `driftwood compile` as a user runs them:
+ * the matmul example, WASI arguments, environment, exit status and stdin,
+ * directory grants and escape attempts, traps, refused modules, memory
+ * limits, and two processes compiling the same module at once.
+ */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DW DW_TEST_DRIFTWOOD
+#define PROBE DW_TEST_GUESTS "/wasi_probe.wasm"
+
+static char out[65536];
+
+/* Runs a shell command (stdout and stderr captured into `out`); returns the
+ * exit status, or 1000 + signal if it died from one. */
+static int sh(const char *fmt, ...) {
+  char cmd[8192];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  char full[8300];
+  snprintf(full, sizeof full, "( %s ) 2>&1", cmd);
+  FILE *p = popen(full, "r");
+  cr_assert(p);
+  size_t n = fread(out, 1, sizeof out - 1, p);
+  out[n] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 1000 + WTERMSIG(st);
+}
+
+Test(cli, matmul_example) {
+  cr_assert_eq(sh(DW " run " DW_TEST_BUILD "/examples/matmul.wasm"), 0, "%s", out);
+  cr_assert(strstr(out, "matmul 128x128x128: 0 errors of 16384 elements, zero_copy=1\n"), "%s", out);
+  cr_assert_eq(sh(DW " run " DW_TEST_BUILD "/examples/matmul.wasm 33 65 17"), 0, "%s", out);
+  cr_assert(strstr(out, "matmul 33x65x17: 0 errors of 2145 elements, zero_copy=1"), "%s", out);
+}
+
+Test(cli, arguments_environment_and_exit_status) {
+  cr_assert_eq(sh(DW " run " PROBE " args one 'two words' ''"), 0, "%s", out);
+  cr_assert_str_eq(out, PROBE "\nargs\none\ntwo words\n\n");
+  cr_assert_eq(sh("FROM_HOST=leak " DW " run --env FOO=bar --env EMPTY= " PROBE " env FOO"), 0);
+  cr_assert_str_eq(out, "bar\n");
+  cr_assert_eq(sh("FROM_HOST=leak " DW " run --env FOO=bar " PROBE " env FROM_HOST"), 0);
+  cr_assert_str_eq(out, "(unset)\n", "the host environment is not inherited");
+  cr_assert_eq(sh(DW " run " PROBE " exit 7"), 7);
+  cr_assert_eq(sh(DW " run " PROBE " exit 0"), 0);
+  cr_assert_eq(sh(DW " run " PROBE " exit 200"), 125);
+  cr_assert(strstr(out, "outside WASI's 0-125"), "%s", out);
+  cr_assert_eq(sh(DW " run --env NOEQUALS " PROBE " args"), 126);
+  cr_assert_eq(sh(DW " run --bogus " PROBE), 126);
+  cr_assert(strstr(out, "unknown option '--bogus'"), "%s", out);
+}
+
+Test(cli, stdin_round_trip_clock_and_random) {
+  cr_assert_eq(sh("printf 'line one\\n\\0binary\\377 tail' | " DW " run " PROBE " cat | od -An -c | tr -s ' '"), 0);
+  char want[4096];
+  FILE *p = popen("printf 'line one\\n\\0binary\\377 tail' | od -An -c | tr -s ' '", "r");
+  size_t n = fread(want, 1, sizeof want - 1, p);
+  want[n] = 0;
+  pclose(p);
+  cr_assert_str_eq(out, want);
+  cr_assert_eq(sh(DW " run " PROBE " time"), 0);
+  cr_assert_str_eq(out, "ok\n");
+}
+
+static char dir[64], outside[128];
+
+static void make_tree(void) {
+  snprintf(dir, sizeof dir, "/tmp/dw-dir-XXXXXX");
+  cr_assert(mkdtemp(dir));
+  snprintf(outside, sizeof outside, "%s-outside.txt", dir);
+  cr_assert_eq(sh("mkdir -p %s/sub && printf inside > %s/a.txt && printf secret > %s && ln -s %s %s/link "
+                  "&& ln -s ../a.txt %s/sub/ok-link",
+                  dir, dir, outside, outside, dir, dir),
+               0, "%s", out);
+}
+
+static void remove_tree(void) { sh("rm -rf %s %s", dir, outside); }
+
+Test(cli, directory_grants, .init = make_tree, .fini = remove_tree) {
+  cr_assert_eq(sh(DW " run --dir %s::/data " PROBE " read /data/a.txt", dir), 0, "%s", out);
+  cr_assert_str_eq(out, "inside");
+  cr_assert_eq(sh(DW " run --dir %s::/data " PROBE " read /data/sub/ok-link", dir), 0, "%s", out);
+  cr_assert_str_eq(out, "inside", "a symlink that stays inside works");
+  cr_assert_eq(sh(DW " run --dir %s::/data " PROBE " write /data/new.txt hello", dir), 0, "%s", out);
+  cr_assert_eq(sh("cat %s/new.txt", dir), 0);
+  cr_assert_str_eq(out, "hello");
+  cr_assert_eq(sh(DW " run --dir %s::/data " PROBE " ls /data", dir), 0);
+  cr_assert_str_eq(out, "a.txt\nlink\nnew.txt\nsub\n");
+  /* The same directory under its own name. */
+  cr_assert_eq(sh("cd %s && " DW " run --dir . " PROBE " read a.txt", dir), 0, "%s", out);
+  cr_assert_str_eq(out, "inside");
+}
+
+Test(cli, directory_escapes_are_refused, .init = make_tree, .fini = remove_tree) {
+  const char *base = strrchr(outside, '/') + 1;
+  const char *attempts[] = {"/data/../%s", "/data/sub/../../%s", "/data/link", "/etc/passwd", "/%s", "../%s"};
+  for (size_t i = 0; i < sizeof attempts / sizeof *attempts; i++) {
+    char path[512];
+    snprintf(path, sizeof path, attempts[i], base);
+    sh(DW " run --dir %s::/data " PROBE " try-open '%s'", dir, path);
+    cr_assert(strncmp(out, "denied", 6) == 0, "%s: %s", path, out);
+    sh(DW " run --dir %s::/data " PROBE " read '%s'", dir, path);
+    cr_assert(!strstr(out, "secret"), "escaped through %s: %s", path, out);
+  }
+  sh(DW " run --dir %s::/data " PROBE " write /data/../escaped.txt x", dir);
+  cr_assert(strncmp(out, "denied", 6) == 0, "%s", out);
+  struct stat sb;
+  char esc[128];
+  snprintf(esc, sizeof esc, "/tmp/escaped.txt");
+  cr_assert_neq(stat(esc, &sb), 0, "nothing was written outside");
+  /* No --dir: no filesystem at all. */
+  sh(DW " run " PROBE " try-open /etc/passwd");
+  cr_assert(strncmp(out, "denied", 6) == 0, "%s", out);
+}
+
+Test(cli, traps_and_refused_modules) {
+  cr_assert_eq(sh(DW " run " DW_TEST_GUESTS "/trap_start.wasm"), 134, "%s", out);
+  cr_assert(strstr(out, "integer divide by zero"), "%s", out);
+  cr_assert_eq(sh(DW " run " DW_TEST_GUESTS "/unknown_import.wasm"), 126);
+  cr_assert(strstr(out, "unknown import env.mystery"), "%s", out);
+  cr_assert_eq(sh(DW " run " DW_TEST_GUESTS "/invalid.wasm"), 126);
+  cr_assert(strstr(out, "invalid WebAssembly module"), "%s", out);
+  cr_assert_eq(sh("head -c 1000 " PROBE " > /tmp/dw-trunc.wasm && " DW " run /tmp/dw-trunc.wasm; s=$?; rm -f /tmp/dw-trunc.wasm; exit $s"), 126);
+  cr_assert(strstr(out, "invalid WebAssembly module"), "%s", out);
+  cr_assert_eq(sh(DW " run /nonexistent.wasm"), 126);
+  cr_assert(strstr(out, "/nonexistent.wasm"), "%s", out);
+  cr_assert_eq(sh(DW " run " DW_TEST_GUESTS "/traps.wasm"), 126, "a module without _start is not a command");
+  cr_assert(strstr(out, "_start"), "%s", out);
+}
+
+Test(cli, memory_limit) {
+  cr_assert_eq(sh(DW " run " PROBE " alloc 16"), 0, "%s", out);
+  cr_assert_str_eq(out, "ok\n");
+  cr_assert_eq(sh(DW " run --max-memory 4MiB " PROBE " alloc 16"), 1, "%s", out);
+  cr_assert_str_eq(out, "failed\n");
+  cr_assert_eq(sh(DW " run --max-memory 64KiB " PROBE " args"), 126, "below the module's initial memory");
+  cr_assert(strstr(out, "limit"), "%s", out);
+  cr_assert_eq(sh(DW " run --max-memory lots " PROBE " args"), 126);
+}
+
+Test(cli, concurrent_compiles_share_the_cache) {
+  char cache[] = "/tmp/dw-cc-XXXXXX";
+  cr_assert(mkdtemp(cache));
+  int st = sh("for i in 1 2 3; do " DW " compile --cache %s " PROBE " > %s/out$i & done; wait; cat %s/out*", cache,
+              cache, cache);
+  cr_assert_eq(st, 0, "%s", out);
+  cr_assert_eq(sh("ls %s/*.so | wc -l", cache), 0);
+  cr_assert_str_eq(out, "1\n");
+  cr_assert_eq(sh(DW " compile --cache %s " PROBE, cache), 0);
+  cr_assert(strstr(out, "cache hit"), "%s", out);
+  cr_assert_eq(sh("DRIFTWOOD_CACHE=%s " DW " run " PROBE " exit 3", cache), 3);
+  sh("rm -rf %s", cache);
+}
+
+Test(cli, help_and_info) {
+  cr_assert_eq(sh(DW " help"), 0);
+  cr_assert(strstr(out, "--max-memory"));
+  cr_assert_eq(sh(DW " info --backend cpu"), 0);
+  cr_assert(strstr(out, "active backend: cpu"), "%s", out);
+  cr_assert_eq(sh(DW " frobnicate"), 2);
+}

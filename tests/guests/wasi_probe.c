@@ -1,0 +1,103 @@
+/*
+ * wasi_probe.c — a WASI command the tests drive through `driftwood run`:
+ *   args                 print each argument on its own line
+ *   env NAME             print NAME's value or "(unset)"
+ *   exit N               exit with status N
+ *   cat                  copy stdin to stdout
+ *   read PATH            print the file's contents
+ *   write PATH TEXT      write TEXT to PATH
+ *   ls DIR               print the directory's entries, sorted
+ *   try-open PATH        print "ok" or "denied: <errno name>"
+ *   alloc MIB            malloc MIB MiB and touch it; print "ok" or "failed"
+ *   time                 print "ok" when the clock moves and random bytes vary
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int main(int argc, char **argv) {
+  if (argc < 2) return 64;
+  const char *c = argv[1];
+  if (!strcmp(c, "args")) {
+    for (int i = 0; i < argc; i++) printf("%s\n", argv[i]);
+  } else if (!strcmp(c, "env") && argc == 3) {
+    const char *v = getenv(argv[2]);
+    printf("%s\n", v ? v : "(unset)");
+  } else if (!strcmp(c, "exit") && argc == 3) {
+    exit(atoi(argv[2]));
+  } else if (!strcmp(c, "cat")) {
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, stdin)) > 0) fwrite(buf, 1, n, stdout);
+  } else if (!strcmp(c, "read") && argc == 3) {
+    FILE *f = fopen(argv[2], "r");
+    if (!f) {
+      printf("denied: %s\n", strerror(errno));
+      return 1;
+    }
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, stdout);
+    fclose(f);
+  } else if (!strcmp(c, "write") && argc == 4) {
+    FILE *f = fopen(argv[2], "w");
+    if (!f) {
+      printf("denied: %s\n", strerror(errno));
+      return 1;
+    }
+    fputs(argv[3], f);
+    fclose(f);
+    printf("ok\n");
+  } else if (!strcmp(c, "ls") && argc == 3) {
+    DIR *d = opendir(argv[2]);
+    if (!d) {
+      printf("denied: %s\n", strerror(errno));
+      return 1;
+    }
+    char *names[256];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 256)
+      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) names[n++] = strdup(e->d_name);
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp);
+    for (int i = 0; i < n; i++) printf("%s\n", names[i]);
+  } else if (!strcmp(c, "try-open") && argc == 3) {
+    int fd = open(argv[2], O_RDONLY);
+    if (fd >= 0) {
+      printf("ok\n");
+      close(fd);
+    } else {
+      printf("denied: %s\n", strerror(errno));
+    }
+  } else if (!strcmp(c, "alloc") && argc == 3) {
+    size_t n = (size_t)atoi(argv[2]) << 20;
+    /* volatile: the compiler must not elide the allocation */
+    char *volatile p = malloc(n);
+    if (!p) {
+      printf("failed\n");
+      return 1;
+    }
+    for (size_t i = 0; i < n; i += 4096) ((volatile char *)p)[i] = 1;
+    printf("ok\n");
+  } else if (!strcmp(c, "time")) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    unsigned char r1[16] = {0}, r2[16] = {0};
+    getentropy(r1, sizeof r1);
+    getentropy(r2, sizeof r2);
+    do clock_gettime(CLOCK_MONOTONIC, &b);
+    while (a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec);
+    printf("%s\n", memcmp(r1, r2, 16) && time(NULL) > 1700000000 ? "ok" : "bad");
+  } else {
+    return 64;
+  }
+  return 0;
+}
