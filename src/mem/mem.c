@@ -2,6 +2,9 @@
  * mem.c — linear memory reservations, growth, registration and the global
  * reservation registry the fault handler consults.
  *
+ * Destroyed reservations go to a small pool (see `pool`), zeroed, for the
+ * next memory: instantiation then costs no page-table set-up or faults.
+ *
  * The registry is a fixed table of slots; a slot's base is published with a
  * release store after its fields are set, and cleared before the memory is
  * unmapped, so dw_mem_owns_addr() (called from a signal handler) only needs
@@ -25,13 +28,29 @@ typedef struct slot {
 } slot;
 
 static slot slots[N_SLOTS];
+static _Atomic int slots_hwm; /* slots at or past this index are empty */
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Reservations of destroyed memories, kept for reuse: mapping 8 GiB anew
+ * costs page-table set-up, and fresh pages cost faults and zeroing. A pooled
+ * reservation has [0, warm) read/write, resident and zero; the rest PROT_NONE
+ * and not resident. */
+#define POOL_CAP 32
+#define POOL_KEEP (256u * 1024u)
+typedef struct pooled {
+  uint8_t *base;
+  uint64_t warm;
+} pooled;
+static pooled pool[POOL_CAP];
+static int n_pool;
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static dw_status registry_add(dw_mem *m) {
   pthread_mutex_lock(&slots_lock);
   for (int i = 0; i < N_SLOTS; i++) {
     if (atomic_load_explicit(&slots[i].base, memory_order_relaxed) == 0) {
       slots[i].mem = m;
+      if (i >= atomic_load(&slots_hwm)) atomic_store(&slots_hwm, i + 1);
       atomic_store_explicit(&slots[i].base, (uintptr_t)m->base, memory_order_release);
       pthread_mutex_unlock(&slots_lock);
       return DW_OK;
@@ -43,7 +62,7 @@ static dw_status registry_add(dw_mem *m) {
 
 static void registry_remove(dw_mem *m) {
   pthread_mutex_lock(&slots_lock);
-  for (int i = 0; i < N_SLOTS; i++) {
+  for (int i = 0, n = atomic_load(&slots_hwm); i < n; i++) {
     if (atomic_load_explicit(&slots[i].base, memory_order_relaxed) == (uintptr_t)m->base) {
       atomic_store_explicit(&slots[i].base, 0, memory_order_release);
       slots[i].mem = NULL;
@@ -56,7 +75,7 @@ static void registry_remove(dw_mem *m) {
 dw_mem *dw_mem_from_base(const void *base) {
   dw_mem *found = NULL;
   pthread_mutex_lock(&slots_lock);
-  for (int i = 0; i < N_SLOTS; i++) {
+  for (int i = 0, n = atomic_load(&slots_hwm); i < n; i++) {
     if (atomic_load_explicit(&slots[i].base, memory_order_relaxed) == (uintptr_t)base) {
       found = slots[i].mem;
       break;
@@ -68,7 +87,7 @@ dw_mem *dw_mem_from_base(const void *base) {
 
 bool dw_mem_owns_addr(const void *addr) {
   uintptr_t a = (uintptr_t)addr;
-  for (int i = 0; i < N_SLOTS; i++) {
+  for (int i = 0, n = atomic_load_explicit(&slots_hwm, memory_order_acquire); i < n; i++) {
     uintptr_t b = atomic_load_explicit(&slots[i].base, memory_order_acquire);
     if (b && a >= b && a - b < DW_MEM_RESERVE) return true;
   }
@@ -108,10 +127,25 @@ dw_status dw_mem_create(uint32_t initial, uint32_t max_pages, uint64_t limit_byt
                         initial, (unsigned long long)initial * 64, max_pages);
   dw_mem *m = calloc(1, sizeof *m);
   if (!m) return dw_error_set(DW_ERR_NOMEM, "linear memory");
-  void *p = mmap(NULL, DW_MEM_RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) {
-    free(m);
-    return dw_error_set(DW_ERR_NOMEM, "reserve 8 GiB of address space: %s", strerror(errno));
+  uint64_t warm = 0;
+  void *p = NULL;
+  pthread_mutex_lock(&pool_lock);
+  if (n_pool) {
+    n_pool--;
+    p = pool[n_pool].base;
+    warm = pool[n_pool].warm;
+  }
+  pthread_mutex_unlock(&pool_lock);
+  if (p) {
+    /* [0, warm) is read/write and zero; hide what the new size does not cover */
+    uint64_t init_bytes = (uint64_t)initial * DW_MEM_PAGE;
+    if (warm > init_bytes) mprotect((uint8_t *)p + init_bytes, warm - init_bytes, PROT_NONE);
+  } else {
+    p = mmap(NULL, DW_MEM_RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+      free(m);
+      return dw_error_set(DW_ERR_NOMEM, "reserve 8 GiB of address space: %s", strerror(errno));
+    }
   }
   m->base = p;
   m->max_pages = max_pages;
@@ -134,7 +168,22 @@ void dw_mem_destroy(dw_mem *m) {
     for (uint32_t i = 0; i < m->n_ranges; i++)
       m->hooks.release(m->hooks.ud, m->base + m->ranges[i].off, m->ranges[i].n_bytes);
   registry_remove(m);
-  munmap(m->base, DW_MEM_RESERVE);
+  /* Back to the pool when there is room: zero the first POOL_KEEP bytes in
+   * place (cheaper than fresh pages), drop the rest. */
+  bool pooled_ok = false;
+  pthread_mutex_lock(&pool_lock);
+  if (n_pool < POOL_CAP) {
+    uint64_t keep = m->size < POOL_KEEP ? m->size : POOL_KEEP;
+    if (m->size > keep) {
+      madvise(m->base + keep, m->size - keep, MADV_DONTNEED);
+      mprotect(m->base + keep, m->size - keep, PROT_NONE);
+    }
+    memset(m->base, 0, keep);
+    pool[n_pool++] = (pooled){m->base, keep};
+    pooled_ok = true;
+  }
+  pthread_mutex_unlock(&pool_lock);
+  if (!pooled_ok) munmap(m->base, DW_MEM_RESERVE);
   free(m->ranges);
   free(m);
 }

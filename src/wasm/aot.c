@@ -284,6 +284,7 @@ struct dw_instance {
   dw_wasm_module *module;   /* borrowed */
   void *ctx[DW_N_SLOTS];    /* borrowed host-module state */
   void *w2c;                /* owned: the wasm2c instance struct */
+  dw_mem *mem;              /* the instance's memory (owned through w2c), or NULL */
   bool live;                /* instantiate completed: free_instance is safe */
 };
 
@@ -335,6 +336,10 @@ dw_status dw_instance_create(dw_wasm_module *m, const dw_instance_config *cfg, d
     return dw_error_wrap(st, "instantiate");
   }
   inst->live = true;
+  if (m->desc->memory) {
+    wasm_rt_memory_t *rtm = m->desc->memory(inst->w2c);
+    inst->mem = rtm->data ? dw_mem_from_base(rtm->data) : NULL;
+  }
   *out = inst;
   return DW_OK;
 }
@@ -346,11 +351,7 @@ void dw_instance_destroy(dw_instance *inst) {
   free(inst);
 }
 
-dw_mem *dw_instance_memory(const dw_instance *inst) {
-  if (!inst->module->desc->memory) return NULL;
-  wasm_rt_memory_t *rtm = inst->module->desc->memory(inst->w2c);
-  return rtm->data ? dw_mem_from_base(rtm->data) : NULL;
-}
+dw_mem *dw_instance_memory(const dw_instance *inst) { return inst->mem; }
 
 void *dw_instance_ctx(const dw_instance *inst, int slot) {
   return slot >= 0 && slot < DW_N_SLOTS ? inst->ctx[slot] : NULL;
