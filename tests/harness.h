@@ -35,6 +35,19 @@ static inline void th_instance(th *t, uint64_t max_memory) {
   t->mem = dw_instance_memory(t->inst);
 }
 
+/* Opens `path` on `backend`; returns false (nothing opened) when that
+ * backend is unavailable here, e.g. CUDA without a device. */
+static inline bool th_open_on(th *t, const char *path, int emit_fd, const char *backend) {
+  memset(t, 0, sizeof *t);
+  dw_status st = dw_backend_create(backend, 2, &t->be);
+  if (st == DW_ERR_UNSUPPORTED) return false;
+  cr_assert_eq(st, DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_wasm_module_load(path, NULL, &th_hosts, &t->mod, NULL), DW_OK, "%s", dw_last_error());
+  dw_abi_init(&t->abi, t->be, emit_fd);
+  th_instance(t, 0);
+  return true;
+}
+
 static inline void th_open(th *t, const char *path, int emit_fd) {
   memset(t, 0, sizeof *t);
   cr_assert_eq(dw_backend_create("cpu", 2, &t->be), DW_OK, "%s", dw_last_error());

@@ -70,6 +70,8 @@ DW_HIDDEN dw_status dw_backend_cpu_reg(int threads, dw_backend *out);
 #ifdef DW_HAVE_CUDA
 /* DW_ERR_UNSUPPORTED when no device is present. */
 DW_HIDDEN dw_status dw_backend_cuda_reg(dw_backend *out);
+/* Bytes currently pinned by the CUDA backend (0 for other backends). */
+DW_HIDDEN int64_t dw_backend_cuda_pinned_bytes(const dw_backend *b);
 #endif
 
 #endif

@@ -669,40 +669,30 @@ static uint32_t parent_of(dw_instance *inst, uint32_t dirfd, uint32_t path, uint
   return open_parent(d->host, buf, pfd, leaf);
 }
 
+enum path_op { OP_MKDIR, OP_RMDIR, OP_UNLINK };
+
+/* mkdir / rmdir / unlink of the last component, beneath the directory fd. */
+static uint32_t path_op(dw_instance *inst, uint32_t fd, uint32_t path, uint32_t len, enum path_op op) {
+  char buf[PATH_CAP];
+  const char *leaf;
+  int pfd = -1;
+  uint32_t r = parent_of(inst, fd, path, len, buf, &pfd, &leaf);
+  if (r) return r;
+  int rc = op == OP_MKDIR ? mkdirat(pfd, leaf, 0755) : unlinkat(pfd, leaf, op == OP_RMDIR ? AT_REMOVEDIR : 0);
+  int e = errno;
+  close(pfd);
+  if (rc == 0) return E_SUCCESS;
+  return errno_to_wasi(op == OP_RMDIR && e == EEXIST ? ENOTEMPTY : e);
+}
+
 static uint32_t w_path_create_directory(dw_instance *inst, uint32_t fd, uint32_t path, uint32_t len) {
-  char buf[PATH_CAP];
-  const char *leaf;
-  int pfd = -1;
-  uint32_t r = parent_of(inst, fd, path, len, buf, &pfd, &leaf);
-  if (r) return r;
-  int rc = mkdirat(pfd, leaf, 0755);
-  int e = errno;
-  close(pfd);
-  return rc == 0 ? E_SUCCESS : errno_to_wasi(e);
+  return path_op(inst, fd, path, len, OP_MKDIR);
 }
-
 static uint32_t w_path_remove_directory(dw_instance *inst, uint32_t fd, uint32_t path, uint32_t len) {
-  char buf[PATH_CAP];
-  const char *leaf;
-  int pfd = -1;
-  uint32_t r = parent_of(inst, fd, path, len, buf, &pfd, &leaf);
-  if (r) return r;
-  int rc = unlinkat(pfd, leaf, AT_REMOVEDIR);
-  int e = errno;
-  close(pfd);
-  return rc == 0 ? E_SUCCESS : errno_to_wasi(e == EEXIST ? ENOTEMPTY : e);
+  return path_op(inst, fd, path, len, OP_RMDIR);
 }
-
 static uint32_t w_path_unlink_file(dw_instance *inst, uint32_t fd, uint32_t path, uint32_t len) {
-  char buf[PATH_CAP];
-  const char *leaf;
-  int pfd = -1;
-  uint32_t r = parent_of(inst, fd, path, len, buf, &pfd, &leaf);
-  if (r) return r;
-  int rc = unlinkat(pfd, leaf, 0);
-  int e = errno;
-  close(pfd);
-  return rc == 0 ? E_SUCCESS : errno_to_wasi(e);
+  return path_op(inst, fd, path, len, OP_UNLINK);
 }
 
 static uint32_t w_path_filestat_get(dw_instance *inst, uint32_t fd, uint32_t flags, uint32_t path, uint32_t len,
