@@ -49,11 +49,7 @@ static inline bool th_open_on(th *t, const char *path, int emit_fd, const char *
 }
 
 static inline void th_open(th *t, const char *path, int emit_fd) {
-  memset(t, 0, sizeof *t);
-  cr_assert_eq(dw_backend_create("cpu", 2, &t->be), DW_OK, "%s", dw_last_error());
-  cr_assert_eq(dw_wasm_module_load(path, NULL, &th_hosts, &t->mod, NULL), DW_OK, "%s", dw_last_error());
-  dw_abi_init(&t->abi, t->be, emit_fd);
-  th_instance(t, 0);
+  cr_assert(th_open_on(t, path, emit_fd, "cpu"), "cpu backend unavailable: %s", dw_last_error());
 }
 
 static inline void th_close(th *t) {

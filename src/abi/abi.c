@@ -43,7 +43,6 @@ dw_status dw_abi_matmul_f32(dw_abi *ab, dw_mem *mem, uint32_t a_off, uint32_t b_
   /* Zero copy: the backend was handed exactly base + offset for each operand. */
   ab->last.zero_copy = (uint8_t *)pa == mem->base + a_off && (uint8_t *)pb == mem->base + b_off &&
                        (uint8_t *)pc == mem->base + c_off;
-  ab->last.staged_bytes = 0;
   ab->last.status = st;
   return st;
 }

@@ -172,17 +172,22 @@ void dw_mem_destroy(dw_mem *m) {
    * place (cheaper than fresh pages), drop the rest. */
   bool pooled_ok = false;
   pthread_mutex_lock(&pool_lock);
-  if (n_pool < POOL_CAP) {
+  bool room = n_pool < POOL_CAP;
+  pthread_mutex_unlock(&pool_lock);
+  if (room) {
     uint64_t keep = m->size < POOL_KEEP ? m->size : POOL_KEEP;
     if (m->size > keep) {
       madvise(m->base + keep, m->size - keep, MADV_DONTNEED);
       mprotect(m->base + keep, m->size - keep, PROT_NONE);
     }
     memset(m->base, 0, keep);
-    pool[n_pool++] = (pooled){m->base, keep};
-    pooled_ok = true;
+    pthread_mutex_lock(&pool_lock);
+    if (n_pool < POOL_CAP) { /* still room: another thread may have filled it */
+      pool[n_pool++] = (pooled){m->base, keep};
+      pooled_ok = true;
+    }
+    pthread_mutex_unlock(&pool_lock);
   }
-  pthread_mutex_unlock(&pool_lock);
   if (!pooled_ok) munmap(m->base, DW_MEM_RESERVE);
   free(m->ranges);
   free(m);

@@ -757,17 +757,10 @@ static uint32_t w_path_readlink(dw_instance *inst, uint32_t fd, uint32_t path, u
   int pfd = -1;
   char *dst;
   uint8_t *pu;
+  VIEW(inst, dst, buf, buf_len);
+  VIEW(inst, pu, used_out, 4);
   uint32_t r = parent_of(inst, fd, path, len, b, &pfd, &leaf);
   if (r) return r;
-  dst = NULL;
-  dw_mem *m = dw_instance_memory(inst);
-  void *v1, *v2;
-  if (!m || dw_mem_view(m, buf, buf_len, &v1) != DW_OK || dw_mem_view(m, used_out, 4, &v2) != DW_OK) {
-    close(pfd);
-    return E_FAULT;
-  }
-  dst = v1;
-  pu = v2;
   ssize_t n = readlinkat(pfd, leaf, dst, buf_len);
   int e = errno;
   close(pfd);
