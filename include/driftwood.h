@@ -115,6 +115,64 @@ typedef struct dw_run_result {
 DW_API dw_status dw_run_command(dw_module *m, const dw_run_config *cfg,
                                 dw_run_result *out);
 
+/* ---- models and sessions (the LLM engine) ------------------------------ */
+
+typedef struct dw_model dw_model;
+typedef struct dw_session dw_session;
+
+/* What a model offers; the same 32-byte layout guests get from model_info. */
+typedef struct dw_model_info {
+  uint32_t n_vocab;
+  uint32_t n_ctx_train;     /* the context length the model was trained for */
+  int32_t bos, eos, eot;    /* special token ids, -1 when the vocab has none */
+  uint32_t n_embd;
+  uint32_t n_layer;
+  uint32_t flags;           /* DW_MODEL_ADD_BOS | DW_MODEL_ADD_EOS */
+} dw_model_info;
+
+#define DW_MODEL_ADD_BOS 1u
+#define DW_MODEL_ADD_EOS 2u
+
+/* dw_model_open flags */
+#define DW_MODEL_VOCAB_ONLY 1u  /* tokenizer only: files without weights */
+
+/* Tokenize flags (also the guest ABI's `add_special` argument). */
+#define DW_TOKENIZE_ADD_SPECIAL 1u   /* BOS/EOS as the vocabulary asks */
+#define DW_TOKENIZE_PARSE_SPECIAL 2u /* "<|im_start|>" written as text → its id */
+
+/* Maps a GGUF model (llama or qwen2; F32/F16/BF16/Q8_0/Q4_0 weights). The
+ * weights are shared by every session; the model stays alive until it is
+ * closed and its last session is destroyed. */
+DW_API dw_status dw_model_open(const char *path, uint32_t flags, dw_model **out);
+DW_API void dw_model_close(dw_model *m);
+DW_API void dw_model_get_info(const dw_model *m, dw_model_info *out);
+/* One line: architecture, sizes, weight type. */
+DW_API void dw_model_describe(const dw_model *m, char *buf, size_t cap);
+/* A string metadata value (e.g. "tokenizer.chat_template"). *n_out is the
+ * full length; DW_ERR_LIMIT when it exceeds cap, DW_ERR_NOT_FOUND if absent. */
+DW_API dw_status dw_model_meta(const dw_model *m, const char *key, char *out, size_t cap, size_t *n_out);
+/* text → ids. *n_out is the full count; DW_ERR_LIMIT when it exceeds cap. */
+DW_API dw_status dw_model_tokenize(const dw_model *m, const char *text, size_t len, uint32_t flags,
+                                   int32_t *out, size_t cap, size_t *n_out);
+/* id → the bytes it stands for (control tokens: none). */
+DW_API dw_status dw_model_token_piece(const dw_model *m, int32_t token, char *out, size_t cap, size_t *n_out);
+
+/* Registers a model under an alias that guests open with model_open.
+ * A path registered twice is mapped once. */
+DW_API dw_status dw_runtime_add_model(dw_runtime *rt, const char *name, const char *path);
+
+/* A KV-cache session on the runtime's worker threads. n_ctx <= 0: the
+ * model's training context. */
+DW_API dw_status dw_session_create(dw_runtime *rt, dw_model *m, int n_ctx, dw_session **out);
+DW_API void dw_session_destroy(dw_session *s);
+/* Appends n tokens and writes the last position's n_vocab logits to
+ * `logits` (may be NULL). On error the session is unchanged. */
+DW_API dw_status dw_session_decode(dw_session *s, const int32_t *tokens, int n, float *logits);
+DW_API int dw_session_length(const dw_session *s);
+DW_API dw_status dw_session_truncate(dw_session *s, int n_keep);
+/* A new session sharing s's KV blocks copy-on-write. */
+DW_API dw_status dw_session_fork(const dw_session *s, dw_session **out);
+
 /* Parses a size such as "64MiB", "1G", "4096" into bytes. */
 DW_API dw_status dw_parse_size(const char *text, uint64_t *out);
 

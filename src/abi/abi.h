@@ -15,9 +15,18 @@
 #define DW_ABI_H
 
 #include "backend/backend.h"
+#include "base/pool.h"
+#include "llm/model.h"
 #include "wasm/wasm.h"
 
 #define DW_ABI_VERSION 1
+#define DW_ABI_MAX_SESSIONS 256
+
+/* A model the host registered under a name (--model NAME=PATH). */
+typedef struct dw_abi_model {
+  char *name;
+  dw_model *model;
+} dw_abi_model;
 
 /* What the host saw during the guest's last compute call (last_op_info). */
 typedef struct dw_op_info {
@@ -30,15 +39,22 @@ typedef struct dw_abi {
   dw_backend *backend;    /* borrowed */
   int emit_fd;            /* where emit() writes; borrowed */
   dw_op_info last;        /* last compute op */
+  const dw_abi_model *models; /* borrowed registry: model handle = index + 1 */
+  int n_models;
+  dw_pool *pool;          /* borrowed: where decode runs */
+  dw_session *sessions[DW_ABI_MAX_SESSIONS]; /* owned: session handle = index + 1 */
 } dw_abi;
 
 DW_HIDDEN void dw_abi_init(dw_abi *a, dw_backend *backend, int emit_fd);
+/* Frees every session the guest left open. */
+DW_HIDDEN void dw_abi_fini(dw_abi *a);
 
 /* Host-side operations behind the imports, callable without a guest. */
 DW_HIDDEN dw_status dw_abi_matmul_f32(dw_abi *a, dw_mem *mem, uint32_t a_off, uint32_t b_off, uint32_t c_off,
                                       uint32_t m, uint32_t n, uint32_t k);
 
-/* The `driftwood` host module (ends with {0}). */
+/* The `driftwood` host module (ends with {0}): core and LLM functions. */
 DW_HIDDEN extern const dw_hostfn dw_abi_functions[];
+DW_HIDDEN extern const dw_hostfn dw_abi_llm_functions[];
 
 #endif

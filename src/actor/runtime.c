@@ -7,26 +7,19 @@
  * memory hooks. A dw_module owns its compiled code; instances borrow it.
  */
 #define _GNU_SOURCE
-#include "abi/abi.h"
+#include "actor/internal.h"
 #include "wasi/wasi.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct dw_runtime {
-  dw_backend *backend;      /* owned */
-  dw_wasm_config wcfg;
-  char *cache_dir;          /* owned, may be NULL */
-  dw_host_set hosts;
-};
-
 struct dw_module {
   dw_runtime *rt;           /* borrowed */
   dw_wasm_module *wasm;     /* owned */
 };
 
-static const dw_hostfn *const host_tables[] = {dw_wasi_functions, dw_abi_functions};
+static const dw_hostfn *const host_tables[] = {dw_wasi_functions, dw_abi_functions, dw_abi_llm_functions};
 
 dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   *out = NULL;
@@ -39,6 +32,10 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
     free(rt);
     return st;
   }
+  if ((st = dw_pool_create(cfg->threads, &rt->pool)) != DW_OK) {
+    dw_runtime_destroy(rt);
+    return st;
+  }
   if (cfg->cache_dir && !(rt->cache_dir = strdup(cfg->cache_dir))) {
     dw_runtime_destroy(rt);
     return dw_error_set(DW_ERR_NOMEM, "runtime");
@@ -46,13 +43,19 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   rt->wcfg.cache_dir = rt->cache_dir;
   rt->wcfg.progress = cfg->progress;
   rt->hosts.tables = host_tables;
-  rt->hosts.n_tables = 2;
+  rt->hosts.n_tables = 3;
   *out = rt;
   return DW_OK;
 }
 
 void dw_runtime_destroy(dw_runtime *rt) {
   if (!rt) return;
+  for (int i = 0; i < rt->n_models; i++) {
+    free(rt->models[i].name);
+    dw_model_release(rt->models[i].model);
+  }
+  free(rt->models);
+  dw_pool_destroy(rt->pool);
   dw_backend_destroy(rt->backend);
   free(rt->cache_dir);
   free(rt);
@@ -66,8 +69,9 @@ void dw_runtime_describe(const dw_runtime *rt, char *buf, size_t cap) {
            "backends compiled in: %s\n"
            "active backend: %s\n"
            "%s\n"
-           "wasm: ahead-of-time via wasm2c 1.0.32, cache %s\n",
-           dw_backend_list(), dw_backend_name(rt->backend), dev, cache);
+           "wasm: ahead-of-time via wasm2c 1.0.32, cache %s\n"
+           "llm: CPU engine, %d threads\n",
+           dw_backend_list(), dw_backend_name(rt->backend), dev, cache, dw_pool_size(rt->pool));
 }
 
 dw_status dw_module_load(dw_runtime *rt, const char *path, dw_module **out, bool *cache_hit) {
@@ -116,6 +120,9 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
   free(dg);
   if (st != DW_OK) return st;
   dw_abi_init(&abi, m->rt->backend, cfg->stdout_fd);
+  abi.models = m->rt->models;
+  abi.n_models = m->rt->n_models;
+  abi.pool = m->rt->pool;
   dw_instance_config ic = {.max_memory_bytes = cfg->max_memory_bytes,
                            .hooks = {.ud = m->rt->backend, .commit = on_commit, .release = on_release}};
   ic.ctx[DW_SLOT_WASI] = wasi;
@@ -138,6 +145,7 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
   }
 done:
   dw_instance_destroy(inst);
+  dw_abi_fini(&abi);
   dw_wasi_destroy(wasi);
   return st;
 }

@@ -1,5 +1,6 @@
 /*
- * main.c — the `driftwood` command: run, compile, info.
+ * main.c — the `driftwood` command: run, compile, info; tokenize and
+ * generate live in llm_cmds.c.
  *
  * Uses only the public header. Exit status of `driftwood run`:
  *   0–125  the guest's own exit status (proc_exit, or 0 when _start returns)
@@ -9,6 +10,7 @@
  *   134    the guest trapped (the trap is named on stderr)
  */
 #include "driftwood.h"
+#include "cli.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,10 @@ static void usage(FILE *f) {
           "  run [OPTIONS] MODULE.wasm [ARGS...]   run a WASI command module\n"
           "  compile [--cache DIR] MODULE.wasm     compile ahead of time into the cache\n"
           "  info [--backend NAME]                 backends compiled in and the active device\n"
+          "  tokenize --model M.gguf [--no-bos] [--pieces] [--parse-special] TEXT\n"
+          "                                        print TEXT's token ids (--pieces: with their bytes)\n"
+          "  generate --model M.gguf --prompt TEXT [-n N] [sampling options]\n"
+          "                                        generate natively (driftwood generate --help)\n"
           "  help                                  this text\n"
           "\n"
           "run options:\n"
@@ -35,7 +41,9 @@ static void usage(FILE *f) {
           "  --max-memory SIZE         cap the guest's linear memory, e.g. 64MiB\n"
           "  --cache DIR               AOT cache (default $DRIFTWOOD_CACHE, then\n"
           "                            $XDG_CACHE_HOME/driftwood, then ~/.cache/driftwood)\n"
-          "  --threads N               backend worker threads (default: one per core)\n"
+          "  --threads N               worker threads (default: one per core)\n"
+          "  --model NAME=PATH         register a GGUF model guests open by NAME (repeatable;\n"
+          "                            an empty name in model_open means the first one)\n"
           "\n"
           "exit status of run: the guest's (0-125); 125 for a guest status outside 0-125;\n"
           "126 when the module cannot be run; 134 when the guest traps.\n");
@@ -47,6 +55,8 @@ typedef struct opts {
   int n_env;
   dw_dir_grant *dirs;
   int n_dirs;
+  char **models;   /* NAME=PATH */
+  int n_models;
   uint64_t max_memory;
   int threads;
   int first_arg; /* index in argv of the module */
@@ -64,7 +74,8 @@ static int need(int i, int argc, const char *flag) {
 static int parse(int argc, char **argv, int start, opts *o, int allow_run_opts) {
   o->env = calloc((size_t)argc, sizeof *o->env);
   o->dirs = calloc((size_t)argc, sizeof *o->dirs);
-  if (!o->env || !o->dirs) return 0;
+  o->models = calloc((size_t)argc, sizeof *o->models);
+  if (!o->env || !o->dirs || !o->models) return 0;
   for (int i = start; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--")) {
@@ -113,6 +124,14 @@ static int parse(int argc, char **argv, int start, opts *o, int allow_run_opts) 
         fprintf(stderr, "driftwood: --dir needs HOST[::GUEST]\n");
         return 0;
       }
+    } else if (allow_run_opts && !strcmp(a, "--model")) {
+      if (!need(i, argc, a)) return 0;
+      char *spec = argv[++i], *eq = strchr(spec, '=');
+      if (!eq || eq == spec || !eq[1]) {
+        fprintf(stderr, "driftwood: --model needs NAME=PATH, got '%s'\n", spec);
+        return 0;
+      }
+      o->models[o->n_models++] = spec;
     } else if (allow_run_opts && !strcmp(a, "--max-memory")) {
       if (!need(i, argc, a)) return 0;
       if (dw_parse_size(argv[++i], &o->max_memory) != DW_OK) {
@@ -147,7 +166,21 @@ static int cmd_run(int argc, char **argv) {
   dw_runtime *rt = NULL;
   dw_module *m = NULL;
   int code = EXIT_CANNOT_RUN;
-  if (dw_runtime_create(&rc, &rt) != DW_OK || dw_module_load(rt, o.module, &m, NULL) != DW_OK) {
+  if (dw_runtime_create(&rc, &rt) != DW_OK) {
+    fprintf(stderr, "driftwood: %s\n", dw_last_error());
+    goto out;
+  }
+  for (int i = 0; i < o.n_models; i++) {
+    char *eq = strchr(o.models[i], '=');
+    *eq = 0;
+    dw_status st = dw_runtime_add_model(rt, o.models[i], eq + 1);
+    *eq = '=';
+    if (st != DW_OK) {
+      fprintf(stderr, "driftwood: --model %s: %s\n", o.models[i], dw_last_error());
+      goto out;
+    }
+  }
+  if (dw_module_load(rt, o.module, &m, NULL) != DW_OK) {
     fprintf(stderr, "driftwood: %s\n", dw_last_error());
     goto out;
   }
@@ -173,6 +206,7 @@ out:
   dw_runtime_destroy(rt);
   free(o.env);
   free(o.dirs);
+  free(o.models);
   return code;
 }
 
@@ -200,6 +234,7 @@ static int cmd_compile(int argc, char **argv) {
   dw_runtime_destroy(rt);
   free(o.env);
   free(o.dirs);
+  free(o.models);
   return code;
 }
 
@@ -224,6 +259,7 @@ static int cmd_info(int argc, char **argv) {
   }
   free(o.env);
   free(o.dirs);
+  free(o.models);
   return code;
 }
 
@@ -236,6 +272,8 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
   if (!strcmp(cmd, "compile")) return cmd_compile(argc, argv);
   if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
+  if (!strcmp(cmd, "tokenize")) return dw_cli_tokenize(argc, argv);
+  if (!strcmp(cmd, "generate")) return dw_cli_generate(argc, argv);
   if (!strcmp(cmd, "help") || !strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
     usage(stdout);
     return 0;

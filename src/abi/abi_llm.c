@@ -1,0 +1,216 @@
+/*
+ * abi_llm.c — the LLM functions of the `driftwood` v1 import module:
+ * model_open, model_info, model_meta, tokenize, token_piece, session_new,
+ * decode, session_len, session_truncate, session_fork, session_free.
+ *
+ * Handles are small integers local to the instance: a model handle is the
+ * registry index + 1, a session handle the slot index + 1 (0 is never
+ * valid). Every guest (offset, length) is checked with dw_mem_view* before
+ * the engine runs; token ids and logits are read and written in place in
+ * the guest's memory (decode writes the logits straight from the output
+ * projection into the guest's buffer). Error codes, in checking order:
+ * unknown handle → NOT_FOUND; pointer checks → OUT_OF_BOUNDS/MISALIGNED;
+ * overlapping in/out arrays → INVALID_ARG; then the engine's own status
+ * (LIMIT for a full context or short buffer, INVALID_ARG for a bad token).
+ */
+#include "abi/abi.h"
+
+#include <string.h>
+
+#define ABI(inst) ((dw_abi *)dw_instance_ctx((inst), DW_SLOT_DRIFTWOOD))
+
+void dw_abi_fini(dw_abi *a) {
+  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) {
+    dw_sess_free(a->sessions[i]);
+    a->sessions[i] = NULL;
+  }
+}
+
+static dw_model *model_of(const dw_abi *a, uint32_t h) {
+  return a && h >= 1 && h <= (uint32_t)a->n_models ? a->models[h - 1].model : NULL;
+}
+
+static dw_session *session_of(const dw_abi *a, uint32_t h) {
+  return a && h >= 1 && h <= DW_ABI_MAX_SESSIONS ? a->sessions[h - 1] : NULL;
+}
+
+static dw_status view(dw_instance *inst, uint32_t off, uint64_t n, uint32_t size, uint32_t align, void **p) {
+  dw_mem *mem = dw_instance_memory(inst);
+  if (!mem) return DW_ERR_OUT_OF_BOUNDS;
+  return dw_mem_view_array(mem, off, n, size, align, p);
+}
+
+static dw_status put_u32(dw_instance *inst, uint32_t off, uint32_t v) {
+  void *p;
+  dw_status st = view(inst, off, 1, 4, 4, &p);
+  if (st == DW_OK) memcpy(p, &v, 4);
+  return st;
+}
+
+static uint32_t h_model_open(dw_instance *inst, uint32_t name, uint32_t name_len, uint32_t out) {
+  dw_abi *a = ABI(inst);
+  void *pn, *po;
+  dw_status st;
+  if (!a) return DW_ERR_UNSUPPORTED;
+  if ((st = view(inst, name, name_len, 1, 1, &pn)) || (st = view(inst, out, 1, 4, 4, &po))) return st;
+  for (int i = 0; i < a->n_models; i++)
+    if (strlen(a->models[i].name) == name_len && !memcmp(a->models[i].name, pn, name_len)) {
+      uint32_t h = (uint32_t)i + 1;
+      memcpy(po, &h, 4);
+      return DW_OK;
+    }
+  return DW_ERR_NOT_FOUND;
+}
+
+static uint32_t h_model_info(dw_instance *inst, uint32_t model, uint32_t out) {
+  dw_model *m = model_of(ABI(inst), model);
+  void *p;
+  if (!m) return DW_ERR_NOT_FOUND;
+  dw_status st = view(inst, out, 1, sizeof(dw_model_info), 4, &p);
+  if (st) return st;
+  dw_model_info info;
+  dw_model_get_info(m, &info);
+  memcpy(p, &info, sizeof info);
+  return DW_OK;
+}
+
+static uint32_t h_model_meta(dw_instance *inst, uint32_t model, uint32_t key, uint32_t key_len, uint32_t out,
+                             uint32_t cap, uint32_t out_len) {
+  dw_model *m = model_of(ABI(inst), model);
+  void *pk, *po, *pl;
+  dw_status st;
+  char k[256];
+  if (!m) return DW_ERR_NOT_FOUND;
+  if ((st = view(inst, key, key_len, 1, 1, &pk)) || (st = view(inst, out, cap, 1, 1, &po)) ||
+      (st = view(inst, out_len, 1, 4, 4, &pl)))
+    return st;
+  if (key_len >= sizeof k) return DW_ERR_NOT_FOUND;
+  memcpy(k, pk, key_len);
+  k[key_len] = 0;
+  if (memchr(k, 0, key_len)) return DW_ERR_NOT_FOUND;
+  size_t n = 0;
+  st = dw_model_meta(m, k, po, cap, &n);
+  uint32_t n32 = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+  if (st == DW_OK || st == DW_ERR_LIMIT) memcpy(pl, &n32, 4);
+  return st;
+}
+
+static bool overlaps(uint64_t a, uint64_t an, uint64_t b, uint64_t bn) {
+  return an && bn && a < b + bn && b < a + an;
+}
+
+static uint32_t h_tokenize(dw_instance *inst, uint32_t model, uint32_t text, uint32_t text_len, uint32_t flags,
+                           uint32_t out, uint32_t cap, uint32_t out_n) {
+  dw_model *m = model_of(ABI(inst), model);
+  void *pt, *po, *pn;
+  dw_status st;
+  if (!m) return DW_ERR_NOT_FOUND;
+  if ((st = view(inst, text, text_len, 1, 1, &pt)) || (st = view(inst, out, cap, 4, 4, &po)) ||
+      (st = view(inst, out_n, 1, 4, 4, &pn)))
+    return st;
+  if (flags & ~(DW_TOKENIZE_ADD_SPECIAL | DW_TOKENIZE_PARSE_SPECIAL)) return DW_ERR_INVALID_ARG;
+  if (overlaps(text, text_len, out, (uint64_t)cap * 4)) return DW_ERR_INVALID_ARG;
+  size_t n = 0;
+  st = dw_model_tokenize(m, pt, text_len, flags, po, cap, &n);
+  uint32_t n32 = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+  if (st == DW_OK || st == DW_ERR_LIMIT) memcpy(pn, &n32, 4);
+  return st;
+}
+
+static uint32_t h_token_piece(dw_instance *inst, uint32_t model, uint32_t token, uint32_t out, uint32_t cap,
+                              uint32_t out_len) {
+  dw_model *m = model_of(ABI(inst), model);
+  void *po, *pl;
+  dw_status st;
+  if (!m) return DW_ERR_NOT_FOUND;
+  if ((st = view(inst, out, cap, 1, 1, &po)) || (st = view(inst, out_len, 1, 4, 4, &pl))) return st;
+  size_t n = 0;
+  st = dw_model_token_piece(m, (int32_t)token, po, cap, &n);
+  uint32_t n32 = (uint32_t)n;
+  if (st == DW_OK || st == DW_ERR_LIMIT) memcpy(pl, &n32, 4);
+  return st;
+}
+
+static uint32_t put_session(dw_instance *inst, dw_abi *a, dw_session *s, uint32_t out) {
+  for (uint32_t i = 0; i < DW_ABI_MAX_SESSIONS; i++)
+    if (!a->sessions[i]) {
+      a->sessions[i] = s;
+      return put_u32(inst, out, i + 1); /* out was checked by the caller */
+    }
+  dw_sess_free(s);
+  return DW_ERR_LIMIT;
+}
+
+static uint32_t h_session_new(dw_instance *inst, uint32_t model, uint32_t n_ctx, uint32_t out) {
+  dw_abi *a = ABI(inst);
+  dw_model *m = model_of(a, model);
+  void *p;
+  dw_session *s;
+  dw_status st;
+  if (!m) return DW_ERR_NOT_FOUND;
+  if ((st = view(inst, out, 1, 4, 4, &p))) return st;
+  if ((int32_t)n_ctx < 0) return DW_ERR_INVALID_ARG;
+  if ((st = dw_sess_new(m, a->pool, (int)n_ctx, &s))) return st;
+  return put_session(inst, a, s, out);
+}
+
+static uint32_t h_decode(dw_instance *inst, uint32_t session, uint32_t tokens, uint32_t n, uint32_t logits) {
+  dw_session *s = session_of(ABI(inst), session);
+  void *pt, *pl;
+  dw_status st;
+  if (!s) return DW_ERR_NOT_FOUND;
+  uint64_t nv = (uint64_t)s->model->hp.n_vocab;
+  if ((st = view(inst, tokens, n, 4, 4, &pt)) || (st = view(inst, logits, nv, 4, 4, &pl))) return st;
+  if (overlaps(tokens, (uint64_t)n * 4, logits, nv * 4)) return DW_ERR_INVALID_ARG;
+  if (n > (uint32_t)INT32_MAX) return DW_ERR_LIMIT;
+  return dw_decode(s, pt, (int)n, pl, NULL);
+}
+
+static uint32_t h_session_len(dw_instance *inst, uint32_t session, uint32_t out) {
+  dw_session *s = session_of(ABI(inst), session);
+  if (!s) return DW_ERR_NOT_FOUND;
+  return put_u32(inst, out, (uint32_t)s->n_past);
+}
+
+static uint32_t h_session_truncate(dw_instance *inst, uint32_t session, uint32_t n_keep) {
+  dw_session *s = session_of(ABI(inst), session);
+  if (!s) return DW_ERR_NOT_FOUND;
+  if (n_keep > (uint32_t)s->n_past) return DW_ERR_INVALID_ARG;
+  return dw_sess_truncate(s, (int)n_keep);
+}
+
+static uint32_t h_session_fork(dw_instance *inst, uint32_t session, uint32_t out) {
+  dw_abi *a = ABI(inst);
+  dw_session *s = session_of(a, session), *f;
+  void *p;
+  dw_status st;
+  if (!s) return DW_ERR_NOT_FOUND;
+  if ((st = view(inst, out, 1, 4, 4, &p))) return st;
+  if ((st = dw_sess_fork(s, &f))) return st;
+  return put_session(inst, a, f, out);
+}
+
+static uint32_t h_session_free(dw_instance *inst, uint32_t session) {
+  dw_abi *a = ABI(inst);
+  if (!session_of(a, session)) return DW_ERR_NOT_FOUND;
+  dw_sess_free(a->sessions[session - 1]);
+  a->sessions[session - 1] = NULL;
+  return DW_OK;
+}
+
+#define F(name, sig) {"driftwood", #name, sig, (dw_fnptr)h_##name}
+
+const dw_hostfn dw_abi_llm_functions[] = {
+    F(model_open, "i:iii"),
+    F(model_info, "i:ii"),
+    F(model_meta, "i:iiiiii"),
+    F(tokenize, "i:iiiiiii"),
+    F(token_piece, "i:iiiii"),
+    F(session_new, "i:iii"),
+    F(decode, "i:iiii"),
+    F(session_len, "i:ii"),
+    F(session_truncate, "i:ii"),
+    F(session_fork, "i:ii"),
+    F(session_free, "i:i"),
+    {0},
+};

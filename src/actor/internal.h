@@ -1,0 +1,22 @@
+/*
+ * internal.h — what the actor layer's files share: the runtime object
+ * (backend, LLM worker pool, registered models, host modules).
+ */
+#ifndef DW_ACTOR_INTERNAL_H
+#define DW_ACTOR_INTERNAL_H
+
+#include "abi/abi.h"
+#include "base/pool.h"
+#include "llm/model.h"
+
+struct dw_runtime {
+  dw_backend *backend;      /* owned */
+  dw_pool *pool;            /* owned: LLM forward passes */
+  dw_wasm_config wcfg;
+  char *cache_dir;          /* owned, may be NULL */
+  dw_host_set hosts;
+  dw_abi_model *models;     /* owned array; names and model refs owned */
+  int n_models;
+};
+
+#endif

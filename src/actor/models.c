@@ -1,0 +1,95 @@
+/*
+ * models.c — the public model and session API (include/driftwood.h) over
+ * the LLM engine, and the runtime's registry of models guests may open.
+ *
+ * A dw_model handle is the engine's reference-counted model: close drops the
+ * caller's reference, sessions hold their own. Sessions decode on the
+ * runtime's worker pool, so the runtime must outlive them.
+ */
+#define _GNU_SOURCE
+#include "actor/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+dw_status dw_model_open(const char *path, uint32_t flags, dw_model **out) {
+  return dw_model_load(path, (flags & DW_MODEL_VOCAB_ONLY) != 0, out);
+}
+
+void dw_model_close(dw_model *m) { dw_model_release(m); }
+
+void dw_model_get_info(const dw_model *m, dw_model_info *out) {
+  const dw_tok_info *ti = dw_tokenizer_info(m->tok);
+  *out = (dw_model_info){
+      .n_vocab = (uint32_t)m->hp.n_vocab, .n_ctx_train = (uint32_t)m->hp.n_ctx_train,
+      .bos = ti->bos, .eos = ti->eos, .eot = ti->eot >= 0 ? ti->eot : ti->eos,
+      .n_embd = (uint32_t)m->hp.dim, .n_layer = (uint32_t)m->hp.n_layer,
+      .flags = (ti->add_bos ? DW_MODEL_ADD_BOS : 0) | (ti->add_eos ? DW_MODEL_ADD_EOS : 0)};
+}
+
+void dw_model_describe(const dw_model *m, char *buf, size_t cap) {
+  if (m->vocab_only) {
+    const dw_tok_info *ti = dw_tokenizer_info(m->tok);
+    snprintf(buf, cap, "vocabulary only: %s tokenizer%s%s, %d tokens", ti->kind == DW_TOK_SPM ? "llama (SPM)" : "gpt2 (BPE)",
+             ti->kind == DW_TOK_BPE ? ", pre " : "", ti->pre, ti->n_tokens);
+    return;
+  }
+  dw_model_summary(m, buf, cap);
+}
+
+dw_status dw_model_meta(const dw_model *m, const char *key, char *out, size_t cap, size_t *n_out) {
+  dw_gguf_str s;
+  *n_out = 0;
+  if (!dw_gguf_get_str(m->g, key, &s)) return dw_error_set(DW_ERR_NOT_FOUND, "model has no string key '%s'", key);
+  *n_out = s.n;
+  if (s.n > cap) return dw_error_set(DW_ERR_LIMIT, "'%s' is %llu bytes, more than %zu", key, (unsigned long long)s.n, cap);
+  memcpy(out, s.p, s.n);
+  return DW_OK;
+}
+
+dw_status dw_model_tokenize(const dw_model *m, const char *text, size_t len, uint32_t flags, int32_t *out, size_t cap,
+                            size_t *n_out) {
+  return dw_tokenize(m->tok, text, len, flags & DW_TOKENIZE_ADD_SPECIAL, flags & DW_TOKENIZE_PARSE_SPECIAL, out, cap,
+                     n_out);
+}
+
+dw_status dw_model_token_piece(const dw_model *m, int32_t token, char *out, size_t cap, size_t *n_out) {
+  return dw_token_piece(m->tok, token, out, cap, n_out);
+}
+
+dw_status dw_runtime_add_model(dw_runtime *rt, const char *name, const char *path) {
+  if (!name || !*name) return dw_error_set(DW_ERR_INVALID_ARG, "a model needs a name (NAME=PATH)");
+  for (int i = 0; i < rt->n_models; i++)
+    if (!strcmp(rt->models[i].name, name)) return dw_error_set(DW_ERR_INVALID_ARG, "model name '%s' is given twice", name);
+  dw_model *m = NULL;
+  for (int i = 0; i < rt->n_models && !m; i++)
+    if (!strcmp(rt->models[i].model->path, path)) dw_model_retain(m = rt->models[i].model);
+  dw_status st = m ? DW_OK : dw_model_load(path, false, &m);
+  if (st) return st;
+  dw_abi_model *nm = realloc(rt->models, (size_t)(rt->n_models + 1) * sizeof *nm);
+  char *dup = strdup(name);
+  if (!nm || !dup) {
+    if (nm) rt->models = nm;
+    free(dup);
+    dw_model_release(m);
+    return dw_error_set(DW_ERR_NOMEM, "model registry");
+  }
+  rt->models = nm;
+  rt->models[rt->n_models++] = (dw_abi_model){dup, m};
+  return DW_OK;
+}
+
+dw_status dw_session_create(dw_runtime *rt, dw_model *m, int n_ctx, dw_session **out) {
+  return dw_sess_new(m, rt->pool, n_ctx, out);
+}
+
+void dw_session_destroy(dw_session *s) { dw_sess_free(s); }
+
+dw_status dw_session_decode(dw_session *s, const int32_t *tokens, int n, float *logits) {
+  return dw_decode(s, tokens, n, logits, NULL);
+}
+
+int dw_session_length(const dw_session *s) { return s->n_past; }
+dw_status dw_session_truncate(dw_session *s, int n_keep) { return dw_sess_truncate(s, n_keep); }
+dw_status dw_session_fork(const dw_session *s, dw_session **out) { return dw_sess_fork(s, out); }

@@ -1,0 +1,586 @@
+/*
+ * model.c — loading a llama/qwen2 GGUF (hyperparameters, shape checks,
+ * weight binding), KV sessions, and the batched forward pass (see model.h).
+ *
+ * Forward pass per micro-batch of T tokens (spec §4): embeddings; per layer
+ * RMSNorm → fused Q/K/V projection (+bias) → RoPE (NORM or NEOX) → K/V
+ * written to the session's blocks → causal GQA attention → output
+ * projection added to the residual → RMSNorm → fused gate/up with SiLU →
+ * down projection added to the residual; final RMSNorm and the output
+ * projection for the positions asked for. Each projection is one pool job.
+ */
+#define _GNU_SOURCE
+#include "llm/model.h"
+#include "llm/quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { UBATCH = 256, RB = 16 };
+
+/* ---- loading --------------------------------------------------------------- */
+
+typedef struct loader {
+  const dw_gguf *g;
+  const char *arch;
+  char key[256];
+} loader;
+
+static const char *akey(loader *L, const char *suffix) {
+  snprintf(L->key, sizeof L->key, "%s.%s", L->arch, suffix);
+  return L->key;
+}
+
+/* A scalar or per-layer array of equal values. */
+static dw_status get_int(loader *L, const char *suffix, bool required, uint64_t def, uint64_t max,
+                         int n_layer, int *out) {
+  const char *k = akey(L, suffix);
+  const dw_gguf_kv *kv = dw_gguf_find(L->g, k);
+  uint64_t v = def;
+  if (!kv) {
+    if (required) return dw_error_set(DW_ERR_BAD_MODULE, "model: required key '%s' is missing", k);
+  } else if (kv->type == GGUF_ARRAY) {
+    if (n_layer <= 0 || kv->n != (uint64_t)n_layer)
+      return dw_error_set(DW_ERR_BAD_MODULE, "model: '%s' has %llu entries for %d layers", k,
+                          (unsigned long long)kv->n, n_layer);
+    for (uint64_t i = 0; i < kv->n; i++) {
+      uint64_t x;
+      if (!dw_gguf_arr_u64(kv, i, &x)) return dw_error_set(DW_ERR_BAD_MODULE, "model: '%s' is not an integer array", k);
+      if (i == 0) v = x;
+      else if (x != v)
+        return dw_error_set(DW_ERR_UNSUPPORTED, "model: '%s' differs between layers (not supported)", k);
+    }
+  } else if (!dw_gguf_get_u64(L->g, k, &v)) {
+    return dw_error_set(DW_ERR_BAD_MODULE, "model: '%s' is not a non-negative integer", k);
+  }
+  if (v > max) return dw_error_set(DW_ERR_BAD_MODULE, "model: '%s' = %llu is out of range", k, (unsigned long long)v);
+  *out = (int)v;
+  return DW_OK;
+}
+
+static dw_status bind(const dw_gguf *g, const char *name, int64_t n_in, int64_t n_out, bool required, dw_wt *w) {
+  const dw_gguf_tensor *t = dw_gguf_tensor_find(g, name);
+  memset(w, 0, sizeof *w);
+  if (!t) return required ? dw_error_set(DW_ERR_BAD_MODULE, "model: tensor '%s' is missing", name) : DW_OK;
+  if (t->ne[0] != (uint64_t)n_in || t->ne[1] != (uint64_t)n_out || t->ne[2] != 1 || t->ne[3] != 1)
+    return dw_error_set(DW_ERR_BAD_MODULE, "model: tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld]",
+                        name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                        (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], (long long)n_in, (long long)n_out);
+  if (!dw_quant_supported(t->type))
+    return dw_error_set(DW_ERR_UNSUPPORTED, "model: tensor '%s' has type %s (supported: F32, F16, BF16, Q8_0, Q4_0)",
+                        name, dw_ggml_type_name(t->type));
+  *w = (dw_wt){t->data, t->type, n_in, n_out, dw_quant_row_bytes(t->type, n_in)};
+  return DW_OK;
+}
+
+static dw_status vec(const dw_gguf *g, const char *name, int64_t n, bool required, float **out) {
+  dw_wt w;
+  *out = NULL;
+  dw_status st = bind(g, name, n, 1, required, &w);
+  if (st || !w.data) return st;
+  if (!(*out = malloc((size_t)n * sizeof(float)))) return dw_error_set(DW_ERR_NOMEM, "model");
+  dw_dequant_row(w.type, w.data, *out, n);
+  return DW_OK;
+}
+
+static dw_status load_hparams(loader *L, dw_model *m) {
+  dw_hparams *hp = &m->hp;
+  dw_gguf_str a;
+  dw_status st;
+  if (!dw_gguf_get_str(L->g, "general.architecture", &a))
+    return dw_error_set(DW_ERR_BAD_MODULE, "model: general.architecture is missing");
+  if (dw_gguf_str_eq(a, "llama")) hp->arch = DW_ARCH_LLAMA, L->arch = "llama";
+  else if (dw_gguf_str_eq(a, "qwen2")) hp->arch = DW_ARCH_QWEN2, L->arch = "qwen2";
+  else
+    return dw_error_set(DW_ERR_UNSUPPORTED, "model: architecture '%.*s' is not supported (llama, qwen2 are)",
+                        (int)(a.n > 64 ? 64 : a.n), a.p);
+  hp->rope_neox = hp->arch == DW_ARCH_QWEN2;
+  if ((st = get_int(L, "block_count", true, 0, 512, 0, &hp->n_layer))) return st;
+  if (hp->n_layer < 1) return dw_error_set(DW_ERR_BAD_MODULE, "model: block_count is 0");
+  if ((st = get_int(L, "context_length", true, 0, 1 << 24, 0, &hp->n_ctx_train)) ||
+      (st = get_int(L, "embedding_length", true, 0, 1 << 16, 0, &hp->dim)) ||
+      (st = get_int(L, "feed_forward_length", true, 0, 1 << 18, hp->n_layer, &hp->n_ff)) ||
+      (st = get_int(L, "attention.head_count", true, 0, 1 << 12, hp->n_layer, &hp->n_head)))
+    return st;
+  if ((st = get_int(L, "attention.head_count_kv", false, (uint64_t)hp->n_head, 1 << 12, hp->n_layer, &hp->n_head_kv)))
+    return st;
+  if (hp->dim < 1 || hp->n_head < 1 || hp->n_head_kv < 1 || hp->n_ff < 1 || hp->n_ctx_train < 1)
+    return dw_error_set(DW_ERR_BAD_MODULE, "model: a size (embedding, heads, kv heads, ffn, context) is 0");
+  if (hp->dim % hp->n_head || hp->n_head % hp->n_head_kv)
+    return dw_error_set(DW_ERR_BAD_MODULE, "model: %d heads do not divide embedding %d or are not a multiple of %d kv heads",
+                        hp->n_head, hp->dim, hp->n_head_kv);
+  int kl, vl;
+  if ((st = get_int(L, "attention.key_length", false, (uint64_t)(hp->dim / hp->n_head), 1 << 12, 0, &kl)) ||
+      (st = get_int(L, "attention.value_length", false, (uint64_t)kl, 1 << 12, 0, &vl)))
+    return st;
+  if (kl != vl || kl < 1) return dw_error_set(DW_ERR_UNSUPPORTED, "model: key_length %d != value_length %d", kl, vl);
+  hp->head_dim = kl;
+  if ((st = get_int(L, "rope.dimension_count", false, (uint64_t)hp->head_dim, 1 << 12, 0, &hp->n_rot))) return st;
+  if (hp->n_rot % 2 || hp->n_rot > hp->head_dim || hp->n_rot < 2)
+    return dw_error_set(DW_ERR_BAD_MODULE, "model: rope dimension %d must be even and <= head dim %d", hp->n_rot,
+                        hp->head_dim);
+  if (!dw_gguf_get_f32(L->g, akey(L, "attention.layer_norm_rms_epsilon"), &hp->eps) || !(hp->eps > 0) ||
+      !(hp->eps < 1))
+    return dw_error_set(DW_ERR_BAD_MODULE, "model: %s.attention.layer_norm_rms_epsilon is missing or not in (0, 1)",
+                        L->arch);
+  hp->rope_base = 10000.f;
+  dw_gguf_get_f32(L->g, akey(L, "rope.freq_base"), &hp->rope_base);
+  if (!(hp->rope_base > 1) || !isfinite(hp->rope_base))
+    return dw_error_set(DW_ERR_BAD_MODULE, "model: rope.freq_base %g is invalid", hp->rope_base);
+  dw_gguf_str rt;
+  if (dw_gguf_get_str(L->g, akey(L, "rope.scaling.type"), &rt) && !dw_gguf_str_eq(rt, "none") &&
+      !dw_gguf_str_eq(rt, "linear"))
+    return dw_error_set(DW_ERR_UNSUPPORTED, "model: rope scaling '%.*s' is not supported (none, linear are)",
+                        (int)(rt.n > 32 ? 32 : rt.n), rt.p);
+  float f = 0;
+  if (!dw_gguf_get_f32(L->g, akey(L, "rope.scaling.factor"), &f)) dw_gguf_get_f32(L->g, akey(L, "rope.scale_linear"), &f);
+  hp->rope_scale = f > 0 && isfinite(f) ? 1.f / f : 1.f;
+  return DW_OK;
+}
+
+static dw_status load_weights(dw_model *m) {
+  const dw_gguf *g = m->g;
+  dw_hparams *hp = &m->hp;
+  int qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+  char nm[96];
+  dw_status st;
+  if ((st = bind(g, "token_embd.weight", hp->dim, hp->n_vocab, true, &m->tok_embd))) return st;
+  if ((st = bind(g, "output.weight", hp->dim, hp->n_vocab, false, &m->output))) return st;
+  if (!m->output.data) m->output = m->tok_embd;
+  if ((st = vec(g, "output_norm.weight", hp->dim, true, &m->output_norm))) return st;
+  m->weight_type = m->tok_embd.type;
+  int n_pairs = hp->n_rot / 2;
+  if (!(m->inv_freq = malloc((size_t)n_pairs * sizeof(float)))) return dw_error_set(DW_ERR_NOMEM, "model");
+  float *ff = NULL;
+  const dw_gguf_tensor *rf = dw_gguf_tensor_find(g, "rope_freqs.weight");
+  if (rf) {
+    if (rf->type != GGML_F32 || rf->n_elems < (uint64_t)n_pairs)
+      return dw_error_set(DW_ERR_BAD_MODULE, "model: rope_freqs.weight must be F32 with >= %d elements", n_pairs);
+    ff = (float *)rf->data; /* the data section is aligned to >= 8 */
+  }
+  for (int i = 0; i < n_pairs; i++) {
+    double theta = pow((double)hp->rope_base, -2.0 * i / hp->n_rot) * hp->rope_scale;
+    float fi = 1.f;
+    if (ff) memcpy(&fi, (const uint8_t *)ff + 4 * i, 4);
+    if (!(fi > 0) || !isfinite(fi)) return dw_error_set(DW_ERR_BAD_MODULE, "model: rope_freqs[%d] = %g", i, fi);
+    m->inv_freq[i] = (float)(theta / fi);
+  }
+  if (!(m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers))) return dw_error_set(DW_ERR_NOMEM, "model");
+  for (int l = 0; l < hp->n_layer; l++) {
+    dw_layer *L = &m->layers[l];
+    bool qb = hp->arch == DW_ARCH_QWEN2;
+#define T(s) (snprintf(nm, sizeof nm, "blk.%d.%s", l, s), nm)
+    if ((st = vec(g, T("attn_norm.weight"), hp->dim, true, &L->attn_norm)) ||
+        (st = vec(g, T("ffn_norm.weight"), hp->dim, true, &L->ffn_norm)) ||
+        (st = bind(g, T("attn_q.weight"), hp->dim, qd, true, &L->wq)) ||
+        (st = bind(g, T("attn_k.weight"), hp->dim, kvd, true, &L->wk)) ||
+        (st = bind(g, T("attn_v.weight"), hp->dim, kvd, true, &L->wv)) ||
+        (st = bind(g, T("attn_output.weight"), qd, hp->dim, true, &L->wo)) ||
+        (st = bind(g, T("ffn_gate.weight"), hp->dim, hp->n_ff, true, &L->gate)) ||
+        (st = bind(g, T("ffn_up.weight"), hp->dim, hp->n_ff, true, &L->up)) ||
+        (st = bind(g, T("ffn_down.weight"), hp->n_ff, hp->dim, true, &L->down)) ||
+        (st = vec(g, T("attn_q.bias"), qd, qb, &L->bq)) || (st = vec(g, T("attn_k.bias"), kvd, qb, &L->bk)) ||
+        (st = vec(g, T("attn_v.bias"), kvd, qb, &L->bv)) ||
+        (st = vec(g, T("attn_output.bias"), hp->dim, false, &L->bo)))
+      return st;
+    static const char *const unsupported[] = {"ffn_gate.bias", "ffn_up.bias", "ffn_down.bias", "ffn_gate_inp.weight"};
+    for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++)
+      if (dw_gguf_tensor_find(g, T(unsupported[i])))
+        return dw_error_set(DW_ERR_UNSUPPORTED, "model: tensor '%s' is not supported", nm);
+#undef T
+    if (l == 0) m->weight_type = L->wq.type;
+  }
+  return DW_OK;
+}
+
+dw_status dw_model_load(const char *path, bool vocab_only, dw_model **out) {
+  *out = NULL;
+  dw_model *m = calloc(1, sizeof *m);
+  if (!m) return dw_error_set(DW_ERR_NOMEM, "model");
+  atomic_init(&m->refs, 1);
+  dw_status st = dw_gguf_open(path, &m->g);
+  if (st) {
+    free(m);
+    return st;
+  }
+  loader L = {.g = m->g};
+  if (!(m->path = strdup(path))) st = dw_error_set(DW_ERR_NOMEM, "model");
+  m->vocab_only = vocab_only;
+  if (!st && !vocab_only) st = load_hparams(&L, m);
+  if (!st) st = dw_tokenizer_load(m->g, &m->tok);
+  if (!st && vocab_only) m->hp.n_vocab = dw_tokenizer_info(m->tok)->n_tokens;
+  if (!st && !vocab_only) {
+    int nv = dw_tokenizer_info(m->tok)->n_tokens;
+    uint64_t vs;
+    if (dw_gguf_get_u64(m->g, akey(&L, "vocab_size"), &vs) && vs != (uint64_t)nv)
+      st = dw_error_set(DW_ERR_BAD_MODULE, "model: vocab_size %llu != %d tokens", (unsigned long long)vs, nv);
+    m->hp.n_vocab = nv;
+  }
+  if (!st && !vocab_only) st = load_weights(m);
+  if (st) {
+    dw_error_wrap(st, "%s", path);
+    dw_model_release(m);
+    return st;
+  }
+  *out = m;
+  return DW_OK;
+}
+
+void dw_model_retain(dw_model *m) { atomic_fetch_add(&m->refs, 1); }
+
+void dw_model_release(dw_model *m) {
+  if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
+  if (m->layers)
+    for (int l = 0; l < m->hp.n_layer; l++) {
+      dw_layer *L = &m->layers[l];
+      free(L->attn_norm), free(L->ffn_norm), free(L->bq), free(L->bk), free(L->bv), free(L->bo);
+    }
+  free(m->layers);
+  free(m->output_norm);
+  free(m->inv_freq);
+  dw_tokenizer_free(m->tok);
+  dw_gguf_close(m->g);
+  free(m->path);
+  free(m);
+}
+
+void dw_model_summary(const dw_model *m, char *buf, size_t cap) {
+  const dw_hparams *hp = &m->hp;
+  snprintf(buf, cap, "%s: %d layers, dim %d, %d/%d heads (head dim %d), ffn %d, vocab %d, context %d, weights %s%s",
+           hp->arch == DW_ARCH_QWEN2 ? "qwen2" : "llama", hp->n_layer, hp->dim, hp->n_head, hp->n_head_kv,
+           hp->head_dim, hp->n_ff, hp->n_vocab, hp->n_ctx_train, dw_ggml_type_name(m->weight_type),
+           m->output.data == m->tok_embd.data ? ", tied embeddings" : "");
+}
+
+/* ---- sessions -------------------------------------------------------------- */
+
+size_t dw_kv_block_bytes(const dw_model *m) {
+  return sizeof(dw_kv_block) +
+         2 * (size_t)m->hp.n_layer * DW_KV_BLOCK * m->hp.n_head_kv * m->hp.head_dim * sizeof(float);
+}
+
+static void block_unref(dw_kv_block *b) {
+  if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+}
+
+dw_status dw_sess_new(dw_model *m, dw_pool *pool, int n_ctx, dw_session **out) {
+  *out = NULL;
+  if (m->vocab_only) return dw_error_set(DW_ERR_UNSUPPORTED, "session: the model was opened vocab-only");
+  if (n_ctx <= 0) n_ctx = m->hp.n_ctx_train;
+  if (n_ctx > m->hp.n_ctx_train)
+    return dw_error_set(DW_ERR_LIMIT, "session: context %d exceeds the model's %d", n_ctx, m->hp.n_ctx_train);
+  dw_session *s = calloc(1, sizeof *s);
+  if (!s) return dw_error_set(DW_ERR_NOMEM, "session");
+  s->n_ctx = n_ctx;
+  s->pool = pool;
+  s->blocks = calloc((size_t)(n_ctx + DW_KV_BLOCK - 1) / DW_KV_BLOCK, sizeof *s->blocks);
+  s->tokens = malloc((size_t)n_ctx * sizeof *s->tokens);
+  if (!s->blocks || !s->tokens) {
+    free(s->blocks), free(s->tokens), free(s);
+    return dw_error_set(DW_ERR_NOMEM, "session");
+  }
+  dw_model_retain(m);
+  s->model = m;
+  *out = s;
+  return DW_OK;
+}
+
+void dw_sess_free(dw_session *s) {
+  if (!s) return;
+  int nb = (s->n_ctx + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
+  for (int i = 0; i < nb; i++) block_unref(s->blocks[i]);
+  free(s->blocks);
+  free(s->tokens);
+  dw_model_release(s->model);
+  free(s);
+}
+
+dw_status dw_sess_fork(const dw_session *s, dw_session **out) {
+  dw_status st = dw_sess_new(s->model, s->pool, s->n_ctx, out);
+  if (st) return st;
+  int nb = (s->n_past + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
+  for (int i = 0; i < nb; i++) {
+    (*out)->blocks[i] = s->blocks[i];
+    atomic_fetch_add(&s->blocks[i]->refs, 1);
+  }
+  memcpy((*out)->tokens, s->tokens, (size_t)s->n_past * sizeof *s->tokens);
+  (*out)->n_past = s->n_past;
+  return DW_OK;
+}
+
+dw_status dw_sess_truncate(dw_session *s, int n_keep) {
+  if (n_keep < 0 || n_keep > s->n_past)
+    return dw_error_set(DW_ERR_INVALID_ARG, "session: cannot keep %d of %d positions", n_keep, s->n_past);
+  int keep_blocks = (n_keep + DW_KV_BLOCK - 1) / DW_KV_BLOCK, nb = (s->n_past + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
+  for (int i = keep_blocks; i < nb; i++) {
+    block_unref(s->blocks[i]);
+    s->blocks[i] = NULL;
+  }
+  s->n_past = n_keep;
+  return DW_OK;
+}
+
+/* Makes blocks covering [p0, p1) present and exclusively owned. */
+static dw_status own_blocks(dw_session *s, int p0, int p1) {
+  size_t bytes = dw_kv_block_bytes(s->model);
+  for (int b = p0 / DW_KV_BLOCK; b <= (p1 - 1) / DW_KV_BLOCK; b++) {
+    dw_kv_block *cur = s->blocks[b];
+    if (cur && atomic_load(&cur->refs) == 1) continue;
+    dw_kv_block *nb = malloc(bytes);
+    if (!nb) return dw_error_set(DW_ERR_NOMEM, "kv cache: %zu bytes", bytes);
+    atomic_init(&nb->refs, 1);
+    if (cur) {
+      memcpy(nb->data, cur->data, bytes - sizeof(dw_kv_block));
+      block_unref(cur);
+    }
+    s->blocks[b] = nb;
+  }
+  return DW_OK;
+}
+
+static inline float *kv_row(const dw_session *s, int layer, int pos, bool v) {
+  const dw_hparams *hp = &s->model->hp;
+  size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+  size_t off = ((size_t)layer * DW_KV_BLOCK + pos % DW_KV_BLOCK) * kvd;
+  if (v) off += (size_t)hp->n_layer * DW_KV_BLOCK * kvd;
+  return s->blocks[pos / DW_KV_BLOCK]->data + off;
+}
+
+/* ---- kernels as pool jobs ------------------------------------------------- */
+
+typedef enum { MM_STORE, MM_ADD, MM_GLU } mm_mode;
+
+typedef struct mm_item {
+  const dw_wt *w;
+  const float *bias;
+  float *y;           /* [nt][w->n_out] */
+} mm_item;
+
+typedef struct mm_job {
+  const float *x;     /* [nt][n_in] */
+  int nt, n_items;
+  mm_mode mode;       /* MM_GLU: items 0 (gate) and 1 (up), output in items[0].y */
+  mm_item it[3];
+  float *scratch;     /* per worker: RB*n_in + 2*RB*nt floats */
+  size_t scratch_per_worker;
+} mm_job;
+
+static void mm_rows(const mm_job *J, const dw_wt *w, int r0, int nr, float *wbuf, float *out) {
+  int64_t n = w->n_in;
+  if (J->nt <= 2) {
+    for (int i = 0; i < nr; i++)
+      for (int t = 0; t < J->nt; t++)
+        out[t * RB + i] = dw_vec_dot(w->type, w->data + (size_t)(r0 + i) * w->row_bytes, J->x + t * n, n);
+    return;
+  }
+  for (int i = 0; i < nr; i++) dw_dequant_row(w->type, w->data + (size_t)(r0 + i) * w->row_bytes, wbuf + i * n, n);
+  dw_gemm_f32_rows(wbuf, nr, J->x, n, J->nt, n, out, RB);
+}
+
+static void mm_worker(void *arg, int wi, int nw) {
+  const mm_job *J = arg;
+  float *wbuf = J->scratch + (size_t)wi * J->scratch_per_worker;
+  float *o1 = wbuf + (size_t)RB * J->it[0].w->n_in, *o2 = o1 + (size_t)RB * J->nt;
+  int n_items = J->mode == MM_GLU ? 1 : J->n_items;
+  /* chunks of RB rows over the items' rows, split evenly */
+  int64_t total = 0;
+  for (int i = 0; i < n_items; i++) total += (J->it[i].w->n_out + RB - 1) / RB;
+  int64_t c0 = total * wi / nw, c1 = total * (wi + 1) / nw, c = 0;
+  for (int i = 0; i < n_items; i++) {
+    const mm_item *I = &J->it[i];
+    int64_t nchunks = (I->w->n_out + RB - 1) / RB;
+    for (int64_t k = 0; k < nchunks; k++, c++) {
+      if (c < c0 || c >= c1) continue;
+      int r0 = (int)(k * RB), nr = (int)(I->w->n_out - r0 < RB ? I->w->n_out - r0 : RB);
+      int64_t ld = I->w->n_out;
+      mm_rows(J, I->w, r0, nr, wbuf, o1);
+      if (J->mode == MM_GLU) {
+        const mm_item *U = &J->it[1];
+        mm_rows(J, U->w, r0, nr, wbuf, o2);
+        for (int t = 0; t < J->nt; t++)
+          for (int r = 0; r < nr; r++) {
+            float g = o1[t * RB + r] + (I->bias ? I->bias[r0 + r] : 0);
+            float u = o2[t * RB + r] + (U->bias ? U->bias[r0 + r] : 0);
+            I->y[t * ld + r0 + r] = g / (1.f + expf(-g)) * u;
+          }
+      } else {
+        for (int t = 0; t < J->nt; t++)
+          for (int r = 0; r < nr; r++) {
+            float v = o1[t * RB + r] + (I->bias ? I->bias[r0 + r] : 0);
+            if (J->mode == MM_ADD) I->y[t * ld + r0 + r] += v;
+            else I->y[t * ld + r0 + r] = v;
+          }
+      }
+    }
+  }
+}
+
+typedef struct fwd {
+  dw_pool *pool;
+  dw_session *s;
+  const dw_model *m;
+  int nt, p0, layer;
+  float *x, *xn, *q, *k, *v, *att, *h;
+  float *scratch, *scores;
+  size_t scratch_per_worker;
+} fwd;
+
+static void matmul(fwd *F, const float *x, int nt, mm_mode mode, int n, const mm_item *items) {
+  mm_job J = {.x = x, .nt = nt, .n_items = n, .mode = mode, .scratch = F->scratch,
+              .scratch_per_worker = F->scratch_per_worker};
+  memcpy(J.it, items, (size_t)n * sizeof *items);
+  dw_pool_run(F->pool, mm_worker, &J);
+}
+
+static void attn_worker(void *arg, int wi, int nw) {
+  const fwd *F = arg;
+  const dw_hparams *hp = &F->m->hp;
+  int hd = hp->head_dim, H = hp->n_head, g = H / hp->n_head_kv, qd = H * hd;
+  float *sc = F->scores + (size_t)wi * F->s->n_ctx;
+  float scale = 1.f / sqrtf((float)hd);
+  int total = F->nt * H;
+  for (int item = total * wi / nw; item < total * (wi + 1) / nw; item++) {
+    int t = item / H, h = item % H, p = F->p0 + t, kvo = (h / g) * hd;
+    const float *q = F->q + (size_t)t * qd + (size_t)h * hd;
+    float mx = -INFINITY;
+    for (int j = 0; j <= p; j++) {
+      sc[j] = dw_dot_f32(q, kv_row(F->s, F->layer, j, false) + kvo, hd) * scale;
+      if (sc[j] > mx) mx = sc[j];
+    }
+    float sum = 0;
+    for (int j = 0; j <= p; j++) sum += sc[j] = expf(sc[j] - mx);
+    float *o = F->att + (size_t)t * qd + (size_t)h * hd, inv = 1.f / sum;
+    memset(o, 0, (size_t)hd * sizeof *o);
+    for (int j = 0; j <= p; j++) {
+      const float *vr = kv_row(F->s, F->layer, j, true) + kvo;
+      float a = sc[j] * inv;
+      for (int d = 0; d < hd; d++) o[d] += a * vr[d];
+    }
+  }
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+  double ss = 0;
+  for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+  float r = (float)(1.0 / sqrt(ss / n + eps));
+  for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+static void rope(float *v, int n_heads, int hd, int n_rot, bool neox, const float *cs, const float *sn) {
+  for (int h = 0; h < n_heads; h++) {
+    float *x = v + (size_t)h * hd;
+    for (int i = 0; i < n_rot / 2; i++) {
+      int ia = neox ? i : 2 * i, ib = neox ? i + n_rot / 2 : 2 * i + 1;
+      float a = x[ia], b = x[ib];
+      x[ia] = a * cs[i] - b * sn[i];
+      x[ib] = a * sn[i] + b * cs[i];
+    }
+  }
+}
+
+static void forward_layer(fwd *F, int l, const float *cs, const float *sn) {
+  const dw_model *m = F->m;
+  const dw_hparams *hp = &m->hp;
+  const dw_layer *L = &m->layers[l];
+  int nt = F->nt, dim = hp->dim, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
+  int half = hp->n_rot / 2;
+  F->layer = l;
+  for (int t = 0; t < nt; t++) rmsnorm(F->xn + (size_t)t * dim, F->x + (size_t)t * dim, L->attn_norm, dim, hp->eps);
+  mm_item qkv[3] = {{&L->wq, L->bq, F->q}, {&L->wk, L->bk, F->k}, {&L->wv, L->bv, F->v}};
+  matmul(F, F->xn, nt, MM_STORE, 3, qkv);
+  for (int t = 0; t < nt; t++) {
+    const float *c = cs + (size_t)t * half, *s = sn + (size_t)t * half;
+    rope(F->q + (size_t)t * qd, hp->n_head, hd, hp->n_rot, hp->rope_neox, c, s);
+    rope(F->k + (size_t)t * kvd, hp->n_head_kv, hd, hp->n_rot, hp->rope_neox, c, s);
+    memcpy(kv_row(F->s, l, F->p0 + t, false), F->k + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+    memcpy(kv_row(F->s, l, F->p0 + t, true), F->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+  }
+  dw_pool_run(F->pool, attn_worker, F);
+  mm_item o = {&L->wo, L->bo, F->x};
+  matmul(F, F->att, nt, MM_ADD, 1, &o);
+  for (int t = 0; t < nt; t++) rmsnorm(F->xn + (size_t)t * dim, F->x + (size_t)t * dim, L->ffn_norm, dim, hp->eps);
+  mm_item glu[2] = {{&L->gate, NULL, F->h}, {&L->up, NULL, NULL}};
+  matmul(F, F->xn, nt, MM_GLU, 2, glu);
+  mm_item d = {&L->down, NULL, F->x};
+  matmul(F, F->h, nt, MM_ADD, 1, &d);
+}
+
+/* One micro-batch of nt <= UBATCH tokens at positions [s->n_past, +nt). */
+static dw_status forward(dw_session *s, const int32_t *tok, int nt, float *logits, float *all) {
+  const dw_model *m = s->model;
+  const dw_hparams *hp = &m->hp;
+  dw_pool *pool = s->pool;
+  int dim = hp->dim, qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim, half = hp->n_rot / 2;
+  int nw = dw_pool_size(pool), max_in = hp->n_ff > qd ? hp->n_ff : qd;
+  if (dim > max_in) max_in = dim;
+  dw_status st = own_blocks(s, s->n_past, s->n_past + nt);
+  if (st) return st;
+  fwd F = {.pool = pool, .s = s, .m = m, .nt = nt, .p0 = s->n_past};
+  F.scratch_per_worker = (size_t)RB * max_in + 2 * (size_t)RB * nt;
+  size_t nfl = (size_t)nt * (2 * dim + 2 * qd + 2 * kvd + hp->n_ff) + 2 * (size_t)nt * half +
+               F.scratch_per_worker * nw + (size_t)s->n_ctx * nw;
+  float *buf = malloc(nfl * sizeof(float));
+  if (!buf) return dw_error_set(DW_ERR_NOMEM, "decode: %zu bytes of activations", nfl * sizeof(float));
+  float *p = buf;
+  F.x = p, p += (size_t)nt * dim;
+  F.xn = p, p += (size_t)nt * dim;
+  F.q = p, p += (size_t)nt * qd;
+  F.att = p, p += (size_t)nt * qd;
+  F.k = p, p += (size_t)nt * kvd;
+  F.v = p, p += (size_t)nt * kvd;
+  F.h = p, p += (size_t)nt * hp->n_ff;
+  float *cs = p, *sn = p + (size_t)nt * half;
+  p += 2 * (size_t)nt * half;
+  F.scratch = p, p += F.scratch_per_worker * nw;
+  F.scores = p;
+  for (int t = 0; t < nt; t++) {
+    dw_dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)tok[t] * m->tok_embd.row_bytes, F.x + (size_t)t * dim,
+                   dim);
+    double pos = F.p0 + t;
+    for (int i = 0; i < half; i++) {
+      double a = pos * (double)m->inv_freq[i];
+      cs[(size_t)t * half + i] = (float)cos(a);
+      sn[(size_t)t * half + i] = (float)sin(a);
+    }
+  }
+  for (int l = 0; l < hp->n_layer; l++) forward_layer(&F, l, cs, sn);
+  int first = all ? 0 : nt - 1;
+  if (all || logits) {
+    for (int t = first; t < nt; t++)
+      rmsnorm(F.xn + (size_t)(t - first) * dim, F.x + (size_t)t * dim, m->output_norm, dim, hp->eps);
+    float *y = all ? all : logits;
+    mm_item o = {&m->output, NULL, y};
+    matmul(&F, F.xn, nt - first, MM_STORE, 1, &o);
+    if (all && logits) memcpy(logits, all + (size_t)(nt - 1) * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
+  }
+  memcpy(s->tokens + s->n_past, tok, (size_t)nt * sizeof *tok);
+  s->n_past += nt;
+  free(buf);
+  return DW_OK;
+}
+
+dw_status dw_decode(dw_session *s, const int32_t *tokens, int n, float *logits, float *all_logits) {
+  const dw_hparams *hp = &s->model->hp;
+  if (n < 0) return dw_error_set(DW_ERR_INVALID_ARG, "decode: negative token count");
+  if (n == 0) return dw_error_set(DW_ERR_INVALID_ARG, "decode: no tokens");
+  if ((int64_t)s->n_past + n > s->n_ctx)
+    return dw_error_set(DW_ERR_LIMIT, "decode: %d + %d tokens exceed the context of %d", s->n_past, n, s->n_ctx);
+  for (int i = 0; i < n; i++)
+    if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+      return dw_error_set(DW_ERR_INVALID_ARG, "decode: token %d at index %d is not in the vocabulary (%d)", tokens[i],
+                          i, hp->n_vocab);
+  int start = s->n_past;
+  for (int i = 0; i < n; i += UBATCH) {
+    int nt = n - i < UBATCH ? n - i : UBATCH;
+    bool last = i + nt == n;
+    dw_status st = forward(s, tokens + i, nt, last ? logits : NULL,
+                           all_logits ? all_logits + (size_t)i * hp->n_vocab : NULL);
+    if (st) {
+      s->n_past = start; /* positions written so far are simply dropped */
+      return st;
+    }
+  }
+  return DW_OK;
+}

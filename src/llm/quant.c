@@ -1,0 +1,284 @@
+/*
+ * quant.c — kernels for the weight types of quant.h. Each has a portable C
+ * form and, where the compiler targets AVX2+FMA+F16C, a vector form; the two
+ * agree to f32 rounding (tests compare them with an f64 reference).
+ *
+ * Block layouts (ggml, little-endian):
+ *   Q8_0: f16 d, int8 q[32];            x[j] = d·q[j]
+ *   Q4_0: f16 d, uint8 q[16];           x[j] = d·((q[j]&15)−8), x[j+16] = d·((q[j]>>4)−8)
+ */
+#include "llm/quant.h"
+#include "llm/gguf.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define DW_X86 1
+#endif
+
+float dw_f16_to_f32(uint16_t h) {
+  uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF, bits;
+  if (e == 0) {
+    if (m == 0) bits = s;
+    else { /* subnormal: normalise */
+      e = 127 - 15 + 1;
+      while (!(m & 0x400)) {
+        m <<= 1;
+        e--;
+      }
+      bits = s | (e << 23) | ((m & 0x3FF) << 13);
+    }
+  } else if (e == 31) bits = s | 0x7F800000 | (m << 13);
+  else bits = s | ((e + 127 - 15) << 23) | (m << 13);
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t dw_f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  uint32_t s = (x >> 16) & 0x8000, e = (x >> 23) & 0xFF, m = x & 0x7FFFFF;
+  if (e == 0xFF) return (uint16_t)(s | 0x7C00 | (m ? 0x200 : 0));
+  int32_t ne = (int32_t)e - 127 + 15;
+  if (ne >= 31) return (uint16_t)(s | 0x7C00);
+  if (ne <= 0) {
+    if (ne < -10) return (uint16_t)s;
+    m |= 0x800000;
+    uint32_t shift = (uint32_t)(14 - ne), half = 1u << (shift - 1);
+    uint32_t r = m >> shift, rem = m & ((1u << shift) - 1);
+    if (rem > half || (rem == half && (r & 1))) r++;
+    return (uint16_t)(s | r);
+  }
+  uint32_t r = (uint32_t)ne << 10 | m >> 13, rem = m & 0x1FFF;
+  if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++; /* may carry into the exponent: correct */
+  return (uint16_t)(s | r);
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+  uint32_t b = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &b, 4);
+  return f;
+}
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+bool dw_quant_supported(uint32_t t) {
+  return t == GGML_F32 || t == GGML_F16 || t == GGML_BF16 || t == GGML_Q8_0 || t == GGML_Q4_0;
+}
+
+size_t dw_quant_row_bytes(uint32_t t, int64_t n) {
+  return (size_t)n / dw_ggml_block_size(t) * dw_ggml_type_size(t);
+}
+
+/* ---- dequantise a row ----------------------------------------------------- */
+
+void dw_dequant_row(uint32_t t, const void *src, float *dst, int64_t n) {
+  const uint8_t *s = src;
+  switch (t) {
+  case GGML_F32: memcpy(dst, src, (size_t)n * 4); return;
+  case GGML_F16: {
+    int64_t i = 0;
+#ifdef DW_X86
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const void *)(s + 2 * i))));
+#endif
+    for (; i < n; i++) dst[i] = dw_f16_to_f32(rd16(s + 2 * i));
+    return;
+  }
+  case GGML_BF16:
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(rd16(s + 2 * i));
+    return;
+  case GGML_Q8_0:
+    for (int64_t b = 0; b < n / 32; b++, s += 34) {
+      float d = dw_f16_to_f32(rd16(s));
+      for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * (float)(int8_t)s[2 + j];
+    }
+    return;
+  case GGML_Q4_0:
+    for (int64_t b = 0; b < n / 32; b++, s += 18) {
+      float d = dw_f16_to_f32(rd16(s));
+      for (int j = 0; j < 16; j++) {
+        dst[b * 32 + j] = d * (float)((s[2 + j] & 15) - 8);
+        dst[b * 32 + j + 16] = d * (float)((s[2 + j] >> 4) - 8);
+      }
+    }
+    return;
+  }
+}
+
+/* ---- dot products ----------------------------------------------------------- */
+
+#ifdef DW_X86
+static inline float hsum(__m256 v) {
+  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  a = _mm_add_ss(a, _mm_movehdup_ps(a));
+  return _mm_cvtss_f32(a);
+}
+static inline __m256 i8x8_ps(const uint8_t *p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const void *)p)));
+}
+#endif
+
+float dw_dot_f32(const float *a, const float *b, int64_t n) {
+  int64_t i = 0;
+  float s = 0;
+#ifdef DW_X86
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+#endif
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+static float dot_f16(const uint8_t *w, const float *x, int64_t n) {
+  int64_t i = 0;
+  float s = 0;
+#ifdef DW_X86
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const void *)(w + 2 * i))), _mm256_loadu_ps(x + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const void *)(w + 2 * i + 16))), _mm256_loadu_ps(x + i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const void *)(w + 2 * i + 32))), _mm256_loadu_ps(x + i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const void *)(w + 2 * i + 48))), _mm256_loadu_ps(x + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8)
+    s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const void *)(w + 2 * i))), _mm256_loadu_ps(x + i), s0);
+  s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+#endif
+  for (; i < n; i++) s += dw_f16_to_f32(rd16(w + 2 * i)) * x[i];
+  return s;
+}
+
+static float dot_bf16(const uint8_t *w, const float *x, int64_t n) {
+  int64_t i = 0;
+  float s = 0;
+#ifdef DW_X86
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  for (; i + 16 <= n; i += 16) {
+    __m256i a = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)(w + 2 * i))), 16);
+    __m256i b = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)(w + 2 * i + 16))), 16);
+    s0 = _mm256_fmadd_ps(_mm256_castsi256_ps(a), _mm256_loadu_ps(x + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_castsi256_ps(b), _mm256_loadu_ps(x + i + 8), s1);
+  }
+  s = hsum(_mm256_add_ps(s0, s1));
+#endif
+  for (; i < n; i++) s += bf16_to_f32(rd16(w + 2 * i)) * x[i];
+  return s;
+}
+
+static float dot_q8_0(const uint8_t *w, const float *x, int64_t n) {
+  float s = 0;
+#ifdef DW_X86
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 32; b++, w += 34, x += 32) {
+    const uint8_t *q = w + 2;
+    __m256 p = _mm256_mul_ps(i8x8_ps(q), _mm256_loadu_ps(x));
+    p = _mm256_fmadd_ps(i8x8_ps(q + 8), _mm256_loadu_ps(x + 8), p);
+    p = _mm256_fmadd_ps(i8x8_ps(q + 16), _mm256_loadu_ps(x + 16), p);
+    p = _mm256_fmadd_ps(i8x8_ps(q + 24), _mm256_loadu_ps(x + 24), p);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw_f16_to_f32(rd16(w))), p, acc);
+  }
+  s = hsum(acc);
+#else
+  for (int64_t b = 0; b < n / 32; b++, w += 34, x += 32) {
+    float p = 0;
+    for (int j = 0; j < 32; j++) p += (float)(int8_t)w[2 + j] * x[j];
+    s += dw_f16_to_f32(rd16(w)) * p;
+  }
+#endif
+  return s;
+}
+
+static float dot_q4_0(const uint8_t *w, const float *x, int64_t n) {
+  float s = 0;
+#ifdef DW_X86
+  __m256 acc = _mm256_setzero_ps();
+  const __m128i m4 = _mm_set1_epi8(15), e8 = _mm_set1_epi8(8);
+  for (int64_t b = 0; b < n / 32; b++, w += 18, x += 32) {
+    __m128i q = _mm_loadu_si128((const void *)(w + 2));
+    __m128i lo = _mm_sub_epi8(_mm_and_si128(q, m4), e8);
+    __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8);
+    __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(x));
+    p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + 8), p);
+    p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + 16), p);
+    p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + 24), p);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw_f16_to_f32(rd16(w))), p, acc);
+  }
+  s = hsum(acc);
+#else
+  for (int64_t b = 0; b < n / 32; b++, w += 18, x += 32) {
+    float p = 0;
+    for (int j = 0; j < 16; j++) p += (float)((w[2 + j] & 15) - 8) * x[j] + (float)((w[2 + j] >> 4) - 8) * x[j + 16];
+    s += dw_f16_to_f32(rd16(w)) * p;
+  }
+#endif
+  return s;
+}
+
+float dw_vec_dot(uint32_t t, const void *row, const float *x, int64_t n) {
+  switch (t) {
+  case GGML_F32: return dw_dot_f32(row, x, n);
+  case GGML_F16: return dot_f16(row, x, n);
+  case GGML_BF16: return dot_bf16(row, x, n);
+  case GGML_Q8_0: return dot_q8_0(row, x, n);
+  case GGML_Q4_0: return dot_q4_0(row, x, n);
+  }
+  return 0;
+}
+
+/* ---- small GEMM over dequantised rows ------------------------------------ */
+
+#ifdef DW_X86
+/* 4 weight rows × 2 tokens, 8 lanes: 8 accumulators. */
+static void tile4x2(const float *w, int64_t n, const float *x0, const float *x1, float out[4][2]) {
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+  const float *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    __m256 b0 = _mm256_loadu_ps(x0 + k), b1 = _mm256_loadu_ps(x1 + k), r;
+    r = _mm256_loadu_ps(w0 + k); a00 = _mm256_fmadd_ps(r, b0, a00); a01 = _mm256_fmadd_ps(r, b1, a01);
+    r = _mm256_loadu_ps(w1 + k); a10 = _mm256_fmadd_ps(r, b0, a10); a11 = _mm256_fmadd_ps(r, b1, a11);
+    r = _mm256_loadu_ps(w2 + k); a20 = _mm256_fmadd_ps(r, b0, a20); a21 = _mm256_fmadd_ps(r, b1, a21);
+    r = _mm256_loadu_ps(w3 + k); a30 = _mm256_fmadd_ps(r, b0, a30); a31 = _mm256_fmadd_ps(r, b1, a31);
+  }
+  out[0][0] = hsum(a00); out[0][1] = hsum(a01); out[1][0] = hsum(a10); out[1][1] = hsum(a11);
+  out[2][0] = hsum(a20); out[2][1] = hsum(a21); out[3][0] = hsum(a30); out[3][1] = hsum(a31);
+  for (; k < n; k++)
+    for (int r = 0; r < 4; r++) {
+      out[r][0] += w[r * n + k] * x0[k];
+      out[r][1] += w[r * n + k] * x1[k];
+    }
+}
+#endif
+
+void dw_gemm_f32_rows(const float *w, int nr, const float *x, int64_t ldx, int nt, int64_t n, float *y, int64_t ldy) {
+  int r = 0;
+#ifdef DW_X86
+  for (; r + 4 <= nr; r += 4) {
+    int t = 0;
+    for (; t + 2 <= nt; t += 2) {
+      float o[4][2];
+      tile4x2(w + (int64_t)r * n, n, x + t * ldx, x + (t + 1) * ldx, o);
+      for (int i = 0; i < 4; i++) {
+        y[t * ldy + r + i] = o[i][0];
+        y[(t + 1) * ldy + r + i] = o[i][1];
+      }
+    }
+    for (; t < nt; t++)
+      for (int i = 0; i < 4; i++) y[t * ldy + r + i] = dw_dot_f32(w + (int64_t)(r + i) * n, x + t * ldx, n);
+  }
+#endif
+  for (; r < nr; r++)
+    for (int t = 0; t < nt; t++) y[t * ldy + r] = dw_dot_f32(w + (int64_t)r * n, x + t * ldx, n);
+}

@@ -1,0 +1,33 @@
+/*
+ * quant.h — weight element types (F32, F16, BF16, Q8_0, Q4_0): conversion,
+ * row dequantisation, and the dot-product / matrix kernels of the forward
+ * pass. Quantised weights are decoded inside the kernels, a block or a few
+ * rows at a time; a whole tensor is never expanded in memory.
+ *
+ * Invariants: callers pass n a multiple of the type's block size (the GGUF
+ * loader guarantees it for rows); results accumulate in f32.
+ *
+ * Threads: all functions are pure.
+ */
+#ifndef DW_QUANT_H
+#define DW_QUANT_H
+
+#include "base/base.h"
+
+#include <stdbool.h>
+
+DW_HIDDEN float dw_f16_to_f32(uint16_t h);
+DW_HIDDEN uint16_t dw_f32_to_f16(float f);
+DW_HIDDEN bool dw_quant_supported(uint32_t ggml_type);
+/* Bytes of a row of n elements. */
+DW_HIDDEN size_t dw_quant_row_bytes(uint32_t ggml_type, int64_t n);
+DW_HIDDEN void dw_dequant_row(uint32_t ggml_type, const void *src, float *dst, int64_t n);
+/* Σ row[i]·x[i] over n elements, row of the given type. */
+DW_HIDDEN float dw_vec_dot(uint32_t ggml_type, const void *row, const float *x, int64_t n);
+/* f32 dot product. */
+DW_HIDDEN float dw_dot_f32(const float *a, const float *b, int64_t n);
+/* y[t*ldy + r] = Σ_k w[r*n + k]·x[t*ldx + k] for r < nr, t < nt (f32 rows). */
+DW_HIDDEN void dw_gemm_f32_rows(const float *w, int nr, const float *x, int64_t ldx, int nt, int64_t n, float *y,
+                                int64_t ldy);
+
+#endif
