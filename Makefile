@@ -4,7 +4,7 @@ BUILD      ?= build
 TEST_BUILD ?= build-test
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build demo test bench clean
+.PHONY: all deps build demo test bench fuzz clean
 
 all: build
 
@@ -15,8 +15,13 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+DEMO_MODEL ?= models/demo-tiny-q8_0.gguf
+DEMO_PROMPT ?= Write a haiku about driftwood.
+
 demo: build
 	$(BUILD)/driftwood run $(BUILD)/examples/matmul.wasm
+	@echo "--- chat example on $(DEMO_MODEL) (random weights: the text is gibberish by design)"
+	$(BUILD)/driftwood run --model default=$(DEMO_MODEL) $(BUILD)/examples/chat.wasm --seed 1 -n 48 "$(DEMO_PROMPT)"
 
 test: deps
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DDW_SANITIZE=ON >/dev/null

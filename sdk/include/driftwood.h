@@ -59,4 +59,55 @@ DW_IMPORT(emit) int32_t dw_emit(const void *ptr, uint32_t len_bytes);
 /* Fills *out with what the host saw during the last compute call. */
 DW_IMPORT(last_op_info) int32_t dw_last_op_info(dw_op_info *out);
 
+/* ---- LLM inference (models the host registered with --model NAME=PATH) ----
+ *
+ * Handles are small non-zero integers local to this instance. Token ids are
+ * int32, logits f32, both in this guest's memory: decode writes the logits
+ * straight into out_logits (n_vocab floats, 4-byte aligned). Every size
+ * argument is a count of elements; *_len/out_n results are written even on
+ * DW_ERR_LIMIT (the size that would be needed). */
+
+typedef uint32_t dw_model_t;
+typedef uint32_t dw_session_t;
+
+/* 32 bytes, as the host's dw_model_info. */
+typedef struct dw_model_info {
+  uint32_t n_vocab;
+  uint32_t n_ctx_train;
+  int32_t bos, eos, eot;  /* -1 when absent; eot falls back to eos */
+  uint32_t n_embd;
+  uint32_t n_layer;
+  uint32_t flags;         /* DW_MODEL_ADD_BOS | DW_MODEL_ADD_EOS */
+} dw_model_info;
+
+#define DW_MODEL_ADD_BOS 1u
+#define DW_MODEL_ADD_EOS 2u
+#define DW_TOKENIZE_ADD_SPECIAL 1u   /* BOS/EOS as the vocabulary asks */
+#define DW_TOKENIZE_PARSE_SPECIAL 2u /* control-token texts become their ids */
+
+/* Opens the model registered as name[0..name_len); name_len 0 opens the
+ * first one registered. DW_ERR_NOT_FOUND when there is none. */
+DW_IMPORT(model_open) int32_t dw_model_open(const char *name, uint32_t name_len, dw_model_t *out);
+DW_IMPORT(model_info) int32_t dw_model_info_get(dw_model_t model, dw_model_info *out);
+/* A string metadata value, e.g. "tokenizer.chat_template". */
+DW_IMPORT(model_meta)
+int32_t dw_model_meta(dw_model_t model, const char *key, uint32_t key_len, char *out, uint32_t cap, uint32_t *out_len);
+/* flags: DW_TOKENIZE_*. */
+DW_IMPORT(tokenize)
+int32_t dw_tokenize(dw_model_t model, const char *text, uint32_t text_len, uint32_t flags, int32_t *out_tokens,
+                    uint32_t cap, uint32_t *out_n);
+/* The bytes token stands for (control tokens: none). */
+DW_IMPORT(token_piece)
+int32_t dw_token_piece(dw_model_t model, int32_t token, char *out, uint32_t cap, uint32_t *out_len);
+/* n_ctx 0: the model's training context. */
+DW_IMPORT(session_new) int32_t dw_session_new(dw_model_t model, uint32_t n_ctx, dw_session_t *out);
+/* Appends n tokens; writes the last position's logits. DW_ERR_LIMIT when
+ * the context is full (nothing appended). */
+DW_IMPORT(decode) int32_t dw_decode(dw_session_t s, const int32_t *tokens, uint32_t n, float *out_logits);
+DW_IMPORT(session_len) int32_t dw_session_len(dw_session_t s, uint32_t *out_n);
+DW_IMPORT(session_truncate) int32_t dw_session_truncate(dw_session_t s, uint32_t n_keep);
+/* A new session sharing s's KV prefix (copy-on-write). */
+DW_IMPORT(session_fork) int32_t dw_session_fork(dw_session_t s, dw_session_t *out);
+DW_IMPORT(session_free) int32_t dw_session_free(dw_session_t s);
+
 #endif

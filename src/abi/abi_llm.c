@@ -53,6 +53,11 @@ static uint32_t h_model_open(dw_instance *inst, uint32_t name, uint32_t name_len
   dw_status st;
   if (!a) return DW_ERR_UNSUPPORTED;
   if ((st = view(inst, name, name_len, 1, 1, &pn)) || (st = view(inst, out, 1, 4, 4, &po))) return st;
+  if (name_len == 0 && a->n_models > 0) { /* the first model registered */
+    uint32_t h = 1;
+    memcpy(po, &h, 4);
+    return DW_OK;
+  }
   for (int i = 0; i < a->n_models; i++)
     if (strlen(a->models[i].name) == name_len && !memcmp(a->models[i].name, pn, name_len)) {
       uint32_t h = (uint32_t)i + 1;

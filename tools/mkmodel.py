@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""mkmodel.py — writes GGUF test models: a chosen architecture and shape,
+random weights of a chosen type, and a vocabulary copied from a GGUF file
+(e.g. one of ../shared/fixtures/vocab/). Deterministic for a given --seed.
+
+  tools/mkmodel.py --preset tiny --type q8_0 --vocab V.gguf -o out.gguf
+  tools/mkmodel.py --arch qwen2 --dim 64 --layers 2 --heads 4 --kv-heads 2 \
+                   --ffn 128 --type f16 --vocab V.gguf -o out.gguf
+
+Presets: tiny (dim 64, 2 layers, 4/2 heads, ffn 192), 143m (dim 576,
+30 layers, 9/3 heads, ffn 1536, tied), 1.1b (dim 2048, 16 layers, 32/8
+heads, ffn 8192). Norm weights and biases are always F32, as llama.cpp
+writes them.
+"""
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gguflib as G  # noqa: E402
+
+PRESETS = {
+    "tiny": dict(dim=64, layers=2, heads=4, kv_heads=2, ffn=192, ctx=512, tied=False),
+    "143m": dict(dim=576, layers=30, heads=9, kv_heads=3, ffn=1536, ctx=2048, tied=True),
+    "1.1b": dict(dim=2048, layers=16, heads=32, kv_heads=8, ffn=8192, ctx=2048, tied=False),
+}
+
+TEMPLATES = {
+    "llama2": "{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token + '[INST] ' + m['content'] + ' [/INST]' }}"
+              "{% else %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}{% endfor %}",
+    "chatml": "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n'}}"
+              "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+    "llama3": "{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + "
+              "m['content'] | trim + '<|eot_id|>' }}{% endfor %}",
+}
+
+
+def llama3_factors(base, n_rot, factor=8.0, lf=1.0, hf=4.0, orig=8192):
+    out = []
+    for i in range(n_rot // 2):
+        wavelen = 2 * math.pi * base ** (2 * i / n_rot)
+        if wavelen < orig / hf:
+            out.append(1.0)
+        elif wavelen > orig / lf:
+            out.append(factor)
+        else:
+            s = (orig / wavelen - lf) / (hf - lf)
+            out.append(1.0 / ((1 - s) / factor + s))
+    return np.array(out, dtype=np.float32)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--vocab", required=True, help="GGUF file whose tokenizer.* keys are copied")
+    ap.add_argument("--preset", choices=PRESETS)
+    ap.add_argument("--arch", choices=["llama", "qwen2"], default="llama")
+    ap.add_argument("--dim", type=int)
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--heads", type=int)
+    ap.add_argument("--kv-heads", type=int)
+    ap.add_argument("--ffn", type=int)
+    ap.add_argument("--ctx", type=int)
+    ap.add_argument("--tied", action="store_true", default=None, help="no output.weight (reuse token_embd)")
+    ap.add_argument("--type", choices=G.TYPE_NAMES, default="f16")
+    ap.add_argument("--rope-base", type=float, default=10000.0)
+    ap.add_argument("--llama3-rope", action="store_true", help="write rope_freqs (Llama 3.1 scaling)")
+    ap.add_argument("--chat-template", choices=list(TEMPLATES) + ["none"], default="none")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    cfg = dict(PRESETS.get(a.preset, PRESETS["tiny"]))
+    for k in ("dim", "layers", "heads", "kv_heads", "ffn", "ctx", "tied"):
+        v = getattr(a, k)
+        if v is not None:
+            cfg[k] = v
+    dim, L, H, KV, FF = cfg["dim"], cfg["layers"], cfg["heads"], cfg["kv_heads"], cfg["ffn"]
+    hd = dim // H
+    tt = G.TYPE_NAMES[a.type]
+
+    voc = G.Reader(a.vocab)
+    n_vocab = len(voc.get("tokenizer.ggml.tokens"))
+    w = G.Writer(a.out)
+    arch = a.arch
+    w.add("general.architecture", G.STRING, arch)
+    w.add("general.name", G.STRING, f"driftwood-test-{a.preset or 'custom'}-{a.type}")
+    w.add(f"{arch}.context_length", G.U32, cfg["ctx"])
+    w.add(f"{arch}.embedding_length", G.U32, dim)
+    w.add(f"{arch}.block_count", G.U32, L)
+    w.add(f"{arch}.feed_forward_length", G.U32, FF)
+    w.add(f"{arch}.attention.head_count", G.U32, H)
+    w.add(f"{arch}.attention.head_count_kv", G.U32, KV)
+    w.add(f"{arch}.rope.dimension_count", G.U32, hd)
+    w.add(f"{arch}.rope.freq_base", G.F32, a.rope_base)
+    w.add(f"{arch}.attention.layer_norm_rms_epsilon", G.F32, 1e-5)
+    for key, (vt, val, et) in voc.kv.items():
+        if key.startswith("tokenizer.") and key != "tokenizer.chat_template":
+            w.add(key, vt, val, et)
+    if a.chat_template != "none":
+        w.add("tokenizer.chat_template", G.STRING, TEMPLATES[a.chat_template])
+
+    rng = np.random.default_rng(a.seed)
+
+    def mat(n_out, n_in, scale=None):
+        s = scale if scale is not None else 1.0 / math.sqrt(n_in)
+        return (rng.standard_normal((n_out, n_in), dtype=np.float32) * s).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
+
+    def bias(n):
+        return (0.02 * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", mat(n_vocab, dim, 1.0), tt)
+    w.add_tensor("output_norm.weight", norm(dim), G.T_F32)
+    if not cfg["tied"]:
+        w.add_tensor("output.weight", mat(n_vocab, dim), tt)
+    if a.llama3_rope:
+        w.add_tensor("rope_freqs.weight", llama3_factors(a.rope_base, hd), G.T_F32)
+    for i in range(L):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", norm(dim), G.T_F32)
+        w.add_tensor(p + "attn_q.weight", mat(H * hd, dim), tt)
+        w.add_tensor(p + "attn_k.weight", mat(KV * hd, dim), tt)
+        w.add_tensor(p + "attn_v.weight", mat(KV * hd, dim), tt)
+        if arch == "qwen2":
+            w.add_tensor(p + "attn_q.bias", bias(H * hd), G.T_F32)
+            w.add_tensor(p + "attn_k.bias", bias(KV * hd), G.T_F32)
+            w.add_tensor(p + "attn_v.bias", bias(KV * hd), G.T_F32)
+        w.add_tensor(p + "attn_output.weight", mat(dim, H * hd), tt)
+        w.add_tensor(p + "ffn_norm.weight", norm(dim), G.T_F32)
+        w.add_tensor(p + "ffn_gate.weight", mat(FF, dim), tt)
+        w.add_tensor(p + "ffn_up.weight", mat(FF, dim), tt)
+        w.add_tensor(p + "ffn_down.weight", mat(dim, FF), tt)
+    w.write()
+
+
+if __name__ == "__main__":
+    main()
