@@ -13,8 +13,8 @@
 
 #define GUEST(name) DW_TEST_GUESTS "/" name ".wasm"
 
-static const dw_hostfn *const th_tables[] = {dw_wasi_functions, dw_abi_functions};
-static const dw_host_set th_hosts = {th_tables, 2};
+static const dw_hostfn *const th_tables[] = {dw_wasi_functions, dw_abi_functions, dw_abi_llm_functions};
+static const dw_host_set th_hosts = {th_tables, 3};
 
 typedef struct th {
   dw_backend *be;
@@ -54,6 +54,7 @@ static inline void th_open(th *t, const char *path, int emit_fd) {
 
 static inline void th_close(th *t) {
   dw_instance_destroy(t->inst);
+  dw_abi_fini(&t->abi);
   dw_wasm_module_destroy(t->mod);
   dw_backend_destroy(t->be);
 }

@@ -1,0 +1,220 @@
+/*
+ * llm_abi_test.c — hostile guests against every LLM import of `driftwood`
+ * (model_open … session_free): bad handles, out-of-bounds, wrapping and
+ * misaligned pointers, overlapping buffers, bad token ids, short buffers,
+ * full contexts, use after free. Each gets a status code, never a trap or a
+ * host crash, and a refused call leaves guest memory as it was. A valid
+ * decode writes the logits in place in guest memory, equal to a direct host
+ * decode of the same tokens.
+ */
+#include "harness.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define DEMO_MODEL DW_TEST_SOURCE "/models/demo-tiny-q8_0.gguf"
+#define PAGE 65536u
+#define MEM (4 * PAGE)
+
+static th T;
+static int pipefd[2];
+static dw_model *M;
+static dw_pool *P;
+static dw_abi_model reg[1];
+
+static void setup(void) {
+  cr_assert_eq(pipe2(pipefd, O_NONBLOCK), 0);
+  th_open(&T, GUEST("llm_calls"), pipefd[1]);
+  cr_assert_eq(dw_model_load(DEMO_MODEL, false, &M), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_pool_create(2, &P), DW_OK);
+  reg[0] = (dw_abi_model){"demo", M};
+  T.abi.models = reg;
+  T.abi.n_models = 1;
+  T.abi.pool = P;
+}
+static void teardown(void) {
+  th_close(&T);
+  dw_model_release(M);
+  dw_pool_destroy(P);
+  close(pipefd[0]);
+  close(pipefd[1]);
+}
+TestSuite(llm_abi, .init = setup, .fini = teardown);
+
+static uint32_t call(const char *fn, const char *sig, ...) {
+  uint64_t a[8] = {0};
+  va_list ap;
+  va_start(ap, sig);
+  for (size_t i = 0; i + 2 < strlen(sig) && i < 8; i++) a[i] = va_arg(ap, uint32_t);
+  va_end(ap);
+  dw_call_result r;
+  cr_assert_eq(dw_instance_call(T.inst, fn, sig, a, &r), DW_OK, "%s trapped: %s", fn, dw_last_error());
+  cr_assert_eq(r.outcome, DW_RAN);
+  return (uint32_t)r.value;
+}
+
+static uint8_t *snap(void) {
+  uint8_t *b = malloc(T.mem->size);
+  memcpy(b, T.mem->base, T.mem->size);
+  return b;
+}
+
+/* The call returns `want` and changes no byte of guest memory. */
+#define REFUSED(want, fn, sig, ...)                                                                     \
+  do {                                                                                                  \
+    uint8_t *before_ = snap();                                                                          \
+    uint32_t got_ = call(fn, sig, __VA_ARGS__);                                                         \
+    cr_assert_eq(got_, (uint32_t)(want), "%s(%s) -> %u, want %u", fn, #__VA_ARGS__, got_, (unsigned)(want)); \
+    cr_assert(!memcmp(before_, T.mem->base, T.mem->size), "%s(%s) changed guest memory", fn, #__VA_ARGS__); \
+    free(before_);                                                                                      \
+  } while (0)
+
+static uint32_t rd32(uint32_t off) {
+  uint32_t v;
+  memcpy(&v, T.mem->base + off, 4);
+  return v;
+}
+
+Test(llm_abi, model_open_and_info) {
+  memcpy(T.mem->base + 100, "demo", 4);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "model_open", "i:iii", MEM - 2, 4, 200);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "model_open", "i:iii", 0xFFFFFFF0u, 0x20, 200);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "model_open", "i:iii", 100, 4, MEM);
+  REFUSED(DW_ERR_MISALIGNED, "model_open", "i:iii", 100, 4, 201);
+  REFUSED(DW_ERR_NOT_FOUND, "model_open", "i:iii", 100, 3, 200);
+  cr_assert_eq(call("model_open", "i:iii", 100, 4, 200), DW_OK);
+  cr_assert_eq(rd32(200), 1);
+  cr_assert_eq(call("model_open", "i:iii", 100, 0, 204), DW_OK, "empty name: the first model");
+  cr_assert_eq(rd32(204), 1);
+  REFUSED(DW_ERR_NOT_FOUND, "model_info", "i:ii", 0, 300);
+  REFUSED(DW_ERR_NOT_FOUND, "model_info", "i:ii", 2, 300);
+  REFUSED(DW_ERR_NOT_FOUND, "model_info", "i:ii", 0xFFFFFFFFu, 300);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "model_info", "i:ii", 1, MEM - 16);
+  REFUSED(DW_ERR_MISALIGNED, "model_info", "i:ii", 1, 302);
+  cr_assert_eq(call("model_info", "i:ii", 1, 300), DW_OK);
+  dw_model_info mi;
+  memcpy(&mi, T.mem->base + 300, sizeof mi);
+  cr_assert_eq(mi.n_vocab, (uint32_t)M->hp.n_vocab);
+  cr_assert_eq(mi.n_ctx_train, (uint32_t)M->hp.n_ctx_train);
+  cr_assert_eq(mi.bos, 1);
+  cr_assert_eq(mi.flags & DW_MODEL_ADD_BOS, DW_MODEL_ADD_BOS);
+}
+
+Test(llm_abi, model_meta) {
+  const char *key = "tokenizer.chat_template";
+  memcpy(T.mem->base + 100, key, strlen(key));
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "model_meta", "i:iiiiii", 1, MEM - 4, 23, 1000, 100, 400);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "model_meta", "i:iiiiii", 1, 100, 23, MEM - 50, 100, 400);
+  REFUSED(DW_ERR_MISALIGNED, "model_meta", "i:iiiiii", 1, 100, 23, 1000, 100, 401);
+  REFUSED(DW_ERR_NOT_FOUND, "model_meta", "i:iiiiii", 1, 100, 22, 1000, 100, 400);
+  REFUSED(DW_ERR_NOT_FOUND, "model_meta", "i:iiiiii", 1, 100, 300, 1000, 100, 400); /* key longer than any */
+  REFUSED(DW_ERR_NOT_FOUND, "model_meta", "i:iiiiii", 7, 100, 23, 1000, 100, 400);
+  cr_assert_eq(call("model_meta", "i:iiiiii", 1, 100, 23, 1000, 4, 400), DW_ERR_LIMIT);
+  uint32_t need = rd32(400);
+  cr_assert_gt(need, 4);
+  cr_assert_eq(call("model_meta", "i:iiiiii", 1, 100, 23, 1000, need, 400), DW_OK);
+  cr_assert(memmem(T.mem->base + 1000, need, "[INST]", 6));
+}
+
+Test(llm_abi, tokenize_and_piece) {
+  memcpy(T.mem->base + 100, "Hello world", 11);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "tokenize", "i:iiiiiii", 1, MEM - 5, 11, 1, 1024, 16, 400);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "tokenize", "i:iiiiiii", 1, 100, 0xFFFFFFFFu, 1, 1024, 16, 400);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "tokenize", "i:iiiiiii", 1, 100, 11, 1, 1024, 0x40000000u, 400); /* cap*4 wraps */
+  REFUSED(DW_ERR_MISALIGNED, "tokenize", "i:iiiiiii", 1, 100, 11, 1, 1026, 16, 400);
+  REFUSED(DW_ERR_MISALIGNED, "tokenize", "i:iiiiiii", 1, 100, 11, 1, 1024, 16, 402);
+  REFUSED(DW_ERR_INVALID_ARG, "tokenize", "i:iiiiiii", 1, 100, 11, 4, 1024, 16, 400); /* unknown flag */
+  REFUSED(DW_ERR_INVALID_ARG, "tokenize", "i:iiiiiii", 1, 100, 11, 1, 96, 16, 400);   /* out overlaps text */
+  REFUSED(DW_ERR_NOT_FOUND, "tokenize", "i:iiiiiii", 0, 100, 11, 1, 1024, 16, 400);
+  cr_assert_eq(call("tokenize", "i:iiiiiii", 1, 100, 11, 1, 1024, 1, 400), DW_ERR_LIMIT);
+  cr_assert_eq(rd32(400), 3, "BOS + 2 tokens needed");
+  cr_assert_eq(call("tokenize", "i:iiiiiii", 1, 100, 11, 1, 1024, 16, 400), DW_OK);
+  cr_assert_eq(rd32(400), 3);
+  int32_t want[3] = {1, 15043, 3186};
+  cr_assert(!memcmp(T.mem->base + 1024, want, sizeof want));
+  REFUSED(DW_ERR_INVALID_ARG, "token_piece", "i:iiiii", 1, (uint32_t)M->hp.n_vocab, 2000, 16, 400);
+  REFUSED(DW_ERR_INVALID_ARG, "token_piece", "i:iiiii", 1, 0xFFFFFFFFu, 2000, 16, 400);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "token_piece", "i:iiiii", 1, 15043, MEM - 2, 16, 400);
+  REFUSED(DW_ERR_MISALIGNED, "token_piece", "i:iiiii", 1, 15043, 2000, 16, 403);
+  cr_assert_eq(call("token_piece", "i:iiiii", 1, 15043, 2000, 16, 400), DW_OK);
+  cr_assert_eq(rd32(400), 6);
+  cr_assert(!memcmp(T.mem->base + 2000, " Hello", 6));
+}
+
+static uint32_t new_session(uint32_t n_ctx) {
+  cr_assert_eq(call("session_new", "i:iii", 1, n_ctx, 500), DW_OK);
+  return rd32(500);
+}
+
+Test(llm_abi, session_lifecycle_and_handles) {
+  REFUSED(DW_ERR_NOT_FOUND, "session_new", "i:iii", 2, 0, 500);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "session_new", "i:iii", 1, 0, MEM);
+  REFUSED(DW_ERR_MISALIGNED, "session_new", "i:iii", 1, 0, 501);
+  REFUSED(DW_ERR_LIMIT, "session_new", "i:iii", 1, (uint32_t)M->hp.n_ctx_train + 1, 500);
+  REFUSED(DW_ERR_INVALID_ARG, "session_new", "i:iii", 1, 0x80000000u, 500);
+  uint32_t s = new_session(64);
+  cr_assert_geq(s, 1);
+  REFUSED(DW_ERR_NOT_FOUND, "session_len", "i:ii", 0, 600);
+  REFUSED(DW_ERR_NOT_FOUND, "session_len", "i:ii", s + 1, 600);
+  REFUSED(DW_ERR_NOT_FOUND, "session_len", "i:ii", 0xFFFFFFFFu, 600);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "session_len", "i:ii", s, MEM);
+  REFUSED(DW_ERR_INVALID_ARG, "session_truncate", "i:ii", s, 1);
+  REFUSED(DW_ERR_NOT_FOUND, "session_fork", "i:ii", 77, 600);
+  REFUSED(DW_ERR_MISALIGNED, "session_fork", "i:ii", s, 602);
+  cr_assert_eq(call("session_fork", "i:ii", s, 600), DW_OK);
+  uint32_t f = rd32(600);
+  cr_assert_neq(f, s);
+  cr_assert_eq(call("session_free", "i:i", f), DW_OK);
+  REFUSED(DW_ERR_NOT_FOUND, "session_free", "i:i", f); /* double free */
+  REFUSED(DW_ERR_NOT_FOUND, "session_len", "i:ii", f, 600); /* use after free */
+  /* the per-instance session table is bounded */
+  int made = 1;
+  uint32_t st;
+  while ((st = call("session_new", "i:iii", 1, 8, 500)) == DW_OK) made++;
+  cr_assert_eq(st, DW_ERR_LIMIT);
+  cr_assert_eq(made, DW_ABI_MAX_SESSIONS);
+  /* teardown frees every session the guest left open (LeakSanitizer checks) */
+}
+
+Test(llm_abi, decode_in_place_and_hostile) {
+  uint32_t s = new_session(40);
+  int nv = M->hp.n_vocab;
+  uint32_t tok = 1000, lg = PAGE; /* logits: nv floats from page 1 */
+  int32_t ids[5] = {1, 15043, 3186, 29892, 920};
+  memcpy(T.mem->base + tok, ids, sizeof ids);
+  REFUSED(DW_ERR_NOT_FOUND, "decode", "i:iiii", s + 9, tok, 5, lg);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "decode", "i:iiii", s, MEM - 8, 5, lg);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "decode", "i:iiii", s, tok, 0x40000001u, lg);
+  REFUSED(DW_ERR_OUT_OF_BOUNDS, "decode", "i:iiii", s, tok, 5, MEM - 4 * (uint32_t)nv + 4);
+  REFUSED(DW_ERR_MISALIGNED, "decode", "i:iiii", s, tok + 2, 5, lg);
+  REFUSED(DW_ERR_MISALIGNED, "decode", "i:iiii", s, tok, 5, lg + 1);
+  REFUSED(DW_ERR_INVALID_ARG, "decode", "i:iiii", s, lg + 8, 5, lg); /* tokens inside the logits */
+  REFUSED(DW_ERR_INVALID_ARG, "decode", "i:iiii", s, tok, 0, lg);
+  int32_t bad[2] = {5, nv};
+  memcpy(T.mem->base + 2000, bad, 8);
+  REFUSED(DW_ERR_INVALID_ARG, "decode", "i:iiii", s, 2000, 2, lg);
+  bad[1] = -7;
+  memcpy(T.mem->base + 2000, bad, 8);
+  REFUSED(DW_ERR_INVALID_ARG, "decode", "i:iiii", s, 2000, 2, lg);
+  REFUSED(DW_ERR_LIMIT, "decode", "i:iiii", s, tok, 41, lg);
+  cr_assert_eq(call("session_len", "i:ii", s, 600), DW_OK);
+  cr_assert_eq(rd32(600), 0, "refused decodes append nothing");
+
+  cr_assert_eq(call("decode", "i:iiii", s, tok, 5, lg), DW_OK);
+  cr_assert_eq(call("session_len", "i:ii", s, 600), DW_OK);
+  cr_assert_eq(rd32(600), 5);
+  /* the same tokens decoded directly on the host give the same logits */
+  dw_session *h;
+  float *want = malloc((size_t)nv * 4);
+  cr_assert_eq(dw_sess_new(M, P, 40, &h), DW_OK);
+  cr_assert_eq(dw_decode(h, ids, 5, want, NULL), DW_OK);
+  cr_assert(!memcmp(T.mem->base + lg, want, (size_t)nv * 4), "logits in guest memory differ from the host's");
+  dw_sess_free(h);
+  free(want);
+  /* rewind and fork through the ABI */
+  cr_assert_eq(call("session_truncate", "i:ii", s, 2), DW_OK);
+  cr_assert_eq(call("session_len", "i:ii", s, 600), DW_OK);
+  cr_assert_eq(rd32(600), 2);
+}

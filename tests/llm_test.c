@@ -1,0 +1,608 @@
+/*
+ * llm_test.c — the LLM engine below the ABI: GGUF parsing of valid and
+ * malformed files, the tokenizers against the fixture vectors (and their
+ * round trip), the weight-type kernels against an f64 reference, KV
+ * sessions (batched vs incremental decode, fork, truncate, limits) and the
+ * SDK sampler.
+ */
+#include "llm/model.h"
+#include "llm/quant.h"
+
+#include <criterion/criterion.h>
+#include <driftwood_sampler.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define FIXTURES DW_TEST_SOURCE "/../shared/fixtures/vocab"
+#define DEMO_MODEL DW_TEST_SOURCE "/models/demo-tiny-q8_0.gguf"
+
+/* ---- a tiny GGUF builder ---------------------------------------------------- */
+
+typedef struct buf {
+  uint8_t *p;
+  size_t n, cap;
+} buf;
+
+static void put(buf *b, const void *d, size_t n) {
+  if (b->n + n > b->cap) {
+    b->cap = (b->n + n) * 2 + 64;
+    b->p = realloc(b->p, b->cap);
+  }
+  memcpy(b->p + b->n, d, n);
+  b->n += n;
+}
+static void u32(buf *b, uint32_t v) { put(b, &v, 4); }
+static void u64(buf *b, uint64_t v) { put(b, &v, 8); }
+static void str(buf *b, const char *s) {
+  u64(b, strlen(s));
+  put(b, s, strlen(s));
+}
+
+/* A valid file: 2 KVs, one F32 tensor [8, 2] with data. */
+static buf valid_file(void) {
+  buf b = {0};
+  put(&b, "GGUF", 4);
+  u32(&b, 3);
+  u64(&b, 1); /* tensors */
+  u64(&b, 2); /* kvs */
+  str(&b, "general.architecture");
+  u32(&b, GGUF_STRING);
+  str(&b, "llama");
+  str(&b, "some.array");
+  u32(&b, GGUF_ARRAY);
+  u32(&b, GGUF_U32);
+  u64(&b, 3);
+  u32(&b, 1), u32(&b, 2), u32(&b, 3);
+  str(&b, "w");
+  u32(&b, 2);
+  u64(&b, 8), u64(&b, 2);
+  u32(&b, GGML_F32);
+  u64(&b, 0);
+  while (b.n % 32) put(&b, "", 1);
+  for (int i = 0; i < 16; i++) {
+    float f = (float)i;
+    put(&b, &f, 4);
+  }
+  return b;
+}
+
+static dw_status parse(buf *b) {
+  dw_gguf *g = NULL;
+  dw_status st = dw_gguf_parse(b->p, b->n, &g);
+  dw_gguf_close(g);
+  return st;
+}
+
+Test(gguf, valid_file_parses) {
+  buf b = valid_file();
+  dw_gguf *g;
+  cr_assert_eq(dw_gguf_parse(b.p, b.n, &g), DW_OK, "%s", dw_last_error());
+  dw_gguf_str s;
+  cr_assert(dw_gguf_get_str(g, "general.architecture", &s) && dw_gguf_str_eq(s, "llama"));
+  const dw_gguf_tensor *t = dw_gguf_tensor_find(g, "w");
+  cr_assert(t && t->ne[0] == 8 && t->ne[1] == 2 && t->n_bytes == 64);
+  float f;
+  memcpy(&f, t->data + 4 * 5, 4);
+  cr_assert_eq(f, 5.0f);
+  uint64_t v;
+  cr_assert(dw_gguf_arr_u64(dw_gguf_find(g, "some.array"), 2, &v) && v == 3);
+  dw_gguf_close(g);
+  free(b.p);
+}
+
+Test(gguf, every_truncation_is_an_error) {
+  buf b = valid_file();
+  for (size_t n = 0; n < b.n; n++) {
+    buf t = {b.p, n, n};
+    cr_assert_neq(parse(&t), DW_OK, "truncated to %zu bytes parsed", n);
+  }
+  free(b.p);
+}
+
+/* Patches bytes at an offset of the valid file and expects an error. */
+static void patched(size_t off, const void *bytes, size_t n, const char *what) {
+  buf b = valid_file();
+  memcpy(b.p + off, bytes, n);
+  dw_status st = parse(&b);
+  cr_assert_neq(st, DW_OK, "%s: parsed", what);
+  cr_assert(strlen(dw_last_error()) > 10, "%s: no message", what);
+  free(b.p);
+}
+
+Test(gguf, malformed_headers_and_values) {
+  uint32_t v;
+  uint64_t q;
+  patched(0, "GGUX", 4, "bad magic");
+  v = 1, patched(4, &v, 4, "version 1");
+  v = 4, patched(4, &v, 4, "version 4");
+  v = 0x03000000, patched(4, &v, 4, "big-endian");
+  q = UINT64_MAX, patched(8, &q, 8, "huge tensor count");
+  q = 1ull << 40, patched(16, &q, 8, "huge kv count");
+  size_t k0 = 24;                 /* first key length */
+  q = 1ull << 62, patched(k0, &q, 8, "huge key length");
+  size_t t0 = k0 + 8 + 20;        /* first value type */
+  v = 13, patched(t0, &v, 4, "unknown value type");
+  size_t k1 = t0 + 4 + 8 + 5;     /* second key */
+  size_t a1 = k1 + 8 + 10 + 4;    /* its element type */
+  v = GGUF_ARRAY, patched(a1, &v, 4, "nested array");
+  q = 1ull << 61, patched(a1 + 4, &q, 8, "huge array count");
+  (void)k1;
+  buf d = {0}; /* the same key twice */
+  put(&d, "GGUF", 4);
+  u32(&d, 3), u64(&d, 0), u64(&d, 2);
+  for (int i = 0; i < 2; i++) {
+    str(&d, "a.key");
+    u32(&d, GGUF_U8);
+    put(&d, "\1", 1);
+  }
+  cr_assert_neq(parse(&d), DW_OK, "duplicate key accepted");
+  free(d.p);
+}
+
+Test(gguf, malformed_tensor_infos) {
+  buf b = valid_file();
+  size_t ti = 24 + (8 + 20 + 4 + 8 + 5) + (8 + 10 + 4 + 4 + 8 + 12); /* tensor info */
+  free(b.p);
+  uint32_t v;
+  uint64_t q;
+  q = 65, patched(ti, &q, 8, "name too long");
+  v = 5, patched(ti + 9, &v, 4, "5 dims");
+  v = 0, patched(ti + 9, &v, 4, "0 dims");
+  q = 0, patched(ti + 13, &q, 8, "zero dim");
+  q = 1ull << 62, patched(ti + 13, &q, 8, "dims overflow / past EOF");
+  v = 4, patched(ti + 29, &v, 4, "removed type 4");
+  v = 99, patched(ti + 29, &v, 4, "unknown type");
+  v = GGML_Q8_0, patched(ti + 29, &v, 4, "row not a multiple of the block");
+  q = 4, patched(ti + 33, &q, 8, "unaligned offset");
+  q = 32, patched(ti + 33, &q, 8, "data past EOF");
+  q = UINT64_MAX - 31, patched(ti + 33, &q, 8, "offset overflow");
+}
+
+Test(gguf, bad_alignment_and_bool) {
+  buf b = {0};
+  put(&b, "GGUF", 4);
+  u32(&b, 3), u64(&b, 0), u64(&b, 1);
+  str(&b, "general.alignment");
+  u32(&b, GGUF_U32);
+  u32(&b, 3);
+  cr_assert_neq(parse(&b), DW_OK, "alignment 3 accepted");
+  memcpy(b.p + b.n - 4, "\0\0\0\0", 4);
+  cr_assert_neq(parse(&b), DW_OK, "alignment 0 accepted");
+  free(b.p);
+  buf c = {0};
+  put(&c, "GGUF", 4);
+  u32(&c, 3), u64(&c, 0), u64(&c, 1);
+  str(&c, "flag");
+  u32(&c, GGUF_BOOL);
+  put(&c, "\2", 1);
+  cr_assert_neq(parse(&c), DW_OK, "bool 2 accepted");
+  free(c.p);
+}
+
+Test(gguf, random_bit_flips_never_crash) {
+  buf b = valid_file();
+  uint8_t *orig = malloc(b.n);
+  memcpy(orig, b.p, b.n);
+  srand(1);
+  for (int i = 0; i < 20000; i++) {
+    memcpy(b.p, orig, b.n);
+    for (int f = 0; f < 3; f++) b.p[rand() % b.n] ^= (uint8_t)(1u << (rand() % 8));
+    parse(&b); /* any status; ASan checks there is no bad access */
+  }
+  free(orig);
+  free(b.p);
+}
+
+/* ---- tokenizers against the fixtures --------------------------------------------- */
+
+static char *slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long sz = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *p = malloc((size_t)sz + 1);
+  *n = fread(p, 1, (size_t)sz, f);
+  p[*n] = 0;
+  fclose(f);
+  return p;
+}
+
+static void check_vocab(const char *name) {
+  char path[512], inp[600], outp[600];
+  snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf", FIXTURES, name);
+  struct stat sb;
+  if (stat(path, &sb) != 0) cr_skip_test("fixtures not found at %s", FIXTURES);
+  snprintf(inp, sizeof inp, "%s.inp", path);
+  snprintf(outp, sizeof outp, "%s.out", path);
+  dw_model *m;
+  cr_assert_eq(dw_model_load(path, true, &m), DW_OK, "%s", dw_last_error());
+  size_t ni, no;
+  char *in = slurp(inp, &ni), *out = slurp(outp, &no);
+  cr_assert(in && out);
+  const char *sep = "\n__ggml_vocab_test__\n";
+  char *p = in, *line = out;
+  int cases = 0;
+  const dw_tok_info *ti = dw_tokenizer_info(m->tok);
+  for (char *e; (e = strstr(p, sep)); p = e + strlen(sep), cases++) {
+    size_t len = (size_t)(e - p);
+    char *nl = strchr(line, '\n');
+    cr_assert(nl, "%s: .out has fewer lines than cases", name);
+    *nl = 0;
+    int32_t want[512], got[512];
+    size_t nw = 0, ng = 0;
+    for (char *tok = strtok(line, " "); tok; tok = strtok(NULL, " ")) want[nw++] = atoi(tok);
+    cr_assert_eq(dw_tokenize(m->tok, p, len, false, false, got, 512, &ng), DW_OK, "%s", dw_last_error());
+    cr_assert_eq(ng, nw, "%s case %d ('%.*s'): %zu ids, want %zu", name, cases, (int)len, p, ng, nw);
+    for (size_t i = 0; i < nw; i++)
+      cr_assert_eq(got[i], want[i], "%s case %d ('%.*s') id %zu: %d, want %d", name, cases, (int)len, p, i, got[i],
+                   want[i]);
+    /* round trip: the pieces concatenate back to the text (SPM: plus the prefix space) */
+    char back[4096];
+    size_t bn = 0;
+    for (size_t i = 0; i < ng; i++) {
+      size_t pl;
+      cr_assert_eq(dw_token_piece(m->tok, got[i], back + bn, sizeof back - bn, &pl), DW_OK);
+      bn += pl;
+    }
+    const char *exp = p;
+    size_t en = len;
+    if (ti->add_space_prefix && len) {
+      cr_assert(bn >= 1 && back[0] == ' ', "%s case %d: no prefix space", name, cases);
+      memmove(back, back + 1, --bn);
+    }
+    cr_assert(bn == en && !memcmp(back, exp, en), "%s case %d: round trip gave '%.*s'", name, cases, (int)bn, back);
+    line = nl + 1;
+  }
+  cr_assert_gt(cases, 40);
+  free(in);
+  free(out);
+  dw_model_release(m);
+}
+
+Test(tokenizer, llama_spm) { check_vocab("llama-spm"); }
+Test(tokenizer, phi_3) { check_vocab("phi-3"); }
+Test(tokenizer, gpt_2) { check_vocab("gpt-2"); }
+Test(tokenizer, starcoder) { check_vocab("starcoder"); }
+Test(tokenizer, falcon) { check_vocab("falcon"); }
+Test(tokenizer, mpt) { check_vocab("mpt"); }
+
+Test(tokenizer, special_tokens_and_limits) {
+  dw_model *m;
+  cr_assert_eq(dw_model_load(DEMO_MODEL, true, &m), DW_OK, "%s", dw_last_error());
+  const dw_tok_info *ti = dw_tokenizer_info(m->tok);
+  int32_t ids[64];
+  size_t n;
+  /* add_special prepends BOS; parse_special turns "</s>" into EOS */
+  cr_assert_eq(dw_tokenize(m->tok, "hi</s>", 6, true, true, ids, 64, &n), DW_OK);
+  cr_assert_eq(ids[0], ti->bos);
+  cr_assert_eq(ids[n - 1], ti->eos);
+  size_t n2;
+  cr_assert_eq(dw_tokenize(m->tok, "hi</s>", 6, true, false, ids, 64, &n2), DW_OK);
+  cr_assert_gt(n2, n, "without parse_special </s> is text");
+  cr_assert_neq(ids[n2 - 1], ti->eos);
+  /* a short buffer reports the size needed */
+  cr_assert_eq(dw_tokenize(m->tok, "hello world", 11, true, false, ids, 1, &n), DW_ERR_LIMIT);
+  cr_assert_gt(n, 1);
+  /* invalid UTF-8 falls back to bytes and round-trips */
+  const char bad[] = "a\xff\xfe" "b";
+  cr_assert_eq(dw_tokenize(m->tok, bad, 4, false, false, ids, 64, &n), DW_OK);
+  char back[64];
+  size_t bn = 0, pl;
+  for (size_t i = 0; i < n; i++, bn += pl) dw_token_piece(m->tok, ids[i], back + bn, sizeof back - bn, &pl);
+  cr_assert(bn == 5 && !memcmp(back, " a\xff\xfe" "b", 5));
+  cr_assert_eq(dw_token_piece(m->tok, ti->n_tokens, back, 64, &pl), DW_ERR_INVALID_ARG);
+  cr_assert_eq(dw_token_piece(m->tok, -1, back, 64, &pl), DW_ERR_INVALID_ARG);
+  dw_model_release(m);
+}
+
+/* ---- kernels ----------------------------------------------------------------------- */
+
+static void quantize_row(uint32_t t, const float *x, uint8_t *o, int n) {
+  for (int b = 0; b < n / 32; b++) {
+    const float *v = x + 32 * b;
+    float amax = 0, mx = 0;
+    for (int j = 0; j < 32; j++)
+      if (fabsf(v[j]) > amax) amax = fabsf(v[j]), mx = v[j];
+    if (t == GGML_Q8_0) {
+      float d = amax / 127;
+      uint16_t h = dw_f32_to_f16(d);
+      memcpy(o, &h, 2);
+      for (int j = 0; j < 32; j++) o[2 + j] = (uint8_t)(int8_t)lrintf(d ? v[j] / d : 0);
+      o += 34;
+    } else {
+      float d = mx / -8;
+      uint16_t h = dw_f32_to_f16(d);
+      memcpy(o, &h, 2);
+      for (int j = 0; j < 16; j++) {
+        int lo = (int)(d ? v[j] / d + 8.5f : 8), hi = (int)(d ? v[j + 16] / d + 8.5f : 8);
+        lo = lo > 15 ? 15 : lo < 0 ? 0 : lo, hi = hi > 15 ? 15 : hi < 0 ? 0 : hi;
+        o[2 + j] = (uint8_t)(lo | hi << 4);
+      }
+      o += 18;
+    }
+  }
+}
+
+Test(kernels, dot_products_match_f64_reference) {
+  enum { N = 1024 + 32 };
+  static const uint32_t types[] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0};
+  float *x = malloc(N * 4), *w = malloc(N * 4), *deq = malloc(N * 4);
+  uint8_t *row = malloc(N * 4);
+  srand(3);
+  for (int i = 0; i < N; i++) {
+    x[i] = (float)rand() / RAND_MAX * 2 - 1;
+    w[i] = (float)rand() / RAND_MAX * 2 - 1;
+  }
+  for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+    uint32_t t = types[ti];
+    for (int n = 32; n <= N; n += (n < 128 ? 32 : 480)) {
+      if (t == GGML_F32) memcpy(row, w, (size_t)n * 4);
+      else if (t == GGML_F16)
+        for (int i = 0; i < n; i++) ((uint16_t *)row)[i] = dw_f32_to_f16(w[i]);
+      else if (t == GGML_BF16)
+        for (int i = 0; i < n; i++) {
+          uint32_t u;
+          memcpy(&u, &w[i], 4);
+          ((uint16_t *)row)[i] = (uint16_t)(u >> 16);
+        }
+      else quantize_row(t, w, row, n);
+      dw_dequant_row(t, row, deq, n);
+      double ref = 0, mag = 0;
+      for (int i = 0; i < n; i++) {
+        ref += (double)deq[i] * x[i];
+        mag += fabs((double)deq[i] * x[i]);
+        if (t != GGML_F32) /* Q4_0's worst case is one step (max/8) */
+          cr_assert_lt(fabsf(deq[i] - w[i]), 0.13f, "%s dequant far off", dw_ggml_type_name(t));
+      }
+      float got = dw_vec_dot(t, row, x, n);
+      cr_assert_leq(fabs(got - ref), 1e-5 * mag + 1e-6, "%s n=%d: %g vs %g", dw_ggml_type_name(t), n, got, ref);
+    }
+  }
+  free(x), free(w), free(deq), free(row);
+}
+
+Test(kernels, f16_conversion_covers_specials) {
+  cr_assert_eq(dw_f16_to_f32(0x3C00), 1.0f);
+  cr_assert_eq(dw_f16_to_f32(0xC000), -2.0f);
+  cr_assert_eq(dw_f16_to_f32(0x0001), ldexpf(1, -24)); /* smallest subnormal */
+  cr_assert(isinf(dw_f16_to_f32(0x7C00)));
+  cr_assert(isnan(dw_f16_to_f32(0x7E00)));
+  for (uint32_t h = 0; h < 0x7C00; h++) /* every finite positive f16 round-trips */
+    cr_assert_eq(dw_f32_to_f16(dw_f16_to_f32((uint16_t)h)), h, "0x%04x", h);
+}
+
+Test(kernels, gemm_rows_match_naive) {
+  enum { R = 13, T = 7, K = 67 };
+  float w[R * K], x[T * K], y[T * 20];
+  srand(5);
+  for (int i = 0; i < R * K; i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
+  for (int i = 0; i < T * K; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+  dw_gemm_f32_rows(w, R, x, K, T, K, y, 20);
+  for (int t = 0; t < T; t++)
+    for (int r = 0; r < R; r++) {
+      double s = 0;
+      for (int k = 0; k < K; k++) s += (double)w[r * K + k] * x[t * K + k];
+      cr_assert_lt(fabs(y[t * 20 + r] - s), 1e-5, "(%d,%d)", t, r);
+    }
+}
+
+/* ---- sessions ---------------------------------------------------------------------- */
+
+static dw_model *M;
+static dw_pool *P;
+static void sess_setup(void) {
+  cr_assert_eq(dw_model_load(DEMO_MODEL, false, &M), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_pool_create(2, &P), DW_OK);
+}
+static void sess_teardown(void) {
+  dw_model_release(M);
+  dw_pool_destroy(P);
+}
+TestSuite(session, .init = sess_setup, .fini = sess_teardown);
+
+static float max_rel(const float *a, const float *b, int n) {
+  float d = 0, mag = 0;
+  for (int i = 0; i < n; i++) {
+    d = fmaxf(d, fabsf(a[i] - b[i]));
+    mag = fmaxf(mag, fabsf(b[i]));
+  }
+  return d / mag;
+}
+
+#define NT 70 /* crosses two KV blocks */
+
+static void some_tokens(int32_t *t, int n, int seed) {
+  for (int i = 0; i < n; i++) t[i] = (int32_t)((i * 7919 + seed * 104729) % (M->hp.n_vocab - 300) + 259);
+}
+
+Test(session, batched_equals_incremental) {
+  int nv = M->hp.n_vocab;
+  int32_t tok[NT];
+  some_tokens(tok, NT, 1);
+  float *all = malloc((size_t)NT * nv * 4), *one = malloc((size_t)nv * 4), *last = malloc((size_t)nv * 4);
+  dw_session *a, *b;
+  cr_assert_eq(dw_sess_new(M, P, 0, &a), DW_OK);
+  cr_assert_eq(dw_sess_new(M, P, 0, &b), DW_OK);
+  cr_assert_eq(dw_decode(a, tok, NT, last, all), DW_OK);
+  cr_assert_eq(max_rel(last, all + (size_t)(NT - 1) * nv, nv), 0);
+  for (int i = 0; i < NT; i++) {
+    cr_assert_eq(dw_decode(b, tok + i, 1, one, NULL), DW_OK);
+    cr_assert_lt(max_rel(one, all + (size_t)i * nv, nv), 1e-5, "position %d", i);
+  }
+  cr_assert_eq(a->n_past, NT);
+  cr_assert_eq(memcmp(a->tokens, tok, sizeof tok), 0);
+  dw_sess_free(a), dw_sess_free(b);
+  free(all), free(one), free(last);
+}
+
+Test(session, fork_shares_prefix_and_diverges_independently) {
+  int nv = M->hp.n_vocab;
+  int32_t pre[40], x[5], y[5];
+  some_tokens(pre, 40, 2), some_tokens(x, 5, 3), some_tokens(y, 5, 4);
+  float *l1 = malloc((size_t)nv * 4), *l2 = malloc((size_t)nv * 4), *r1 = malloc((size_t)nv * 4),
+        *r2 = malloc((size_t)nv * 4);
+  dw_session *s, *f, *fresh;
+  cr_assert_eq(dw_sess_new(M, P, 128, &s), DW_OK);
+  cr_assert_eq(dw_decode(s, pre, 40, NULL, NULL), DW_OK);
+  cr_assert_eq(dw_sess_fork(s, &f), DW_OK);
+  cr_assert_eq(s->blocks[0], f->blocks[0], "the prefix block is shared");
+  cr_assert_eq(atomic_load(&s->blocks[1]->refs), 2);
+  cr_assert_eq(dw_decode(s, x, 5, l1, NULL), DW_OK);
+  cr_assert_eq(dw_decode(f, y, 5, l2, NULL), DW_OK);
+  cr_assert_neq(s->blocks[1], f->blocks[1], "the written block was copied");
+  cr_assert_eq(s->blocks[0], f->blocks[0], "the untouched block stays shared");
+  /* each equals a fresh session fed the same tokens */
+  int32_t seq[45];
+  memcpy(seq, pre, sizeof pre);
+  memcpy(seq + 40, x, sizeof x);
+  cr_assert_eq(dw_sess_new(M, P, 128, &fresh), DW_OK);
+  cr_assert_eq(dw_decode(fresh, seq, 45, r1, NULL), DW_OK);
+  cr_assert_lt(max_rel(l1, r1, nv), 1e-5);
+  memcpy(seq + 40, y, sizeof y);
+  cr_assert_eq(dw_sess_truncate(fresh, 0), DW_OK);
+  cr_assert_eq(dw_decode(fresh, seq, 45, r2, NULL), DW_OK);
+  cr_assert_lt(max_rel(l2, r2, nv), 1e-5);
+  cr_assert_gt(max_rel(l1, l2, nv), 1e-3, "different continuations must differ");
+  dw_sess_free(s);
+  cr_assert_eq(atomic_load(&f->blocks[0]->refs), 1);
+  dw_sess_free(f), dw_sess_free(fresh);
+  free(l1), free(l2), free(r1), free(r2);
+}
+
+Test(session, truncate_then_redecode_reproduces) {
+  int nv = M->hp.n_vocab;
+  int32_t t[50];
+  some_tokens(t, 50, 5);
+  float *a = malloc((size_t)nv * 4), *b = malloc((size_t)nv * 4);
+  dw_session *s;
+  cr_assert_eq(dw_sess_new(M, P, 64, &s), DW_OK);
+  cr_assert_eq(dw_decode(s, t, 50, a, NULL), DW_OK);
+  cr_assert_eq(dw_sess_truncate(s, 20), DW_OK);
+  cr_assert_eq(s->n_past, 20);
+  cr_assert_null(s->blocks[1], "blocks past the kept positions are released");
+  cr_assert_eq(dw_decode(s, t + 20, 30, b, NULL), DW_OK);
+  cr_assert_lt(max_rel(b, a, nv), 1e-5);
+  cr_assert_eq(dw_sess_truncate(s, 51), DW_ERR_INVALID_ARG);
+  cr_assert_eq(dw_sess_truncate(s, -1), DW_ERR_INVALID_ARG);
+  dw_sess_free(s);
+  free(a), free(b);
+}
+
+Test(session, limits_leave_the_session_unchanged) {
+  int nv = M->hp.n_vocab;
+  int32_t t[40];
+  some_tokens(t, 40, 6);
+  float *l = malloc((size_t)nv * 4);
+  dw_session *s;
+  cr_assert_eq(dw_sess_new(M, P, 40, &s), DW_OK);
+  cr_assert_eq(dw_decode(s, t, 30, l, NULL), DW_OK);
+  cr_assert_eq(dw_decode(s, t, 11, l, NULL), DW_ERR_LIMIT);
+  cr_assert_eq(s->n_past, 30);
+  int32_t bad[2] = {5, nv};
+  cr_assert_eq(dw_decode(s, bad, 2, l, NULL), DW_ERR_INVALID_ARG);
+  bad[1] = -1;
+  cr_assert_eq(dw_decode(s, bad, 2, l, NULL), DW_ERR_INVALID_ARG);
+  cr_assert_eq(dw_decode(s, t, 0, l, NULL), DW_ERR_INVALID_ARG);
+  cr_assert_eq(s->n_past, 30);
+  cr_assert_eq(dw_decode(s, t, 10, l, NULL), DW_OK);
+  dw_session *big;
+  cr_assert_eq(dw_sess_new(M, P, M->hp.n_ctx_train + 1, &big), DW_ERR_LIMIT);
+  dw_sess_free(s);
+  free(l);
+}
+
+Test(session, vocab_only_models_refuse_sessions) {
+  dw_model *v;
+  cr_assert_eq(dw_model_load(DEMO_MODEL, true, &v), DW_OK);
+  dw_session *s;
+  cr_assert_eq(dw_sess_new(v, P, 0, &s), DW_ERR_UNSUPPORTED);
+  dw_model_release(v);
+}
+
+/* ---- the SDK sampler ------------------------------------------------------------------ */
+
+Test(sampler, greedy_topk1_and_seeded_reproducibility) {
+  enum { V = 1000 };
+  float lg[V];
+  for (int i = 0; i < V; i++) lg[i] = sinf((float)i * 0.37f) * 3;
+  int best = 0;
+  for (int i = 1; i < V; i++)
+    if (lg[i] > lg[best]) best = i;
+  dws_params p = dws_default_params();
+  dws_sampler s;
+  p.temp = 0;
+  cr_assert_eq(dws_init(&s, &p, V), 0);
+  cr_assert_eq(dws_sample(&s, lg), best);
+  dws_free(&s);
+  p = dws_default_params(), p.top_k = 1;
+  dws_init(&s, &p, V);
+  cr_assert_eq(dws_sample(&s, lg), best);
+  dws_free(&s);
+  p = dws_default_params(), p.seed = 99;
+  int32_t a[50], b[50];
+  dws_init(&s, &p, V);
+  for (int i = 0; i < 50; i++) a[i] = dws_sample(&s, lg);
+  dws_free(&s);
+  dws_init(&s, &p, V);
+  for (int i = 0; i < 50; i++) b[i] = dws_sample(&s, lg);
+  dws_free(&s);
+  cr_assert_eq(memcmp(a, b, sizeof a), 0, "same seed, same tokens");
+  int distinct = 0;
+  for (int i = 1; i < 50; i++) distinct |= a[i] != a[0];
+  cr_assert(distinct, "temperature sampling is not constant");
+}
+
+Test(sampler, frequencies_follow_softmax_and_filters_hold) {
+  float lg[4] = {2.0f, 1.0f, 0.0f, -8.0f};
+  dws_params p = {1.0f, 0, 1.0f, 0.0f, 1.0f, 0, 7};
+  dws_sampler s;
+  dws_init(&s, &p, 4);
+  int cnt[4] = {0};
+  enum { N = 40000 };
+  for (int i = 0; i < N; i++) cnt[dws_sample(&s, lg)]++;
+  dws_free(&s);
+  double z = exp(2) + exp(1) + 1 + exp(-8);
+  cr_assert_lt(fabs(cnt[0] / (double)N - exp(2) / z), 0.01);
+  cr_assert_lt(fabs(cnt[1] / (double)N - exp(1) / z), 0.01);
+  /* min_p 0.2 removes tokens below 0.2 * p_max: only 0 and 1 remain */
+  p.min_p = 0.2f;
+  dws_init(&s, &p, 4);
+  for (int i = 0; i < 2000; i++) cr_assert_lt(dws_sample(&s, lg), 2);
+  dws_free(&s);
+  /* top_p 0.5: the first token alone covers 0.66 */
+  p.min_p = 0, p.top_p = 0.5f;
+  dws_init(&s, &p, 4);
+  for (int i = 0; i < 2000; i++) cr_assert_eq(dws_sample(&s, lg), 0);
+  dws_free(&s);
+  /* a strong repetition penalty on token 0 moves greedy to token 1 */
+  dws_params r = {0, 0, 1, 0, 10.0f, 8, 0};
+  dws_init(&s, &r, 4);
+  dws_accept(&s, 0);
+  cr_assert_eq(dws_sample(&s, lg), 1);
+  dws_free(&s);
+}
+
+Test(sampler, chat_templates_render_as_specified) {
+  dws_msg m[2] = {{"system", "Be brief."}, {"user", " Hi "}};
+  char out[512];
+  dws_chat_render(DWS_CHAT_CHATML, m, 2, 1, out, sizeof out);
+  cr_assert_str_eq(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n Hi <|im_end|>\n"
+                        "<|im_start|>assistant\n");
+  dws_chat_render(DWS_CHAT_LLAMA3, m, 2, 1, out, sizeof out);
+  cr_assert_str_eq(out, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+                        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                        "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  dws_chat_render(DWS_CHAT_LLAMA2, m, 2, 1, out, sizeof out);
+  cr_assert_str_eq(out, "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n Hi  [/INST]");
+  cr_assert_eq(dws_chat_detect("x<|start_header_id|>y", 21), DWS_CHAT_LLAMA3);
+  cr_assert_eq(dws_chat_detect("{{'<|im_start|>'}}", 18), DWS_CHAT_CHATML);
+  cr_assert_eq(dws_chat_detect("[INST]", 6), DWS_CHAT_LLAMA2);
+  size_t need = dws_chat_render(DWS_CHAT_CHATML, m, 2, 1, out, 8);
+  cr_assert_eq(need, strlen("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n Hi <|im_end|>\n"
+                            "<|im_start|>assistant\n"));
+  cr_assert_eq(strlen(out), 7);
+}
