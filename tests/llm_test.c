@@ -390,6 +390,42 @@ Test(kernels, gemm_rows_match_naive) {
     }
 }
 
+Test(kernels, token_vector_gemm_matches_naive) {
+  enum { K = 75, R = 13, LDY = 20, NT = 70 };
+  static float w[R * K], x[NT * K], xt[K * 96], y[NT * LDY], zero[K];
+  srand(9);
+  for (int i = 0; i < R * K; i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
+  for (int i = 0; i < NT * K; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+  for (int nr = 1; nr <= R; nr += 4)
+    for (int nt = 3; nt <= NT; nt += 11) {
+      int ntp = (nt + 31) / 32 * 32;
+      for (int i = 0; i < NT * LDY; i++) y[i] = -999;
+      dw_transpose_x(x, nt, K, xt, ntp);
+      dw_gemm_xt(w, nr, K, xt, nt, ntp, zero, y, LDY);
+      for (int t = 0; t < NT; t++)
+        for (int r = 0; r < LDY; r++) {
+          if (t >= nt || r >= nr) {
+            cr_assert_eq(y[t * LDY + r], -999, "wrote outside nr x nt");
+            continue;
+          }
+          double s = 0;
+          for (int k = 0; k < K; k++) s += (double)w[r * K + k] * x[t * K + k];
+          cr_assert_lt(fabs(y[t * LDY + r] - s), 1e-5, "nr %d nt %d (%d,%d)", nr, nt, t, r);
+        }
+    }
+}
+
+Test(kernels, silu_mul_matches_libm) {
+  enum { N = 2000 };
+  static float g[N], u[N], o[N];
+  for (int i = 0; i < N; i++) g[i] = -95.0f + 190.0f * i / N, u[i] = 1.0f + (float)i / N;
+  dw_silu_mul(o, g, u, N);
+  for (int i = 0; i < N; i++) {
+    double want = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+    cr_assert_leq(fabs(o[i] - want), 1e-6 * fabs(want) + 1e-30, "g=%g: %g vs %g", g[i], o[i], want);
+  }
+}
+
 /* ---- sessions ---------------------------------------------------------------------- */
 
 static dw_model *M;

@@ -160,6 +160,7 @@ static int cmd_run(int argc, char **argv) {
     if (parsed) fprintf(stderr, "driftwood run: no module given (driftwood run [OPTIONS] MODULE.wasm [ARGS...])\n");
     free(o.env);
     free(o.dirs);
+    free(o.models);
     return EXIT_CANNOT_RUN;
   }
   dw_runtime_config rc = {.backend = o.backend, .cache_dir = o.cache, .progress = true, .threads = o.threads};
@@ -217,6 +218,7 @@ static int cmd_compile(int argc, char **argv) {
     if (parsed) fprintf(stderr, "driftwood compile: no module given\n");
     free(o.env);
     free(o.dirs);
+    free(o.models);
     return EXIT_CANNOT_RUN;
   }
   dw_runtime_config rc = {.backend = "cpu", .cache_dir = o.cache, .progress = true, .threads = 1};
@@ -243,6 +245,7 @@ static int cmd_info(int argc, char **argv) {
   if (!parse(argc, argv, 2, &o, 0)) {
     free(o.env);
     free(o.dirs);
+    free(o.models);
     return 2;
   }
   dw_runtime_config rc = {.backend = o.backend, .cache_dir = o.cache};

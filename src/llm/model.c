@@ -17,8 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
-enum { UBATCH = 256, RB = 16 };
+enum { UBATCH = 256, RB = 48 };
 
 /* ---- loading --------------------------------------------------------------- */
 
@@ -206,6 +207,8 @@ dw_status dw_model_load(const char *path, bool vocab_only, dw_model **out) {
     return st;
   }
   loader L = {.g = m->g};
+  if (!vocab_only) /* fault the weights in now, not during the first decode */
+    madvise((void *)m->g->buf, m->g->size, MADV_WILLNEED);
   if (!(m->path = strdup(path))) st = dw_error_set(DW_ERR_NOMEM, "model");
   m->vocab_only = vocab_only;
   if (!st && !vocab_only) st = load_hparams(&L, m);
@@ -360,13 +363,17 @@ typedef struct mm_item {
 
 typedef struct mm_job {
   const float *x;     /* [nt][n_in] */
-  int nt, n_items;
+  const float *xt;    /* x transposed, [n_in][ntp] (nt > 2 only) */
+  const float *zero;  /* [n_in] zeros */
+  int nt, ntp, n_items;
   mm_mode mode;       /* MM_GLU: items 0 (gate) and 1 (up), output in items[0].y */
   mm_item it[3];
   float *scratch;     /* per worker: RB*n_in + 2*RB*nt floats */
   size_t scratch_per_worker;
+  _Atomic int64_t next; /* next chunk of RB rows to take */
 } mm_job;
 
+/* out[t*RB + i] = row (r0 + i) of w · token t, for i < nr. */
 static void mm_rows(const mm_job *J, const dw_wt *w, int r0, int nr, float *wbuf, float *out) {
   int64_t n = w->n_in;
   if (J->nt <= 2) {
@@ -376,43 +383,38 @@ static void mm_rows(const mm_job *J, const dw_wt *w, int r0, int nr, float *wbuf
     return;
   }
   for (int i = 0; i < nr; i++) dw_dequant_row(w->type, w->data + (size_t)(r0 + i) * w->row_bytes, wbuf + i * n, n);
-  dw_gemm_f32_rows(wbuf, nr, J->x, n, J->nt, n, out, RB);
+  dw_gemm_xt(wbuf, nr, n, J->xt, J->nt, J->ntp, J->zero, out, RB);
 }
 
 static void mm_worker(void *arg, int wi, int nw) {
-  const mm_job *J = arg;
+  mm_job *J = arg;
+  (void)nw;
   float *wbuf = J->scratch + (size_t)wi * J->scratch_per_worker;
   float *o1 = wbuf + (size_t)RB * J->it[0].w->n_in, *o2 = o1 + (size_t)RB * J->nt;
   int n_items = J->mode == MM_GLU ? 1 : J->n_items;
-  /* chunks of RB rows over the items' rows, split evenly */
-  int64_t total = 0;
-  for (int i = 0; i < n_items; i++) total += (J->it[i].w->n_out + RB - 1) / RB;
-  int64_t c0 = total * wi / nw, c1 = total * (wi + 1) / nw, c = 0;
-  for (int i = 0; i < n_items; i++) {
+  int64_t start[4] = {0}, total;
+  for (int i = 0; i < n_items; i++) start[i + 1] = start[i] + (J->it[i].w->n_out + RB - 1) / RB;
+  total = start[n_items];
+  /* chunks are taken dynamically, so a slow worker never holds the others up */
+  for (int64_t c; (c = atomic_fetch_add(&J->next, 1)) < total;) {
+    int i = 0;
+    while (c >= start[i + 1]) i++;
     const mm_item *I = &J->it[i];
-    int64_t nchunks = (I->w->n_out + RB - 1) / RB;
-    for (int64_t k = 0; k < nchunks; k++, c++) {
-      if (c < c0 || c >= c1) continue;
-      int r0 = (int)(k * RB), nr = (int)(I->w->n_out - r0 < RB ? I->w->n_out - r0 : RB);
-      int64_t ld = I->w->n_out;
-      mm_rows(J, I->w, r0, nr, wbuf, o1);
-      if (J->mode == MM_GLU) {
-        const mm_item *U = &J->it[1];
-        mm_rows(J, U->w, r0, nr, wbuf, o2);
-        for (int t = 0; t < J->nt; t++)
-          for (int r = 0; r < nr; r++) {
-            float g = o1[t * RB + r] + (I->bias ? I->bias[r0 + r] : 0);
-            float u = o2[t * RB + r] + (U->bias ? U->bias[r0 + r] : 0);
-            I->y[t * ld + r0 + r] = g / (1.f + expf(-g)) * u;
-          }
-      } else {
-        for (int t = 0; t < J->nt; t++)
-          for (int r = 0; r < nr; r++) {
-            float v = o1[t * RB + r] + (I->bias ? I->bias[r0 + r] : 0);
-            if (J->mode == MM_ADD) I->y[t * ld + r0 + r] += v;
-            else I->y[t * ld + r0 + r] = v;
-          }
-      }
+    int r0 = (int)((c - start[i]) * RB), nr = (int)(I->w->n_out - r0 < RB ? I->w->n_out - r0 : RB);
+    int64_t ld = I->w->n_out;
+    mm_rows(J, I->w, r0, nr, wbuf, o1);
+    if (J->mode == MM_GLU) {
+      mm_rows(J, J->it[1].w, r0, nr, wbuf, o2);
+      for (int t = 0; t < J->nt; t++) dw_silu_mul(I->y + t * ld + r0, o1 + t * RB, o2 + t * RB, nr);
+      continue;
+    }
+    for (int t = 0; t < J->nt; t++) {
+      float *y = I->y + t * ld + r0;
+      const float *o = o1 + t * RB, *b = I->bias ? I->bias + r0 : NULL;
+      if (J->mode == MM_ADD)
+        for (int r = 0; r < nr; r++) y[r] += o[r] + (b ? b[r] : 0.f);
+      else
+        for (int r = 0; r < nr; r++) y[r] = o[r] + (b ? b[r] : 0.f);
     }
   }
 }
@@ -423,14 +425,16 @@ typedef struct fwd {
   const dw_model *m;
   int nt, p0, layer;
   float *x, *xn, *q, *k, *v, *att, *h;
-  float *scratch, *scores;
+  float *scratch, *scores, *xt, *zero;
   size_t scratch_per_worker;
 } fwd;
 
 static void matmul(fwd *F, const float *x, int nt, mm_mode mode, int n, const mm_item *items) {
-  mm_job J = {.x = x, .nt = nt, .n_items = n, .mode = mode, .scratch = F->scratch,
-              .scratch_per_worker = F->scratch_per_worker};
+  mm_job J = {.x = x, .nt = nt, .ntp = (nt + 31) / 32 * 32, .n_items = n, .mode = mode, .xt = F->xt,
+              .zero = F->zero, .scratch = F->scratch, .scratch_per_worker = F->scratch_per_worker};
   memcpy(J.it, items, (size_t)n * sizeof *items);
+  atomic_init(&J.next, 0);
+  if (nt > 2) dw_transpose_x(x, nt, items[0].w->n_in, F->xt, J.ntp);
   dw_pool_run(F->pool, mm_worker, &J);
 }
 
@@ -441,7 +445,7 @@ static void attn_worker(void *arg, int wi, int nw) {
   float *sc = F->scores + (size_t)wi * F->s->n_ctx;
   float scale = 1.f / sqrtf((float)hd);
   int total = F->nt * H;
-  for (int item = total * wi / nw; item < total * (wi + 1) / nw; item++) {
+  for (int item = wi; item < total; item += nw) { /* interleaved: causal rows grow with t */
     int t = item / H, h = item % H, p = F->p0 + t, kvo = (h / g) * hd;
     const float *q = F->q + (size_t)t * qd + (size_t)h * hd;
     float mx = -INFINITY;
@@ -518,9 +522,10 @@ static dw_status forward(dw_session *s, const int32_t *tok, int nt, float *logit
   dw_status st = own_blocks(s, s->n_past, s->n_past + nt);
   if (st) return st;
   fwd F = {.pool = pool, .s = s, .m = m, .nt = nt, .p0 = s->n_past};
+  int ntp = (nt + 31) / 32 * 32;
   F.scratch_per_worker = (size_t)RB * max_in + 2 * (size_t)RB * nt;
   size_t nfl = (size_t)nt * (2 * dim + 2 * qd + 2 * kvd + hp->n_ff) + 2 * (size_t)nt * half +
-               F.scratch_per_worker * nw + (size_t)s->n_ctx * nw;
+               F.scratch_per_worker * nw + (size_t)s->n_ctx * nw + (size_t)max_in * ntp + (size_t)max_in;
   float *buf = malloc(nfl * sizeof(float));
   if (!buf) return dw_error_set(DW_ERR_NOMEM, "decode: %zu bytes of activations", nfl * sizeof(float));
   float *p = buf;
@@ -534,6 +539,9 @@ static dw_status forward(dw_session *s, const int32_t *tok, int nt, float *logit
   float *cs = p, *sn = p + (size_t)nt * half;
   p += 2 * (size_t)nt * half;
   F.scratch = p, p += F.scratch_per_worker * nw;
+  F.xt = p, p += (size_t)max_in * ntp;
+  F.zero = p, p += max_in;
+  memset(F.zero, 0, (size_t)max_in * sizeof(float));
   F.scores = p;
   for (int t = 0; t < nt; t++) {
     dw_dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)tok[t] * m->tok_embd.row_bytes, F.x + (size_t)t * dim,

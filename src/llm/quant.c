@@ -200,7 +200,7 @@ static float dot_q8_0(const uint8_t *w, const float *x, int64_t n) {
   return s;
 }
 
-static float dot_q4_0(const uint8_t *w, const float *x, int64_t n) {
+static inline float dot_q4_0(const uint8_t *w, const float *x, int64_t n) {
   float s = 0;
 #ifdef DW_X86
   __m256 acc = _mm256_setzero_ps();
@@ -225,6 +225,69 @@ static float dot_q4_0(const uint8_t *w, const float *x, int64_t n) {
 #endif
   return s;
 }
+
+#if defined(__AVX512F__)
+/* AVX-512 forms for decode (one token: these are bandwidth-bound). */
+static float dot_f16_512(const uint8_t *w, const float *x, int64_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const void *)(w + 2 * i))), _mm512_loadu_ps(x + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const void *)(w + 2 * i + 32))), _mm512_loadu_ps(x + i + 16),
+                         s1);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  return s + (i < n ? dot_f16(w + 2 * i, x + i, n - i) : 0.f);
+}
+
+static float dot_bf16_512(const uint8_t *w, const float *x, int64_t n) {
+  __m512 s0 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512i b = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const void *)(w + 2 * i))), 16);
+    s0 = _mm512_fmadd_ps(_mm512_castsi512_ps(b), _mm512_loadu_ps(x + i), s0);
+  }
+  float s = _mm512_reduce_add_ps(s0);
+  return s + (i < n ? dot_bf16(w + 2 * i, x + i, n - i) : 0.f);
+}
+
+static float dot_q8_0_512(const uint8_t *w, const float *x, int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+  int64_t nb = n / 32, b = 0;
+  for (; b + 2 <= nb; b += 2, w += 68, x += 64) {
+    __m512 p0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const void *)(w + 2)))),
+                              _mm512_loadu_ps(x));
+    p0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const void *)(w + 18)))),
+                         _mm512_loadu_ps(x + 16), p0);
+    __m512 p1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const void *)(w + 36)))),
+                              _mm512_loadu_ps(x + 32));
+    p1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const void *)(w + 52)))),
+                         _mm512_loadu_ps(x + 48), p1);
+    acc0 = _mm512_fmadd_ps(_mm512_set1_ps(dw_f16_to_f32(rd16(w))), p0, acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_set1_ps(dw_f16_to_f32(rd16(w + 34))), p1, acc1);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  return s + (b < nb ? dot_q8_0(w, x, 32) : 0.f);
+}
+
+static float dot_q4_0_512(const uint8_t *w, const float *x, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  const __m128i m4 = _mm_set1_epi8(15), e8 = _mm_set1_epi8(8);
+  for (int64_t b = 0; b < n / 32; b++, w += 18, x += 32) {
+    __m128i q = _mm_loadu_si128((const void *)(w + 2));
+    __m128i lo = _mm_sub_epi8(_mm_and_si128(q, m4), e8);
+    __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8);
+    __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), _mm512_loadu_ps(x));
+    p = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), _mm512_loadu_ps(x + 16), p);
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(dw_f16_to_f32(rd16(w))), p, acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+#define dot_f16 dot_f16_512
+#define dot_bf16 dot_bf16_512
+#define dot_q8_0 dot_q8_0_512
+#define dot_q4_0 dot_q4_0_512
+#endif
 
 float dw_vec_dot(uint32_t t, const void *row, const float *x, int64_t n) {
   switch (t) {
@@ -281,4 +344,121 @@ void dw_gemm_f32_rows(const float *w, int nr, const float *x, int64_t ldx, int n
 #endif
   for (; r < nr; r++)
     for (int t = 0; t < nt; t++) y[t * ldy + r] = dw_dot_f32(w + (int64_t)r * n, x + t * ldx, n);
+}
+
+/* ---- token-vector GEMM (prefill) ------------------------------------------------ */
+
+void dw_transpose_x(const float *x, int nt, int64_t n, float *xt, int ntp) {
+  for (int64_t k0 = 0; k0 < n; k0 += 32) { /* blocked so that both sides stay in cache */
+    int64_t k1 = k0 + 32 < n ? k0 + 32 : n;
+    for (int t = 0; t < ntp; t++)
+      for (int64_t k = k0; k < k1; k++) xt[k * ntp + t] = t < nt ? x[(int64_t)t * n + k] : 0.f;
+  }
+}
+
+enum { TR = 6, TV = 32 }; /* a micro-tile: 6 weight rows × 32 tokens */
+
+#if defined(__AVX512F__)
+static void tile(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV]) {
+  __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+  __m512 a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+  const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3], *w4 = w[4], *w5 = w[5];
+  for (int64_t k = 0; k < n; k++, xt += ntp) {
+    __m512 x0 = _mm512_loadu_ps(xt), x1 = _mm512_loadu_ps(xt + 16), b;
+    b = _mm512_set1_ps(w0[k]); a00 = _mm512_fmadd_ps(b, x0, a00); a01 = _mm512_fmadd_ps(b, x1, a01);
+    b = _mm512_set1_ps(w1[k]); a10 = _mm512_fmadd_ps(b, x0, a10); a11 = _mm512_fmadd_ps(b, x1, a11);
+    b = _mm512_set1_ps(w2[k]); a20 = _mm512_fmadd_ps(b, x0, a20); a21 = _mm512_fmadd_ps(b, x1, a21);
+    b = _mm512_set1_ps(w3[k]); a30 = _mm512_fmadd_ps(b, x0, a30); a31 = _mm512_fmadd_ps(b, x1, a31);
+    b = _mm512_set1_ps(w4[k]); a40 = _mm512_fmadd_ps(b, x0, a40); a41 = _mm512_fmadd_ps(b, x1, a41);
+    b = _mm512_set1_ps(w5[k]); a50 = _mm512_fmadd_ps(b, x0, a50); a51 = _mm512_fmadd_ps(b, x1, a51);
+  }
+  _mm512_storeu_ps(acc[0], a00), _mm512_storeu_ps(acc[0] + 16, a01);
+  _mm512_storeu_ps(acc[1], a10), _mm512_storeu_ps(acc[1] + 16, a11);
+  _mm512_storeu_ps(acc[2], a20), _mm512_storeu_ps(acc[2] + 16, a21);
+  _mm512_storeu_ps(acc[3], a30), _mm512_storeu_ps(acc[3] + 16, a31);
+  _mm512_storeu_ps(acc[4], a40), _mm512_storeu_ps(acc[4] + 16, a41);
+  _mm512_storeu_ps(acc[5], a50), _mm512_storeu_ps(acc[5] + 16, a51);
+}
+#elif defined(DW_X86)
+/* AVX2: 32 tokens as two halves of 2 ymm × 6 rows. */
+static void tile(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV]) {
+  for (int h = 0; h < 2; h++) {
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+    __m256 a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+    const float *xp = xt + 16 * h;
+    for (int64_t k = 0; k < n; k++, xp += ntp) {
+      __m256 x0 = _mm256_loadu_ps(xp), x1 = _mm256_loadu_ps(xp + 8), b;
+      b = _mm256_broadcast_ss(w[0] + k); a00 = _mm256_fmadd_ps(b, x0, a00); a01 = _mm256_fmadd_ps(b, x1, a01);
+      b = _mm256_broadcast_ss(w[1] + k); a10 = _mm256_fmadd_ps(b, x0, a10); a11 = _mm256_fmadd_ps(b, x1, a11);
+      b = _mm256_broadcast_ss(w[2] + k); a20 = _mm256_fmadd_ps(b, x0, a20); a21 = _mm256_fmadd_ps(b, x1, a21);
+      b = _mm256_broadcast_ss(w[3] + k); a30 = _mm256_fmadd_ps(b, x0, a30); a31 = _mm256_fmadd_ps(b, x1, a31);
+      b = _mm256_broadcast_ss(w[4] + k); a40 = _mm256_fmadd_ps(b, x0, a40); a41 = _mm256_fmadd_ps(b, x1, a41);
+      b = _mm256_broadcast_ss(w[5] + k); a50 = _mm256_fmadd_ps(b, x0, a50); a51 = _mm256_fmadd_ps(b, x1, a51);
+    }
+    int o = 16 * h;
+    _mm256_storeu_ps(acc[0] + o, a00), _mm256_storeu_ps(acc[0] + o + 8, a01);
+    _mm256_storeu_ps(acc[1] + o, a10), _mm256_storeu_ps(acc[1] + o + 8, a11);
+    _mm256_storeu_ps(acc[2] + o, a20), _mm256_storeu_ps(acc[2] + o + 8, a21);
+    _mm256_storeu_ps(acc[3] + o, a30), _mm256_storeu_ps(acc[3] + o + 8, a31);
+    _mm256_storeu_ps(acc[4] + o, a40), _mm256_storeu_ps(acc[4] + o + 8, a41);
+    _mm256_storeu_ps(acc[5] + o, a50), _mm256_storeu_ps(acc[5] + o + 8, a51);
+  }
+}
+#else
+static void tile(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV]) {
+  memset(acc, 0, sizeof(float) * TR * TV);
+  for (int64_t k = 0; k < n; k++, xt += ntp)
+    for (int r = 0; r < TR; r++)
+      for (int t = 0; t < TV; t++) acc[r][t] += w[r][k] * xt[t];
+}
+#endif
+
+void dw_gemm_xt(const float *w, int nr, int64_t n, const float *xt, int nt, int ntp, const float *zero, float *y,
+                int64_t ldy) {
+  float acc[TR][TV];
+  for (int r0 = 0; r0 < nr; r0 += TR) {
+    const float *ws[TR];
+    for (int i = 0; i < TR; i++) ws[i] = r0 + i < nr ? w + (int64_t)(r0 + i) * n : zero;
+    for (int t0 = 0; t0 < nt; t0 += TV) {
+      tile(ws, n, xt + t0, ntp, acc);
+      int tn = nt - t0 < TV ? nt - t0 : TV, rn = nr - r0 < TR ? nr - r0 : TR;
+      for (int t = 0; t < tn; t++)
+        for (int i = 0; i < rn; i++) y[(int64_t)(t0 + t) * ldy + r0 + i] = acc[i][t];
+    }
+  }
+}
+
+/* ---- SiLU-gated product ------------------------------------------------------------ */
+
+#if defined(__AVX512F__)
+/* e^x for x in [-87, 88], relative error ~2e-7: x = n·ln2 + r, |r| <= ln2/2,
+ * e^r by a degree-7 polynomial, then scaled by 2^n. */
+static inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+#endif
+
+void dw_silu_mul(float *out, const float *g, const float *u, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) {
+    __m512 gv = _mm512_loadu_ps(g + i), e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+    __m512 s = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(s, _mm512_loadu_ps(u + i)));
+  }
+#endif
+  for (; i < n; i++) out[i] = g[i] / (1.f + expf(-g[i])) * u[i];
 }
