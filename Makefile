@@ -28,8 +28,19 @@ test: deps
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
 	cd $(TEST_BUILD) && ctest --output-on-failure
 
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 300
+# libFuzzer on the model-file path (GGUF parser, model checks, tokenizer,
+# a tiny decode) under ASan + UBSan; new inputs go to $(FUZZ_BUILD)/corpus.
+fuzz: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDW_FUZZ=ON -DDRIFTWOOD_CUDA=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target gguf_fuzz
+	@mkdir -p $(FUZZ_BUILD)/corpus
+	ASAN_OPTIONS=allow_user_segv_handler=1:detect_leaks=1 $(FUZZ_BUILD)/gguf_fuzz -max_total_time=$(FUZZ_SECONDS) \
+	  -max_len=65536 -timeout=10 -rss_limit_mb=4096 $(FUZZ_BUILD)/corpus tests/fuzz/seeds
+
 bench: build
 	bench/run.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(TEST_BUILD)
+	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)

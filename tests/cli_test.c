@@ -168,3 +168,62 @@ Test(cli, help_and_info) {
   cr_assert(strstr(out, "active backend: cpu"), "%s", out);
   cr_assert_eq(sh(DW " frobnicate"), 2);
 }
+
+/* ---- the LLM commands and the chat example ---- */
+
+#define DEMO DW_TEST_SOURCE "/models/demo-tiny-q8_0.gguf"
+#define CHAT DW_TEST_BUILD "/examples/chat.wasm"
+
+Test(cli, tokenize_prints_ids_and_pieces) {
+  cr_assert_eq(sh(DW " tokenize --model " DEMO " 'Hello world'"), 0, "%s", out);
+  cr_assert_str_eq(out, "1 15043 3186\n");
+  cr_assert_eq(sh(DW " tokenize --model " DEMO " --no-bos ' Hello world'"), 0, "%s", out);
+  cr_assert_str_eq(out, "29871 15043 3186\n");
+  cr_assert_eq(sh(DW " tokenize --model " DEMO " --no-bos --pieces 'Hi\n'"), 0, "%s", out);
+  cr_assert(strstr(out, "-> ' Hi'") && strstr(out, "-> '\\n'"), "%s", out);
+  cr_assert_eq(sh(DW " tokenize --model /nonexistent.gguf x"), 126);
+  cr_assert(strstr(out, "/nonexistent.gguf"), "%s", out);
+  cr_assert_eq(sh(DW " tokenize --model " DW_TEST_GUESTS "/wasi_probe.wasm x"), 126);
+  cr_assert(strstr(out, "GGUF"), "%s", out);
+}
+
+Test(cli, generate_is_deterministic_and_dumps_logits) {
+  char tmp[] = "/tmp/dw-logits-XXXXXX";
+  int fd = mkstemp(tmp);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  cr_assert_eq(sh(DW " generate --model " DEMO " --prompt 'Once upon' -n 7 --temp 0 --ignore-eos --dump-logits %s",
+                  tmp), 0, "%s", out);
+  static char first[sizeof out];
+  snprintf(first, sizeof first, "%s", out);
+  struct stat sb;
+  cr_assert_eq(stat(tmp, &sb), 0);
+  cr_assert_eq(sb.st_size, 7 * 32000 * 4, "7 steps of 32000 f32 logits");
+  cr_assert(strstr(out, "generated 7 tokens"), "%s", out);
+  cr_assert_eq(sh(DW " generate --model " DEMO " --prompt 'Once upon' -n 7 --temp 0 --ignore-eos --dump-logits %s",
+                  tmp), 0);
+  *strstr(out, "driftwood: prompt") = 0; /* timings differ */
+  *strstr(first, "driftwood: prompt") = 0;
+  cr_assert_str_eq(out, first);
+  unlink(tmp);
+  cr_assert_eq(sh(DW " generate --model " DEMO " --prompt x --temp -1"), 126);
+  cr_assert_eq(sh(DW " generate --model " DEMO), 126);
+}
+
+Test(cli, chat_example_is_reproducible_with_a_seed) {
+  static char a[sizeof out];
+  cr_assert_eq(sh(DW " run --model default=" DEMO " " CHAT " --seed 5 -n 20 'Hello there'"), 0, "%s", out);
+  cr_assert_gt(strlen(out), 10);
+  snprintf(a, sizeof a, "%s", out);
+  cr_assert_eq(sh(DW " run --model default=" DEMO " " CHAT " --seed 5 -n 20 'Hello there'"), 0);
+  cr_assert_str_eq(out, a, "same seed, same reply");
+  cr_assert_eq(sh(DW " run --model default=" DEMO " " CHAT " --seed 6 -n 20 'Hello there'"), 0);
+  cr_assert_str_neq(out, a, "another seed, another reply");
+  /* named models; a missing one is the guest's error, a bad path the host's */
+  cr_assert_eq(sh(DW " run --model a=" DEMO " --model b=" DEMO " " CHAT " --model b -n 4 hi"), 0, "%s", out);
+  cr_assert_eq(sh(DW " run --model a=" DEMO " " CHAT " --model zzz -n 4 hi"), 1, "%s", out);
+  cr_assert(strstr(out, "model_open"), "%s", out);
+  cr_assert_eq(sh(DW " run --model a=/nonexistent.gguf " CHAT " hi"), 126, "%s", out);
+  cr_assert_eq(sh(DW " run --model noequals " CHAT " hi"), 126, "%s", out);
+  cr_assert_eq(sh(DW " run " CHAT " hi"), 1, "no model registered: %s", out);
+}

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #define FIXTURES DW_TEST_SOURCE "/../shared/fixtures/vocab"
@@ -194,6 +195,31 @@ Test(gguf, random_bit_flips_never_crash) {
   }
   free(orig);
   free(b.p);
+}
+
+/* Inputs the fuzzer once crashed on (tests/fuzz/regress/) load or fail
+ * cleanly, never crash; the seeds load. */
+Test(gguf, fuzz_regressions_and_seeds) {
+  static const char *const dirs[] = {DW_TEST_SOURCE "/tests/fuzz/regress", DW_TEST_SOURCE "/tests/fuzz/seeds"};
+  for (int d = 0; d < 2; d++) {
+    DIR *dir = opendir(dirs[d]);
+    cr_assert(dir, "%s", dirs[d]);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(dir));) {
+      if (e->d_name[0] == '.') continue;
+      char path[1024];
+      snprintf(path, sizeof path, "%s/%s", dirs[d], e->d_name);
+      for (int vocab_only = 0; vocab_only < 2; vocab_only++) {
+        dw_model *m = NULL;
+        dw_status st = dw_model_load(path, vocab_only, &m);
+        if (d == 1) cr_assert_eq(st, DW_OK, "seed %s: %s", path, dw_last_error());
+        dw_model_release(m);
+      }
+      n++;
+    }
+    closedir(dir);
+    cr_assert_gt(n, 0);
+  }
 }
 
 /* ---- tokenizers against the fixtures --------------------------------------------- */

@@ -52,10 +52,55 @@ def llama3_factors(base, n_rot, factor=8.0, lf=1.0, hf=4.0, orig=8192):
     return np.array(out, dtype=np.float32)
 
 
+def synthetic_vocab(kind):
+    """A few hundred tokens: enough to tokenize English-ish text."""
+    words = ["the", "he", "th", "a", "an", "and", "in", "on", "is", "it", "to", "of", "hello", "world"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    if kind == "spm":
+        toks = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+        types = [2, 3, 3] + [6] * 256
+        normal = ["\u2581"] + letters + ["\u2581" + w for w in words] + words
+        toks += normal
+        types += [1] * len(normal)
+        scores = [0.0] * 259 + [-float(i) for i in range(len(normal))]
+        return {"tokenizer.ggml.model": (G.STRING, "llama", None),
+                "tokenizer.ggml.tokens": (G.ARRAY, toks, G.STRING),
+                "tokenizer.ggml.scores": (G.ARRAY, scores, G.F32),
+                "tokenizer.ggml.token_type": (G.ARRAY, types, G.I32)}
+    keep = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or b >= 0xAE]
+    cp, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            cp[b] = chr(b)
+        else:
+            cp[b] = chr(0x100 + n)
+            n += 1
+    toks = [cp[b] for b in range(256)]
+    merges = []
+    for w in words:
+        g = "\u0120" + w
+        cur = g[0]
+        for ch in g[1:]:
+            if cur + ch not in toks:
+                merges.append(f"{cur} {ch}")
+                toks.append(cur + ch)
+            cur += ch
+    toks.append("<|endoftext|>")
+    types = [1] * (len(toks) - 1) + [3]
+    return {"tokenizer.ggml.model": (G.STRING, "gpt2", None),
+            "tokenizer.ggml.pre": (G.STRING, "gpt-2", None),
+            "tokenizer.ggml.tokens": (G.ARRAY, toks, G.STRING),
+            "tokenizer.ggml.token_type": (G.ARRAY, types, G.I32),
+            "tokenizer.ggml.merges": (G.ARRAY, merges, G.STRING),
+            "tokenizer.ggml.eos_token_id": (G.U32, len(toks) - 1, None)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--out", required=True)
-    ap.add_argument("--vocab", required=True, help="GGUF file whose tokenizer.* keys are copied")
+    ap.add_argument("--vocab", help="GGUF file whose tokenizer.* keys are copied")
+    ap.add_argument("--synthetic-vocab", choices=["spm", "bpe"],
+                    help="a small made-up vocabulary instead of --vocab (fuzz seeds, unit tests)")
     ap.add_argument("--preset", choices=PRESETS)
     ap.add_argument("--arch", choices=["llama", "qwen2"], default="llama")
     ap.add_argument("--dim", type=int)
@@ -80,8 +125,10 @@ def main():
     hd = dim // H
     tt = G.TYPE_NAMES[a.type]
 
-    voc = G.Reader(a.vocab)
-    n_vocab = len(voc.get("tokenizer.ggml.tokens"))
+    if not a.vocab and not a.synthetic_vocab:
+        ap.error("one of --vocab or --synthetic-vocab is required")
+    vocab_kv = synthetic_vocab(a.synthetic_vocab) if a.synthetic_vocab else G.Reader(a.vocab).kv
+    n_vocab = len(vocab_kv["tokenizer.ggml.tokens"][1])
     w = G.Writer(a.out)
     arch = a.arch
     w.add("general.architecture", G.STRING, arch)
@@ -95,7 +142,7 @@ def main():
     w.add(f"{arch}.rope.dimension_count", G.U32, hd)
     w.add(f"{arch}.rope.freq_base", G.F32, a.rope_base)
     w.add(f"{arch}.attention.layer_norm_rms_epsilon", G.F32, 1e-5)
-    for key, (vt, val, et) in voc.kv.items():
+    for key, (vt, val, et) in vocab_kv.items():
         if key.startswith("tokenizer.") and key != "tokenizer.chat_template":
             w.add(key, vt, val, et)
     if a.chat_template != "none":

@@ -196,19 +196,17 @@ static dw_status load_weights(dw_model *m) {
   return DW_OK;
 }
 
-dw_status dw_model_load(const char *path, bool vocab_only, dw_model **out) {
+dw_status dw_model_from_gguf(dw_gguf *g, const char *path, bool vocab_only, dw_model **out) {
   *out = NULL;
   dw_model *m = calloc(1, sizeof *m);
-  if (!m) return dw_error_set(DW_ERR_NOMEM, "model");
-  atomic_init(&m->refs, 1);
-  dw_status st = dw_gguf_open(path, &m->g);
-  if (st) {
-    free(m);
-    return st;
+  if (!m) {
+    dw_gguf_close(g);
+    return dw_error_set(DW_ERR_NOMEM, "model");
   }
+  atomic_init(&m->refs, 1);
+  m->g = g;
+  dw_status st = DW_OK;
   loader L = {.g = m->g};
-  if (!vocab_only) /* fault the weights in now, not during the first decode */
-    madvise((void *)m->g->buf, m->g->size, MADV_WILLNEED);
   if (!(m->path = strdup(path))) st = dw_error_set(DW_ERR_NOMEM, "model");
   m->vocab_only = vocab_only;
   if (!st && !vocab_only) st = load_hparams(&L, m);
@@ -229,6 +227,16 @@ dw_status dw_model_load(const char *path, bool vocab_only, dw_model **out) {
   }
   *out = m;
   return DW_OK;
+}
+
+dw_status dw_model_load(const char *path, bool vocab_only, dw_model **out) {
+  dw_gguf *g;
+  *out = NULL;
+  dw_status st = dw_gguf_open(path, &g);
+  if (st) return st;
+  if (!vocab_only) /* fault the weights in now, not during the first decode */
+    madvise((void *)g->buf, g->size, MADV_WILLNEED);
+  return dw_model_from_gguf(g, path, vocab_only, out);
 }
 
 void dw_model_retain(dw_model *m) { atomic_fetch_add(&m->refs, 1); }

@@ -81,6 +81,9 @@ typedef struct dw_session {
 
 /* vocab_only: the tokenizer alone (hp and weights stay empty). */
 DW_HIDDEN dw_status dw_model_load(const char *path, bool vocab_only, dw_model **out);
+/* The same from a parsed file, which the model takes over (closed on error
+ * too); `path` only names it in messages. */
+DW_HIDDEN dw_status dw_model_from_gguf(dw_gguf *g, const char *path, bool vocab_only, dw_model **out);
 DW_HIDDEN void dw_model_retain(dw_model *m);
 DW_HIDDEN void dw_model_release(dw_model *m);
 /* A one-line summary (arch, sizes, weight type). */

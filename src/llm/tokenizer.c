@@ -144,6 +144,10 @@ static int cmp_len_desc(const void *a, const void *b, void *ctx) {
   return la < lb ? 1 : la > lb ? -1 : *(const int32_t *)a - *(const int32_t *)b;
 }
 
+static int hexval(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 static int32_t special_id(const dw_gguf *g, const char *key, int32_t def, int n) {
   uint64_t v;
   if (dw_gguf_get_u64(g, key, &v)) return v < (uint64_t)n ? (int32_t)v : -1;
@@ -196,13 +200,11 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
   if (t->info.kind == DW_TOK_SPM) {
     for (int i = 0; i < n; i++) {
       if (t->types[i] != TT_BYTE) continue;
-      unsigned v;
-      char tail;
-      char buf[16] = {0};
-      if (t->text[i].n != 6) FAIL(DW_ERR_BAD_MODULE, "tokenizer: byte token %d is not <0xNN>", i);
-      memcpy(buf, t->text[i].p, 6);
-      if (sscanf(buf, "<0x%2x%c", &v, &tail) != 2 || tail != '>')
+      const char *q = t->text[i].p;
+      int hi = t->text[i].n == 6 ? hexval(q[3]) : -1, lo = t->text[i].n == 6 ? hexval(q[4]) : -1;
+      if (hi < 0 || lo < 0 || memcmp(q, "<0x", 3) != 0 || q[5] != '>')
         FAIL(DW_ERR_BAD_MODULE, "tokenizer: byte token %d is not <0xNN>", i);
+      int v = hi << 4 | lo;
       if (t->byte_tok[v] < 0) t->byte_tok[v] = i;
     }
     t->info.bos = special_id(g, "tokenizer.ggml.bos_token_id", 1, n);
