@@ -434,15 +434,71 @@ typedef struct fwd {
   int nt, p0, layer;
   float *x, *xn, *q, *k, *v, *att, *h;
   float *scratch, *scores, *xt, *zero;
+  const float *cs, *sn;   /* RoPE cos/sin per token */
   size_t scratch_per_worker;
 } fwd;
 
+/* ---- per-token preparation, parallel over tokens ---------------------------- */
+
+typedef enum { PREP_NORM, PREP_TRANSPOSE, PREP_ROPE } prep_kind;
+
+typedef struct prep_job {
+  fwd *F;
+  prep_kind kind;
+  const float *src;   /* NORM: x; TRANSPOSE: the input [nt][n] */
+  const float *w;     /* NORM: the norm weight */
+  float *dst;         /* NORM: xn */
+  int64_t n;
+  const float *cs, *sn;
+} prep_job;
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+static void rope(float *v, int n_heads, int hd, int n_rot, bool neox, const float *cs, const float *sn);
+
+/* Writes token t's row into the transposed buffer (and pads the last). */
+static void put_t(const fwd *F, const float *row, int t, int64_t n) {
+  int ntp = (F->nt + 31) / 32 * 32;
+  for (int64_t k = 0; k < n; k++) F->xt[k * ntp + t] = row[k];
+  if (t == F->nt - 1)
+    for (int p = F->nt; p < ntp; p++)
+      for (int64_t k = 0; k < n; k++) F->xt[k * ntp + p] = 0.f;
+}
+
+static void prep_worker(void *arg, int wi, int nw) {
+  const prep_job *P = arg;
+  fwd *F = P->F;
+  const dw_hparams *hp = &F->m->hp;
+  bool tr = F->nt > 2; /* matmuls of more than 2 tokens read the transposed input */
+  for (int t = F->nt * wi / nw; t < F->nt * (wi + 1) / nw; t++) {
+    if (P->kind == PREP_NORM) {
+      float *o = P->dst + (size_t)t * P->n;
+      rmsnorm(o, P->src + (size_t)t * P->n, P->w, (int)P->n, hp->eps);
+      if (tr) put_t(F, o, t, P->n);
+    } else if (P->kind == PREP_TRANSPOSE) {
+      if (tr) put_t(F, P->src + (size_t)t * P->n, t, P->n);
+    } else {
+      int hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, half = hp->n_rot / 2;
+      const float *c = P->cs + (size_t)t * half, *sn = P->sn + (size_t)t * half;
+      rope(F->q + (size_t)t * qd, hp->n_head, hd, hp->n_rot, hp->rope_neox, c, sn);
+      rope(F->k + (size_t)t * kvd, hp->n_head_kv, hd, hp->n_rot, hp->rope_neox, c, sn);
+      memcpy(kv_row(F->s, F->layer, F->p0 + t, false), F->k + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+      memcpy(kv_row(F->s, F->layer, F->p0 + t, true), F->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+    }
+  }
+}
+
+static void prep(fwd *F, prep_kind kind, const float *src, const float *w, float *dst, int64_t n) {
+  prep_job P = {F, kind, src, w, dst, n, F->cs, F->sn};
+  if (F->nt <= 2) prep_worker(&P, 0, 1); /* too little work to hand out */
+  else dw_pool_run(F->pool, prep_worker, &P);
+}
+
+/* The input must have been through prep (NORM or TRANSPOSE) when nt > 2. */
 static void matmul(fwd *F, const float *x, int nt, mm_mode mode, int n, const mm_item *items) {
   mm_job J = {.x = x, .nt = nt, .ntp = (nt + 31) / 32 * 32, .n_items = n, .mode = mode, .xt = F->xt,
               .zero = F->zero, .scratch = F->scratch, .scratch_per_worker = F->scratch_per_worker};
   memcpy(J.it, items, (size_t)n * sizeof *items);
   atomic_init(&J.next, 0);
-  if (nt > 2) dw_transpose_x(x, nt, items[0].w->n_in, F->xt, J.ntp);
   dw_pool_run(F->pool, mm_worker, &J);
 }
 
@@ -492,29 +548,24 @@ static void rope(float *v, int n_heads, int hd, int n_rot, bool neox, const floa
   }
 }
 
-static void forward_layer(fwd *F, int l, const float *cs, const float *sn) {
+static void forward_layer(fwd *F, int l) {
   const dw_model *m = F->m;
   const dw_hparams *hp = &m->hp;
   const dw_layer *L = &m->layers[l];
-  int nt = F->nt, dim = hp->dim, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
-  int half = hp->n_rot / 2;
+  int nt = F->nt, dim = hp->dim;
   F->layer = l;
-  for (int t = 0; t < nt; t++) rmsnorm(F->xn + (size_t)t * dim, F->x + (size_t)t * dim, L->attn_norm, dim, hp->eps);
+  prep(F, PREP_NORM, F->x, L->attn_norm, F->xn, dim);
   mm_item qkv[3] = {{&L->wq, L->bq, F->q}, {&L->wk, L->bk, F->k}, {&L->wv, L->bv, F->v}};
   matmul(F, F->xn, nt, MM_STORE, 3, qkv);
-  for (int t = 0; t < nt; t++) {
-    const float *c = cs + (size_t)t * half, *s = sn + (size_t)t * half;
-    rope(F->q + (size_t)t * qd, hp->n_head, hd, hp->n_rot, hp->rope_neox, c, s);
-    rope(F->k + (size_t)t * kvd, hp->n_head_kv, hd, hp->n_rot, hp->rope_neox, c, s);
-    memcpy(kv_row(F->s, l, F->p0 + t, false), F->k + (size_t)t * kvd, (size_t)kvd * sizeof(float));
-    memcpy(kv_row(F->s, l, F->p0 + t, true), F->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
-  }
+  prep(F, PREP_ROPE, NULL, NULL, NULL, 0);
   dw_pool_run(F->pool, attn_worker, F);
+  prep(F, PREP_TRANSPOSE, F->att, NULL, NULL, hp->n_head * hp->head_dim);
   mm_item o = {&L->wo, L->bo, F->x};
   matmul(F, F->att, nt, MM_ADD, 1, &o);
-  for (int t = 0; t < nt; t++) rmsnorm(F->xn + (size_t)t * dim, F->x + (size_t)t * dim, L->ffn_norm, dim, hp->eps);
+  prep(F, PREP_NORM, F->x, L->ffn_norm, F->xn, dim);
   mm_item glu[2] = {{&L->gate, NULL, F->h}, {&L->up, NULL, NULL}};
   matmul(F, F->xn, nt, MM_GLU, 2, glu);
+  prep(F, PREP_TRANSPOSE, F->h, NULL, NULL, hp->n_ff);
   mm_item d = {&L->down, NULL, F->x};
   matmul(F, F->h, nt, MM_ADD, 1, &d);
 }
@@ -561,13 +612,18 @@ static dw_status forward(dw_session *s, const int32_t *tok, int nt, float *logit
       sn[(size_t)t * half + i] = (float)sin(a);
     }
   }
-  for (int l = 0; l < hp->n_layer; l++) forward_layer(&F, l, cs, sn);
+  F.cs = cs, F.sn = sn;
+  for (int l = 0; l < hp->n_layer; l++) forward_layer(&F, l);
   int first = all ? 0 : nt - 1;
   if (all || logits) {
-    for (int t = first; t < nt; t++)
-      rmsnorm(F.xn + (size_t)(t - first) * dim, F.x + (size_t)t * dim, m->output_norm, dim, hp->eps);
     float *y = all ? all : logits;
     mm_item o = {&m->output, NULL, y};
+    if (all) {
+      prep(&F, PREP_NORM, F.x, m->output_norm, F.xn, dim);
+    } else {
+      rmsnorm(F.xn, F.x + (size_t)(nt - 1) * dim, m->output_norm, dim, hp->eps);
+      F.nt = 1;
+    }
     matmul(&F, F.xn, nt - first, MM_STORE, 1, &o);
     if (all && logits) memcpy(logits, all + (size_t)(nt - 1) * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
   }
