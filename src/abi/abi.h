@@ -19,14 +19,35 @@
 #include "llm/model.h"
 #include "wasm/wasm.h"
 
+#include <pthread.h>
+
 #define DW_ABI_VERSION 1
 #define DW_ABI_MAX_SESSIONS 256
 
-/* A model the host registered under a name (--model NAME=PATH). */
+/* A model the host registered under a name: --model NAME=PATH (loaded at
+ * once) or --nn-preload (loaded when a guest first asks for it). */
 typedef struct dw_abi_model {
-  char *name;
-  dw_model *model;
+  char *name, *path;
+  dw_model *model;        /* counted reference; NULL until loaded */
 } dw_abi_model;
+
+/* The runtime's models, shared by its instances. */
+typedef struct dw_registry {
+  pthread_mutex_t lock;
+  dw_abi_model *v;
+  int n;
+} dw_registry;
+
+DW_HIDDEN void dw_registry_init(dw_registry *r);
+DW_HIDDEN void dw_registry_fini(dw_registry *r);
+/* Adds name → path; load_now maps the file at once (errors reported now). */
+DW_HIDDEN dw_status dw_registry_add(dw_registry *r, const char *name, const char *path, bool load_now);
+/* Index of name[0..len), or -1. */
+DW_HIDDEN int dw_registry_find(dw_registry *r, const char *name, size_t len);
+/* The model at idx, loading it on first use; borrowed while r lives. */
+DW_HIDDEN dw_status dw_registry_model(dw_registry *r, int idx, dw_model **out);
+/* The model at idx if already loaded, else NULL. */
+DW_HIDDEN dw_model *dw_registry_loaded(dw_registry *r, int idx);
 
 /* What the host saw during the guest's last compute call (last_op_info). */
 typedef struct dw_op_info {
@@ -39,8 +60,7 @@ typedef struct dw_abi {
   dw_backend *backend;    /* borrowed */
   int emit_fd;            /* where emit() writes; borrowed */
   dw_op_info last;        /* last compute op */
-  const dw_abi_model *models; /* borrowed registry: model handle = index + 1 */
-  int n_models;
+  dw_registry *reg;       /* borrowed: model handle = index + 1 */
   dw_pool *pool;          /* borrowed: where decode runs */
   dw_session *sessions[DW_ABI_MAX_SESSIONS]; /* owned: session handle = index + 1 */
 } dw_abi;

@@ -27,7 +27,7 @@ void dw_abi_fini(dw_abi *a) {
 }
 
 static dw_model *model_of(const dw_abi *a, uint32_t h) {
-  return a && h >= 1 && h <= (uint32_t)a->n_models ? a->models[h - 1].model : NULL;
+  return a && a->reg && h >= 1 && h <= (uint32_t)INT32_MAX ? dw_registry_loaded(a->reg, (int)h - 1) : NULL;
 }
 
 static dw_session *session_of(const dw_abi *a, uint32_t h) {
@@ -53,18 +53,14 @@ static uint32_t h_model_open(dw_instance *inst, uint32_t name, uint32_t name_len
   dw_status st;
   if (!a) return DW_ERR_UNSUPPORTED;
   if ((st = view(inst, name, name_len, 1, 1, &pn)) || (st = view(inst, out, 1, 4, 4, &po))) return st;
-  if (name_len == 0 && a->n_models > 0) { /* the first model registered */
-    uint32_t h = 1;
-    memcpy(po, &h, 4);
-    return DW_OK;
-  }
-  for (int i = 0; i < a->n_models; i++)
-    if (strlen(a->models[i].name) == name_len && !memcmp(a->models[i].name, pn, name_len)) {
-      uint32_t h = (uint32_t)i + 1;
-      memcpy(po, &h, 4);
-      return DW_OK;
-    }
-  return DW_ERR_NOT_FOUND;
+  if (!a->reg) return DW_ERR_NOT_FOUND;
+  int idx = name_len == 0 ? (a->reg->n > 0 ? 0 : -1) : dw_registry_find(a->reg, pn, name_len); /* "" = the first */
+  if (idx < 0) return DW_ERR_NOT_FOUND;
+  dw_model *m;
+  if ((st = dw_registry_model(a->reg, idx, &m))) return st;
+  uint32_t h = (uint32_t)idx + 1;
+  memcpy(po, &h, 4);
+  return DW_OK;
 }
 
 static uint32_t h_model_info(dw_instance *inst, uint32_t model, uint32_t out) {

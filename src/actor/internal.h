@@ -15,8 +15,7 @@ struct dw_runtime {
   dw_wasm_config wcfg;
   char *cache_dir;          /* owned, may be NULL */
   dw_host_set hosts;
-  dw_abi_model *models;     /* owned array; names and model refs owned */
-  int n_models;
+  dw_registry models;       /* models guests may open */
 };
 
 #endif

@@ -59,25 +59,7 @@ dw_status dw_model_token_piece(const dw_model *m, int32_t token, char *out, size
 }
 
 dw_status dw_runtime_add_model(dw_runtime *rt, const char *name, const char *path) {
-  if (!name || !*name) return dw_error_set(DW_ERR_INVALID_ARG, "a model needs a name (NAME=PATH)");
-  for (int i = 0; i < rt->n_models; i++)
-    if (!strcmp(rt->models[i].name, name)) return dw_error_set(DW_ERR_INVALID_ARG, "model name '%s' is given twice", name);
-  dw_model *m = NULL;
-  for (int i = 0; i < rt->n_models && !m; i++)
-    if (!strcmp(rt->models[i].model->path, path)) dw_model_retain(m = rt->models[i].model);
-  dw_status st = m ? DW_OK : dw_model_load(path, false, &m);
-  if (st) return st;
-  dw_abi_model *nm = realloc(rt->models, (size_t)(rt->n_models + 1) * sizeof *nm);
-  char *dup = strdup(name);
-  if (!nm || !dup) {
-    if (nm) rt->models = nm;
-    free(dup);
-    dw_model_release(m);
-    return dw_error_set(DW_ERR_NOMEM, "model registry");
-  }
-  rt->models = nm;
-  rt->models[rt->n_models++] = (dw_abi_model){dup, m};
-  return DW_OK;
+  return dw_registry_add(&rt->models, name, path, true);
 }
 
 dw_status dw_session_create(dw_runtime *rt, dw_model *m, int n_ctx, dw_session **out) {

@@ -42,6 +42,7 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   }
   rt->wcfg.cache_dir = rt->cache_dir;
   rt->wcfg.progress = cfg->progress;
+  dw_registry_init(&rt->models);
   rt->hosts.tables = host_tables;
   rt->hosts.n_tables = 3;
   *out = rt;
@@ -50,11 +51,7 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
 
 void dw_runtime_destroy(dw_runtime *rt) {
   if (!rt) return;
-  for (int i = 0; i < rt->n_models; i++) {
-    free(rt->models[i].name);
-    dw_model_release(rt->models[i].model);
-  }
-  free(rt->models);
+  dw_registry_fini(&rt->models);
   dw_pool_destroy(rt->pool);
   dw_backend_destroy(rt->backend);
   free(rt->cache_dir);
@@ -120,8 +117,7 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
   free(dg);
   if (st != DW_OK) return st;
   dw_abi_init(&abi, m->rt->backend, cfg->stdout_fd);
-  abi.models = m->rt->models;
-  abi.n_models = m->rt->n_models;
+  abi.reg = &m->rt->models;
   abi.pool = m->rt->pool;
   dw_instance_config ic = {.max_memory_bytes = cfg->max_memory_bytes,
                            .hooks = {.ud = m->rt->backend, .commit = on_commit, .release = on_release}};
