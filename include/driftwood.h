@@ -161,6 +161,14 @@ DW_API dw_status dw_model_token_piece(const dw_model *m, int32_t token, char *ou
  * A path registered twice is mapped once. */
 DW_API dw_status dw_runtime_add_model(dw_runtime *rt, const char *name, const char *path);
 
+/* WasmEdge's preload syntax, "alias:ENCODING:TARGET:path" (ENCODING ggml,
+ * TARGET cpu|gpu|tpu|auto, case-insensitive; the path may contain ':').
+ * Registers the alias like dw_runtime_add_model, but the file is mapped
+ * only when a guest loads it (a missing file is then error 103). An
+ * unknown encoding or target is reported on stderr and the entry dropped,
+ * as WasmEdge does; a spec without three ':' is DW_ERR_INVALID_ARG. */
+DW_API dw_status dw_runtime_add_nn_preload(dw_runtime *rt, const char *spec);
+
 /* A KV-cache session on the runtime's worker threads. n_ctx <= 0: the
  * model's training context. */
 DW_API dw_status dw_session_create(dw_runtime *rt, dw_model *m, int n_ctx, dw_session **out);

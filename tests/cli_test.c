@@ -16,25 +16,7 @@
 #define DW DW_TEST_DRIFTWOOD
 #define PROBE DW_TEST_GUESTS "/wasi_probe.wasm"
 
-static char out[65536];
-
-/* Runs a shell command (stdout and stderr captured into `out`); returns the
- * exit status, or 1000 + signal if it died from one. */
-static int sh(const char *fmt, ...) {
-  char cmd[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  char full[8300];
-  snprintf(full, sizeof full, "( %s ) 2>&1", cmd);
-  FILE *p = popen(full, "r");
-  cr_assert(p);
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 1000 + WTERMSIG(st);
-}
+#include "sh.h"
 
 Test(cli, matmul_example) {
   cr_assert_eq(sh(DW " run " DW_TEST_BUILD "/examples/matmul.wasm"), 0, "%s", out);
@@ -87,6 +69,8 @@ static void remove_tree(void) { sh("rm -rf %s %s", dir, outside); }
 
 Test(cli, directory_grants, .init = make_tree, .fini = remove_tree) {
   cr_assert_eq(sh(DW " run --dir %s::/data " PROBE " read /data/a.txt", dir), 0, "%s", out);
+  cr_assert_str_eq(out, "inside");
+  cr_assert_eq(sh(DW " run --dir /data:%s " PROBE " read /data/a.txt", dir), 0, "WasmEdge's GUEST:HOST: %s", out);
   cr_assert_str_eq(out, "inside");
   cr_assert_eq(sh(DW " run --dir %s::/data " PROBE " read /data/sub/ok-link", dir), 0, "%s", out);
   cr_assert_str_eq(out, "inside", "a symlink that stays inside works");

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 dw_status dw_model_open(const char *path, uint32_t flags, dw_model **out) {
   return dw_model_load(path, (flags & DW_MODEL_VOCAB_ONLY) != 0, out);
@@ -60,6 +61,27 @@ dw_status dw_model_token_piece(const dw_model *m, int32_t token, char *out, size
 
 dw_status dw_runtime_add_model(dw_runtime *rt, const char *name, const char *path) {
   return dw_registry_add(&rt->models, name, path, true);
+}
+
+dw_status dw_runtime_add_nn_preload(dw_runtime *rt, const char *spec) {
+  const char *c1 = strchr(spec, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL, *c3 = c2 ? strchr(c2 + 1, ':') : NULL;
+  if (!c3 || c1 == spec || !c3[1])
+    return dw_error_set(DW_ERR_INVALID_ARG, "--nn-preload needs alias:ENCODING:TARGET:path, got '%s'", spec);
+  char alias[256], enc[32], target[32];
+  if ((size_t)(c1 - spec) >= sizeof alias || (size_t)(c2 - c1 - 1) >= sizeof enc || (size_t)(c3 - c2 - 1) >= sizeof target)
+    return dw_error_set(DW_ERR_INVALID_ARG, "--nn-preload: '%s' has a field that is too long", spec);
+  snprintf(alias, sizeof alias, "%.*s", (int)(c1 - spec), spec);
+  snprintf(enc, sizeof enc, "%.*s", (int)(c2 - c1 - 1), c1 + 1);
+  snprintf(target, sizeof target, "%.*s", (int)(c3 - c2 - 1), c2 + 1);
+  if (strcasecmp(enc, "ggml") != 0) {
+    fprintf(stderr, "driftwood: --nn-preload %s: encoding '%s' is not supported (GGML is); entry dropped\n", alias, enc);
+    return DW_OK;
+  }
+  if (strcasecmp(target, "cpu") && strcasecmp(target, "gpu") && strcasecmp(target, "tpu") && strcasecmp(target, "auto")) {
+    fprintf(stderr, "driftwood: --nn-preload %s: unknown target '%s'; entry dropped\n", alias, target);
+    return DW_OK;
+  }
+  return dw_registry_add(&rt->models, alias, c3 + 1, false);
 }
 
 dw_status dw_session_create(dw_runtime *rt, dw_model *m, int n_ctx, dw_session **out) {

@@ -7,6 +7,7 @@
  * memory hooks. A dw_module owns its compiled code; instances borrow it.
  */
 #define _GNU_SOURCE
+#include "abi/wasi_nn.h"
 #include "actor/internal.h"
 #include "wasi/wasi.h"
 
@@ -19,7 +20,8 @@ struct dw_module {
   dw_wasm_module *wasm;     /* owned */
 };
 
-static const dw_hostfn *const host_tables[] = {dw_wasi_functions, dw_abi_functions, dw_abi_llm_functions};
+static const dw_hostfn *const host_tables[] = {dw_wasi_functions, dw_abi_functions, dw_abi_llm_functions,
+                                               dw_nn_functions};
 
 dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   *out = NULL;
@@ -44,7 +46,7 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   rt->wcfg.progress = cfg->progress;
   dw_registry_init(&rt->models);
   rt->hosts.tables = host_tables;
-  rt->hosts.n_tables = 3;
+  rt->hosts.n_tables = 4;
   *out = rt;
   return DW_OK;
 }
@@ -110,6 +112,7 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
                        .n_dirs = cfg->n_dirs, .dir_host = dh, .dir_guest = dg,
                        .stdin_fd = cfg->stdin_fd, .stdout_fd = cfg->stdout_fd, .stderr_fd = cfg->stderr_fd};
   dw_wasi *wasi = NULL;
+  dw_nn *nn = NULL;
   dw_instance *inst = NULL;
   dw_abi abi;
   dw_status st = dw_wasi_create(&wc, &wasi);
@@ -118,11 +121,13 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
   if (st != DW_OK) return st;
   dw_abi_init(&abi, m->rt->backend, cfg->stdout_fd);
   abi.reg = &m->rt->models;
+  if ((st = dw_nn_create(&m->rt->models, m->rt->pool, cfg->stdout_fd, &nn)) != DW_OK) goto done;
   abi.pool = m->rt->pool;
   dw_instance_config ic = {.max_memory_bytes = cfg->max_memory_bytes,
                            .hooks = {.ud = m->rt->backend, .commit = on_commit, .release = on_release}};
   ic.ctx[DW_SLOT_WASI] = wasi;
   ic.ctx[DW_SLOT_DRIFTWOOD] = &abi;
+  ic.ctx[DW_SLOT_NN] = nn;
   st = dw_instance_create(m->wasm, &ic, &inst);
   if (st != DW_OK) goto done;
   if (!dw_wasm_export_sig(m->wasm, "_start")) {
@@ -142,6 +147,7 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
 done:
   dw_instance_destroy(inst);
   dw_abi_fini(&abi);
+  dw_nn_destroy(nn);
   dw_wasi_destroy(wasi);
   return st;
 }

@@ -37,13 +37,17 @@ static void usage(FILE *f) {
           "  --backend cpu|cuda|auto   compute backend (default auto: CUDA if a device is present)\n"
           "  --env KEY=VALUE           set a guest environment variable (repeatable)\n"
           "  --dir HOST[::GUEST]       grant a host directory, seen by the guest as GUEST\n"
-          "                            (default: the same name); nothing else is reachable\n"
+          "                            (default: the same name); nothing else is reachable;\n"
+          "                            WasmEdge's GUEST:HOST form is accepted too\n"
           "  --max-memory SIZE         cap the guest's linear memory, e.g. 64MiB\n"
           "  --cache DIR               AOT cache (default $DRIFTWOOD_CACHE, then\n"
           "                            $XDG_CACHE_HOME/driftwood, then ~/.cache/driftwood)\n"
           "  --threads N               worker threads (default: one per core)\n"
           "  --model NAME=PATH         register a GGUF model guests open by NAME (repeatable;\n"
           "                            an empty name in model_open means the first one)\n"
+          "  --nn-preload A:GGML:TARGET:PATH\n"
+          "                            WasmEdge's form: register PATH as alias A for WASI-NN\n"
+          "                            (and driftwood) guests, mapped when first loaded\n"
           "\n"
           "exit status of run: the guest's (0-125); 125 for a guest status outside 0-125;\n"
           "126 when the module cannot be run; 134 when the guest traps.\n");
@@ -57,6 +61,8 @@ typedef struct opts {
   int n_dirs;
   char **models;   /* NAME=PATH */
   int n_models;
+  char **preloads; /* alias:ENC:TARGET:path */
+  int n_preloads;
   uint64_t max_memory;
   int threads;
   int first_arg; /* index in argv of the module */
@@ -75,7 +81,8 @@ static int parse(int argc, char **argv, int start, opts *o, int allow_run_opts) 
   o->env = calloc((size_t)argc, sizeof *o->env);
   o->dirs = calloc((size_t)argc, sizeof *o->dirs);
   o->models = calloc((size_t)argc, sizeof *o->models);
-  if (!o->env || !o->dirs || !o->models) return 0;
+  o->preloads = calloc((size_t)argc, sizeof *o->preloads);
+  if (!o->env || !o->dirs || !o->models || !o->preloads) return 0;
   for (int i = start; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--")) {
@@ -111,17 +118,21 @@ static int parse(int argc, char **argv, int start, opts *o, int allow_run_opts) 
     } else if (allow_run_opts && !strcmp(a, "--dir")) {
       if (!need(i, argc, a)) return 0;
       char *spec = argv[++i];
-      char *sep = strstr(spec, "::");
+      char *sep = strstr(spec, "::"), *colon = strchr(spec, ':');
       dw_dir_grant *g = &o->dirs[o->n_dirs++];
       if (sep) {
         *sep = 0;
         g->host_path = spec;
         g->guest_path = sep + 2;
+      } else if (colon) { /* WasmEdge: GUEST:HOST */
+        *colon = 0;
+        g->guest_path = spec;
+        g->host_path = colon + 1;
       } else {
         g->host_path = g->guest_path = spec;
       }
       if (!*g->host_path || !*g->guest_path) {
-        fprintf(stderr, "driftwood: --dir needs HOST[::GUEST]\n");
+        fprintf(stderr, "driftwood: --dir needs HOST[::GUEST] or GUEST:HOST\n");
         return 0;
       }
     } else if (allow_run_opts && !strcmp(a, "--model")) {
@@ -132,6 +143,9 @@ static int parse(int argc, char **argv, int start, opts *o, int allow_run_opts) 
         return 0;
       }
       o->models[o->n_models++] = spec;
+    } else if (allow_run_opts && !strcmp(a, "--nn-preload")) {
+      if (!need(i, argc, a)) return 0;
+      o->preloads[o->n_preloads++] = argv[++i];
     } else if (allow_run_opts && !strcmp(a, "--max-memory")) {
       if (!need(i, argc, a)) return 0;
       if (dw_parse_size(argv[++i], &o->max_memory) != DW_OK) {
@@ -161,6 +175,7 @@ static int cmd_run(int argc, char **argv) {
     free(o.env);
     free(o.dirs);
     free(o.models);
+    free(o.preloads);
     return EXIT_CANNOT_RUN;
   }
   dw_runtime_config rc = {.backend = o.backend, .cache_dir = o.cache, .progress = true, .threads = o.threads};
@@ -181,6 +196,11 @@ static int cmd_run(int argc, char **argv) {
       goto out;
     }
   }
+  for (int i = 0; i < o.n_preloads; i++)
+    if (dw_runtime_add_nn_preload(rt, o.preloads[i]) != DW_OK) {
+      fprintf(stderr, "driftwood: %s\n", dw_last_error());
+      goto out;
+    }
   if (dw_module_load(rt, o.module, &m, NULL) != DW_OK) {
     fprintf(stderr, "driftwood: %s\n", dw_last_error());
     goto out;
@@ -208,6 +228,7 @@ out:
   free(o.env);
   free(o.dirs);
   free(o.models);
+  free(o.preloads);
   return code;
 }
 
@@ -219,6 +240,7 @@ static int cmd_compile(int argc, char **argv) {
     free(o.env);
     free(o.dirs);
     free(o.models);
+    free(o.preloads);
     return EXIT_CANNOT_RUN;
   }
   dw_runtime_config rc = {.backend = "cpu", .cache_dir = o.cache, .progress = true, .threads = 1};
@@ -237,6 +259,7 @@ static int cmd_compile(int argc, char **argv) {
   free(o.env);
   free(o.dirs);
   free(o.models);
+  free(o.preloads);
   return code;
 }
 
@@ -246,6 +269,7 @@ static int cmd_info(int argc, char **argv) {
     free(o.env);
     free(o.dirs);
     free(o.models);
+    free(o.preloads);
     return 2;
   }
   dw_runtime_config rc = {.backend = o.backend, .cache_dir = o.cache};
@@ -263,6 +287,7 @@ static int cmd_info(int argc, char **argv) {
   free(o.env);
   free(o.dirs);
   free(o.models);
+  free(o.preloads);
   return code;
 }
 

@@ -571,7 +571,7 @@ static void forward_layer(fwd *F, int l) {
 }
 
 /* One micro-batch of nt <= UBATCH tokens at positions [s->n_past, +nt). */
-static dw_status forward(dw_session *s, const int32_t *tok, int nt, float *logits, float *all) {
+static dw_status forward(dw_session *s, const int32_t *tok, int nt, float *logits, float *all, double *embd_sum) {
   const dw_model *m = s->model;
   const dw_hparams *hp = &m->hp;
   dw_pool *pool = s->pool;
@@ -614,6 +614,10 @@ static dw_status forward(dw_session *s, const int32_t *tok, int nt, float *logit
   }
   F.cs = cs, F.sn = sn;
   for (int l = 0; l < hp->n_layer; l++) forward_layer(&F, l);
+  for (int t = 0; embd_sum && t < nt; t++) { /* the final-normed hidden states, summed */
+    rmsnorm(F.xn, F.x + (size_t)t * dim, m->output_norm, dim, hp->eps);
+    for (int i = 0; i < dim; i++) embd_sum[i] += F.xn[i];
+  }
   int first = all ? 0 : nt - 1;
   if (all || logits) {
     float *y = all ? all : logits;
@@ -633,7 +637,8 @@ static dw_status forward(dw_session *s, const int32_t *tok, int nt, float *logit
   return DW_OK;
 }
 
-dw_status dw_decode(dw_session *s, const int32_t *tokens, int n, float *logits, float *all_logits) {
+static dw_status decode(dw_session *s, const int32_t *tokens, int n, float *logits, float *all_logits,
+                        double *embd_sum) {
   const dw_hparams *hp = &s->model->hp;
   if (n < 0) return dw_error_set(DW_ERR_INVALID_ARG, "decode: negative token count");
   if (n == 0) return dw_error_set(DW_ERR_INVALID_ARG, "decode: no tokens");
@@ -648,11 +653,30 @@ dw_status dw_decode(dw_session *s, const int32_t *tokens, int n, float *logits, 
     int nt = n - i < UBATCH ? n - i : UBATCH;
     bool last = i + nt == n;
     dw_status st = forward(s, tokens + i, nt, last ? logits : NULL,
-                           all_logits ? all_logits + (size_t)i * hp->n_vocab : NULL);
+                           all_logits ? all_logits + (size_t)i * hp->n_vocab : NULL, embd_sum);
     if (st) {
       s->n_past = start; /* positions written so far are simply dropped */
       return st;
     }
   }
   return DW_OK;
+}
+
+dw_status dw_decode(dw_session *s, const int32_t *tokens, int n, float *logits, float *all_logits) {
+  return decode(s, tokens, n, logits, all_logits, NULL);
+}
+
+dw_status dw_embed(dw_session *s, const int32_t *tokens, int n, float *out) {
+  int dim = s->model->hp.dim;
+  double *sum = calloc((size_t)dim, sizeof *sum);
+  if (!sum) return dw_error_set(DW_ERR_NOMEM, "embed");
+  dw_status st = decode(s, tokens, n, NULL, NULL, sum);
+  if (!st) {
+    double norm = 0;
+    for (int i = 0; i < dim; i++) norm += (sum[i] / n) * (sum[i] / n);
+    norm = norm > 0 ? sqrt(norm) : 1;
+    for (int i = 0; i < dim; i++) out[i] = (float)(sum[i] / n / norm);
+  }
+  free(sum);
+  return st;
 }

@@ -103,4 +103,8 @@ DW_HIDDEN size_t dw_kv_block_bytes(const dw_model *m);
 DW_HIDDEN dw_status dw_decode(dw_session *s, const int32_t *tokens, int n, float *logits,
                               float *all_logits);
 
+/* Appends n tokens and writes their mean-pooled, L2-normalised final hidden
+ * state (after output_norm) to out[n_embd]: a sentence embedding. */
+DW_HIDDEN dw_status dw_embed(dw_session *s, const int32_t *tokens, int n, float *out);
+
 #endif
