@@ -181,6 +181,49 @@ DW_API dw_status dw_session_truncate(dw_session *s, int n_keep);
 /* A new session sharing s's KV blocks copy-on-write. */
 DW_API dw_status dw_session_fork(const dw_session *s, dw_session **out);
 
+/* ---- actors and snapshots --------------------------------------------
+ *
+ * An actor is an instance of a reactor module that exports
+ * dw_alloc(len) -> ptr and dw_on_message(ptr, len) -> i32 (and optionally
+ * _initialize, called once at spawn). Its whole state — linear memory,
+ * globals, KV sessions and the models it refers to by name — can be frozen
+ * into a snapshot and thawed in another process or machine. */
+
+typedef struct dw_actor dw_actor;
+
+typedef struct dw_thaw_report {
+  int sessions;             /* KV sessions restored */
+  int reprefilled;          /* of which rebuilt from their tokens (another
+                               quantisation of the same model) */
+  uint64_t memory_bytes;    /* linear memory restored */
+  bool module_embedded;     /* the snapshot carries its module */
+} dw_thaw_report;
+
+DW_API dw_status dw_actor_spawn(dw_module *m, dw_actor **out);
+DW_API void dw_actor_destroy(dw_actor *a);
+/* Delivers one message; the guest's replies (emit) go to out_fd.
+ * *result is dw_on_message's return value. A trap is DW_ERR_TRAP (the
+ * actor must then be discarded; its last snapshot is intact). */
+DW_API dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, int32_t *result);
+/* A snapshot in a malloc'd buffer (free() it), or written atomically to a
+ * file (temporary file, fsync, rename, fsync of the directory). embed_module
+ * stores the module bytes too, so a thaw needs no module path. */
+DW_API dw_status dw_actor_freeze(dw_actor *a, bool embed_module, uint8_t **buf, size_t *len);
+DW_API dw_status dw_actor_freeze_file(dw_actor *a, bool embed_module, const char *path);
+/* Rebuilds an actor. m may be NULL when the snapshot embeds its module;
+ * otherwise its SHA-256 must match. Models are taken from the runtime's
+ * registry by name, in the snapshot's order; names the runtime lacks are
+ * registered from the paths the snapshot recorded. */
+DW_API dw_status dw_actor_thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t len, dw_actor **out,
+                               dw_thaw_report *report);
+DW_API dw_status dw_actor_thaw_file(dw_runtime *rt, dw_module *m, const char *path, dw_actor **out,
+                                    dw_thaw_report *report);
+/* An independent copy: memory copied, KV blocks shared copy-on-write. */
+DW_API dw_status dw_actor_fork(dw_actor *a, dw_actor **out);
+/* A human-readable description of a snapshot file (format version, module
+ * hash, models, sessions with token counts, section sizes). */
+DW_API dw_status dw_snapshot_describe(const char *path, char *buf, size_t cap);
+
 /* Parses a size such as "64MiB", "1G", "4096" into bytes. */
 DW_API dw_status dw_parse_size(const char *text, uint64_t *out);
 

@@ -73,6 +73,11 @@ int dws_chat_detect(const char *tmpl, size_t len);
 /* Renders messages, then the assistant prompt if add_assistant. Returns the
  * full length (may exceed cap; out is NUL-terminated when cap > 0). */
 size_t dws_chat_render(int kind, const dws_msg *msgs, int n, int add_assistant, char *out, size_t cap);
+/* One more user turn of a running conversation whose previous assistant
+ * reply ended with its end-of-turn token: the text that follows it, up to
+ * the assistant prompt (first: the conversation's opening, with the system
+ * prompt if any). Returns the full length like dws_chat_render. */
+size_t dws_chat_render_turn(int kind, const char *system, const char *user, int first, char *out, size_t cap);
 /* Whether to tokenize the rendered text with add_special (BOS from the
  * vocabulary): 0 for formats that print their own BOS (Llama 3). Always
  * tokenize with parse_special. */

@@ -232,3 +232,29 @@ size_t dws_chat_render(int kind, const dws_msg *m, int n, int add_assistant, cha
   if (cap) buf[o.n < cap ? o.n : cap - 1] = 0;
   return o.n;
 }
+
+size_t dws_chat_render_turn(int kind, const char *system, const char *user, int first, char *buf, size_t cap) {
+  dws_msg m[2];
+  int n = 0;
+  if (first) {
+    if (system) m[n++] = (dws_msg){"system", system};
+    m[n++] = (dws_msg){"user", user};
+    return dws_chat_render(kind, m, n, 1, buf, cap);
+  }
+  out o = {buf, cap, 0};
+  if (kind == DWS_CHAT_LLAMA3) {
+    put(&o, "<|start_header_id|>user<|end_header_id|>\n\n");
+    put_trim(&o, user);
+    put(&o, "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  } else if (kind == DWS_CHAT_LLAMA2) {
+    put(&o, "<s>[INST] ");
+    put(&o, user);
+    put(&o, " [/INST]");
+  } else {
+    put(&o, "\n<|im_start|>user\n");
+    put(&o, user);
+    put(&o, "<|im_end|>\n<|im_start|>assistant\n");
+  }
+  if (cap) buf[o.n < cap ? o.n : cap - 1] = 0;
+  return o.n;
+}

@@ -18,4 +18,14 @@ struct dw_runtime {
   dw_registry models;       /* models guests may open */
 };
 
+struct dw_module {
+  dw_runtime *rt;           /* borrowed */
+  dw_wasm_module *wasm;     /* owned */
+  char *path;               /* owned: where it was loaded from */
+};
+
+/* What every instance of a runtime gets: memory hooks to its backend. */
+DW_HIDDEN dw_status dw_rt_commit_hook(void *ud, void *p, size_t n);
+DW_HIDDEN void dw_rt_release_hook(void *ud, void *p, size_t n);
+
 #endif

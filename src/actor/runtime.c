@@ -15,11 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct dw_module {
-  dw_runtime *rt;           /* borrowed */
-  dw_wasm_module *wasm;     /* owned */
-};
-
 static const dw_hostfn *const host_tables[] = {dw_wasi_functions, dw_abi_functions, dw_abi_llm_functions,
                                                dw_nn_functions};
 
@@ -83,6 +78,10 @@ dw_status dw_module_load(dw_runtime *rt, const char *path, dw_module **out, bool
     return st;
   }
   m->rt = rt;
+  if (!(m->path = strdup(path))) {
+    dw_module_destroy(m);
+    return dw_error_set(DW_ERR_NOMEM, "module");
+  }
   *out = m;
   return DW_OK;
 }
@@ -90,11 +89,12 @@ dw_status dw_module_load(dw_runtime *rt, const char *path, dw_module **out, bool
 void dw_module_destroy(dw_module *m) {
   if (!m) return;
   dw_wasm_module_destroy(m->wasm);
+  free(m->path);
   free(m);
 }
 
-static dw_status on_commit(void *ud, void *p, size_t n) { return dw_backend_register_memory(ud, p, n); }
-static void on_release(void *ud, void *p, size_t n) { dw_backend_unregister_memory(ud, p, n); }
+dw_status dw_rt_commit_hook(void *ud, void *p, size_t n) { return dw_backend_register_memory(ud, p, n); }
+void dw_rt_release_hook(void *ud, void *p, size_t n) { dw_backend_unregister_memory(ud, p, n); }
 
 dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *out) {
   memset(out, 0, sizeof *out);
@@ -124,7 +124,7 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
   if ((st = dw_nn_create(&m->rt->models, m->rt->pool, cfg->stdout_fd, &nn)) != DW_OK) goto done;
   abi.pool = m->rt->pool;
   dw_instance_config ic = {.max_memory_bytes = cfg->max_memory_bytes,
-                           .hooks = {.ud = m->rt->backend, .commit = on_commit, .release = on_release}};
+                           .hooks = {.ud = m->rt->backend, .commit = dw_rt_commit_hook, .release = dw_rt_release_hook}};
   ic.ctx[DW_SLOT_WASI] = wasi;
   ic.ctx[DW_SLOT_DRIFTWOOD] = &abi;
   ic.ctx[DW_SLOT_NN] = nn;

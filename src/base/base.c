@@ -106,17 +106,26 @@ static dw_status write_all(int fd, const void *data, size_t n, const char *what)
   return DW_OK;
 }
 
+/* Test hook: DRIFTWOOD_FAULT_WRITE_STEP=N makes step N of the next atomic
+ * writes fail as if the disk had (1 create, 2 write, 3 fsync, 4 close,
+ * 5 rename, 6 fsync of the directory); what a crash at that step would
+ * leave behind is then what the caller sees. */
+static bool fault(int step) {
+  const char *e = getenv("DRIFTWOOD_FAULT_WRITE_STEP");
+  return e && atoi(e) == step;
+}
+
 dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_bytes) {
   char tmp[4096], dir[4096];
   if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld-XXXXXX", path, (long)getpid()) >= (int)sizeof tmp)
     return dw_error_set(DW_ERR_INVALID_ARG, "path too long: %s", path);
-  int fd = mkstemp(tmp);
+  int fd = fault(1) ? (errno = EIO, -1) : mkstemp(tmp);
   if (fd < 0) return dw_error_set(DW_ERR_IO, "create %s: %s", tmp, strerror(errno));
-  dw_status st = write_all(fd, data, n_bytes, tmp);
-  if (st == DW_OK && fsync(fd) != 0) st = dw_error_set(DW_ERR_IO, "fsync %s: %s", tmp, strerror(errno));
-  if (close(fd) != 0 && st == DW_OK) st = dw_error_set(DW_ERR_IO, "close %s: %s", tmp, strerror(errno));
-  if (st == DW_OK && rename(tmp, path) != 0)
-    st = dw_error_set(DW_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
+  dw_status st = fault(2) ? dw_error_set(DW_ERR_IO, "write %s: %s", tmp, strerror(EIO)) : write_all(fd, data, n_bytes, tmp);
+  if (st == DW_OK && (fault(3) || fsync(fd) != 0)) st = dw_error_set(DW_ERR_IO, "fsync %s: %s", tmp, strerror(errno ? errno : EIO));
+  if ((close(fd) != 0 || fault(4)) && st == DW_OK) st = dw_error_set(DW_ERR_IO, "close %s: %s", tmp, strerror(EIO));
+  if (st == DW_OK && (fault(5) || rename(tmp, path) != 0))
+    st = dw_error_set(DW_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno ? errno : EIO));
   if (st != DW_OK) {
     unlink(tmp);
     return st;
@@ -126,10 +135,12 @@ dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_byte
   if (slash) *(slash == dir ? slash + 1 : slash) = 0;
   else snprintf(dir, sizeof dir, ".");
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
+  if (dfd < 0) return dw_error_set(DW_ERR_IO, "open %s: %s", dir, strerror(errno));
+  int rc = fault(6) ? (errno = EIO, -1) : fsync(dfd);
+  if (rc != 0 && (errno == EINVAL || errno == ENOTSUP)) rc = 0; /* filesystems without directory fsync */
+  close(dfd);
+  /* the new file is in place; only its directory entry may not be durable yet */
+  if (rc != 0) return dw_error_set(DW_ERR_IO, "fsync %s: the new %s may not survive a crash", dir, path);
   return DW_OK;
 }
 

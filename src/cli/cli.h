@@ -9,5 +9,6 @@
 
 int dw_cli_tokenize(int argc, char **argv);
 int dw_cli_generate(int argc, char **argv);
+int dw_cli_actor(int argc, char **argv);
 
 #endif

@@ -31,6 +31,7 @@ static void usage(FILE *f) {
           "                                        print TEXT's token ids (--pieces: with their bytes)\n"
           "  generate --model M.gguf --prompt TEXT [-n N] [sampling options]\n"
           "                                        generate natively (driftwood generate --help)\n"
+          "  actor spawn|send|fork|inspect ...      actors with snapshots (driftwood actor for usage)\n"
           "  help                                  this text\n"
           "\n"
           "run options:\n"
@@ -302,6 +303,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
   if (!strcmp(cmd, "tokenize")) return dw_cli_tokenize(argc, argv);
   if (!strcmp(cmd, "generate")) return dw_cli_generate(argc, argv);
+  if (!strcmp(cmd, "actor")) return dw_cli_actor(argc, argv);
   if (!strcmp(cmd, "help") || !strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
     usage(stdout);
     return 0;

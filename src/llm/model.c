@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/evp.h>
 #include <sys/mman.h>
 
 enum { UBATCH = 256, RB = 48 };
@@ -679,4 +680,56 @@ dw_status dw_embed(dw_session *s, const int32_t *tokens, int n, float *out) {
   }
   free(sum);
   return st;
+}
+
+void dw_model_fingerprint(const dw_model *m, uint8_t out[32]) {
+  uint64_t size = m->g->size;
+  unsigned int n = 32;
+  EVP_MD_CTX *c = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+  EVP_DigestUpdate(c, m->g->buf, m->g->data_start < m->g->size ? m->g->data_start : m->g->size);
+  EVP_DigestUpdate(c, &size, sizeof size);
+  EVP_DigestFinal_ex(c, out, &n);
+  EVP_MD_CTX_free(c);
+}
+
+void dw_model_family(const dw_model *m, uint8_t out[32]) {
+  const dw_hparams *hp = &m->hp;
+  int32_t shape[] = {(int32_t)hp->arch, hp->n_vocab, hp->dim, hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim,
+                     hp->n_ff, hp->n_rot};
+  unsigned int n = 32;
+  EVP_MD_CTX *c = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+  EVP_DigestUpdate(c, shape, sizeof shape);
+  for (int i = 0; i < hp->n_vocab; i++) {
+    dw_gguf_str t = dw_token_text(m->tok, i);
+    uint64_t len = t.n;
+    EVP_DigestUpdate(c, &len, sizeof len);
+    EVP_DigestUpdate(c, t.p, t.n);
+  }
+  EVP_DigestFinal_ex(c, out, &n);
+  EVP_MD_CTX_free(c);
+}
+
+const float *dw_sess_kv(const dw_session *s, int layer, int pos, bool v) { return kv_row(s, layer, pos, v); }
+
+dw_status dw_sess_restore(dw_session *s, const int32_t *tokens, int n, const void *k, const void *v) {
+  const dw_hparams *hp = &s->model->hp;
+  size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, row = kvd * sizeof(float);
+  if (s->n_past != 0 || n < 0 || n > s->n_ctx)
+    return dw_error_set(DW_ERR_INVALID_ARG, "session restore: %d positions into a context of %d", n, s->n_ctx);
+  for (int i = 0; i < n; i++)
+    if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+      return dw_error_set(DW_ERR_INVALID_ARG, "session restore: token %d is not in the vocabulary", tokens[i]);
+  if (n == 0) return DW_OK;
+  dw_status st = own_blocks(s, 0, n);
+  if (st) return st;
+  for (int l = 0; l < hp->n_layer; l++)
+    for (int p = 0; p < n; p++) {
+      memcpy(kv_row(s, l, p, false), (const uint8_t *)k + ((size_t)l * n + p) * row, row);
+      memcpy(kv_row(s, l, p, true), (const uint8_t *)v + ((size_t)l * n + p) * row, row);
+    }
+  memcpy(s->tokens, tokens, (size_t)n * sizeof *tokens);
+  s->n_past = n;
+  return DW_OK;
 }

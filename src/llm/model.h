@@ -103,6 +103,20 @@ DW_HIDDEN size_t dw_kv_block_bytes(const dw_model *m);
 DW_HIDDEN dw_status dw_decode(dw_session *s, const int32_t *tokens, int n, float *logits,
                               float *all_logits);
 
+/* SHA-256 over the file's metadata and tensor descriptions (everything
+ * before the tensor data) and its size: different weights, types or
+ * vocabularies give different fingerprints; it costs no weight reads. */
+DW_HIDDEN void dw_model_fingerprint(const dw_model *m, uint8_t out[32]);
+/* SHA-256 over the architecture, shapes and vocabulary: models with the
+ * same family hash differ only in their weights (e.g. another
+ * quantisation), so a session can move between them by re-prefilling. */
+DW_HIDDEN void dw_model_family(const dw_model *m, uint8_t out[32]);
+/* The K (v false) or V row of a position, [n_head_kv * head_dim] floats. */
+DW_HIDDEN const float *dw_sess_kv(const dw_session *s, int layer, int pos, bool v);
+/* Loads n positions into an empty session: tokens, and K/V rows in the
+ * canonical layout [layer][pos][kv_dim] read with memcpy from k and v. */
+DW_HIDDEN dw_status dw_sess_restore(dw_session *s, const int32_t *tokens, int n, const void *k, const void *v);
+
 /* Appends n tokens and writes their mean-pooled, L2-normalised final hidden
  * state (after output_norm) to out[n_embd]: a sentence embedding. */
 DW_HIDDEN dw_status dw_embed(dw_session *s, const int32_t *tokens, int n, float *out);

@@ -353,6 +353,25 @@ void dw_instance_destroy(dw_instance *inst) {
 
 dw_mem *dw_instance_memory(const dw_instance *inst) { return inst->mem; }
 
+dw_status dw_instance_grow_to(dw_instance *inst, uint32_t pages) {
+  if (!inst->mem) return pages ? dw_error_set(DW_ERR_INVALID_ARG, "the module has no memory") : DW_OK;
+  if (inst->mem->pages >= pages) return DW_OK;
+  wasm_rt_memory_t *rtm = inst->module->desc->memory(inst->w2c);
+  if (wasm_rt_grow_memory(rtm, pages - inst->mem->pages) == UINT32_MAX)
+    return dw_error_set(DW_ERR_LIMIT, "memory cannot grow to %u pages (maximum %u)", pages, inst->mem->max_pages);
+  return DW_OK;
+}
+
+unsigned dw_instance_n_globals(const dw_instance *inst) { return inst->module->desc->n_globals; }
+
+void *dw_instance_global(const dw_instance *inst, unsigned i, const char **name, char *type, unsigned *n_bytes) {
+  const dw_w2c_global *g = &inst->module->desc->globals[i];
+  if (name) *name = g->name;
+  if (type) *type = g->type;
+  if (n_bytes) *n_bytes = g->n_bytes;
+  return (uint8_t *)inst->w2c + g->offset;
+}
+
 void *dw_instance_ctx(const dw_instance *inst, int slot) {
   return slot >= 0 && slot < DW_N_SLOTS ? inst->ctx[slot] : NULL;
 }

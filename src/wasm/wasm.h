@@ -99,4 +99,12 @@ _Noreturn DW_HIDDEN void dw_instance_exit(dw_instance *inst, int code);
 /* A fixed description of a trap code, e.g. "out of bounds memory access". */
 DW_HIDDEN const char *dw_trap_str(int trap);
 
+/* For snapshots: grow the instance's memory to at least `pages` (through
+ * the runtime, so memory.size sees it); every global of the module,
+ * exported or not, as a pointer to its storage in the instance. */
+DW_HIDDEN dw_status dw_instance_grow_to(dw_instance *inst, uint32_t pages);
+DW_HIDDEN unsigned dw_instance_n_globals(const dw_instance *inst);
+DW_HIDDEN void *dw_instance_global(const dw_instance *inst, unsigned i, const char **name, char *type,
+                                   unsigned *n_bytes);
+
 #endif

@@ -1,0 +1,605 @@
+/*
+ * actor.c — actors (reactor instances driven by messages) and their
+ * snapshots: freeze, thaw, fork (public API in include/driftwood.h).
+ *
+ * A snapshot holds exactly an actor's state (DESIGN.md §5–6):
+ *   META     module SHA-256, memory pages, counts
+ *   MODULE   the module bytes (optional)
+ *   MEMORY   the non-zero 4 KiB chunks of linear memory (zstd when it pays)
+ *   GLOBALS  every global by index, name and type (exported or not)
+ *   MODELS   the runtime's registry in order (names, paths, fingerprints),
+ *            since guests hold model handles = registry index + 1
+ *   SESSION  one per live KV session: slot, model handle, n_ctx, tokens,
+ *            K and V as f32 in the canonical [layer][pos][kv_dim] layout
+ * Open files, the WASI fd table and tables of function references are not
+ * saved: a thaw re-instantiates the module (element segments restore the
+ * tables) and then overwrites memory and globals; stdio is the host's.
+ *
+ * Thaw checks before it builds anything: the module hash, every length,
+ * every model (same fingerprint: KV restored as is; same architecture,
+ * shapes and vocabulary but other weights: re-prefilled from the tokens and
+ * reported; otherwise refused).
+ */
+#define _GNU_SOURCE
+#include "abi/wasi_nn.h"
+#include "actor/internal.h"
+#include "actor/snapshot.h"
+#include "wasi/wasi.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+enum { CHUNK = 4096 };
+
+struct dw_actor {
+  dw_runtime *rt;        /* borrowed */
+  dw_module *module;     /* borrowed, or own_module */
+  dw_module *own_module; /* owned when thawed from embedded bytes */
+  uint8_t *mod_bytes;    /* owned: those bytes, for the next freeze */
+  size_t mod_len;
+  dw_wasi *wasi;
+  dw_nn *nn;
+  dw_abi abi;
+  dw_instance *inst;
+};
+
+static dw_status actor_new(dw_module *m, dw_actor **out) {
+  *out = NULL;
+  dw_actor *a = calloc(1, sizeof *a);
+  if (!a) return dw_error_set(DW_ERR_NOMEM, "actor");
+  a->rt = m->rt;
+  a->module = m;
+  static const char *const argv[] = {"actor"};
+  dw_wasi_config wc = {.argc = 1, .argv = argv, .stdin_fd = 0, .stdout_fd = 1, .stderr_fd = 2};
+  dw_status st = dw_wasi_create(&wc, &a->wasi);
+  if (!st) st = dw_nn_create(&m->rt->models, m->rt->pool, 1, &a->nn);
+  if (st) {
+    dw_actor_destroy(a);
+    return st;
+  }
+  dw_abi_init(&a->abi, m->rt->backend, 1);
+  a->abi.reg = &m->rt->models;
+  a->abi.pool = m->rt->pool;
+  dw_instance_config ic = {.hooks = {.ud = m->rt->backend, .commit = dw_rt_commit_hook, .release = dw_rt_release_hook}};
+  ic.ctx[DW_SLOT_WASI] = a->wasi;
+  ic.ctx[DW_SLOT_DRIFTWOOD] = &a->abi;
+  ic.ctx[DW_SLOT_NN] = a->nn;
+  if ((st = dw_instance_create(m->wasm, &ic, &a->inst))) {
+    dw_actor_destroy(a);
+    return st;
+  }
+  if (!dw_wasm_export_sig(m->wasm, "dw_alloc") || !dw_wasm_export_sig(m->wasm, "dw_on_message")) {
+    dw_actor_destroy(a);
+    return dw_error_set(DW_ERR_NOT_FOUND, "not an actor module: it must export dw_alloc and dw_on_message");
+  }
+  *out = a;
+  return DW_OK;
+}
+
+void dw_actor_destroy(dw_actor *a) {
+  if (!a) return;
+  dw_instance_destroy(a->inst);
+  dw_abi_fini(&a->abi);
+  dw_nn_destroy(a->nn);
+  dw_wasi_destroy(a->wasi);
+  dw_module_destroy(a->own_module);
+  free(a->mod_bytes);
+  free(a);
+}
+
+static dw_status call(dw_actor *a, const char *name, const char *sig, const uint64_t *args, uint64_t *value) {
+  dw_call_result r;
+  dw_status st = dw_instance_call(a->inst, name, sig, args, &r);
+  if (st == DW_ERR_TRAP || (st == DW_OK && r.outcome == DW_TRAPPED))
+    return dw_error_set(DW_ERR_TRAP, "actor: %s trapped: %s", name, dw_trap_str(r.trap));
+  if (st) return st;
+  if (r.outcome == DW_EXITED) return dw_error_set(DW_ERR_TRAP, "actor: %s called proc_exit(%d)", name, r.exit_code);
+  if (value) *value = r.value;
+  return DW_OK;
+}
+
+dw_status dw_actor_spawn(dw_module *m, dw_actor **out) {
+  dw_status st = actor_new(m, out);
+  if (st) return st;
+  if (dw_wasm_export_sig(m->wasm, "_initialize") && (st = call(*out, "_initialize", "v:", NULL, NULL))) {
+    dw_actor_destroy(*out);
+    *out = NULL;
+  }
+  return st;
+}
+
+dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, int32_t *result) {
+  if (len > UINT32_MAX / 2) return dw_error_set(DW_ERR_LIMIT, "message of %zu bytes", len);
+  uint64_t ptr = 0, rv = 0, args[2] = {len, 0};
+  dw_status st = call(a, "dw_alloc", "i:i", args, &ptr);
+  if (st) return st;
+  void *p;
+  dw_mem *mem = dw_instance_memory(a->inst);
+  if (!mem || dw_mem_view(mem, (uint32_t)ptr, len, &p) != DW_OK)
+    return dw_error_set(DW_ERR_OUT_OF_BOUNDS, "actor: dw_alloc(%zu) returned %llu, outside memory", len,
+                        (unsigned long long)ptr);
+  memcpy(p, msg, len);
+  a->abi.emit_fd = out_fd;
+  args[0] = ptr, args[1] = len;
+  st = call(a, "dw_on_message", "i:ii", args, &rv);
+  if (!st && result) *result = (int32_t)rv;
+  return st;
+}
+
+/* ---- freeze ---------------------------------------------------------------------- */
+
+static void put_memory(dw_bytes *sec, const dw_mem *mem) {
+  uint64_t size = mem ? mem->size : 0, n_chunks = size / CHUNK;
+  uint32_t present = 0;
+  static const uint8_t zero[CHUNK];
+  for (uint64_t c = 0; c < n_chunks; c++) present += memcmp(mem->base + c * CHUNK, zero, CHUNK) != 0;
+  dw_put_u64(sec, size);
+  dw_put_u32(sec, CHUNK);
+  dw_put_u32(sec, present);
+  for (uint64_t c = 0; c < n_chunks; c++)
+    if (memcmp(mem->base + c * CHUNK, zero, CHUNK)) dw_put_u32(sec, (uint32_t)c);
+  for (uint64_t c = 0; c < n_chunks; c++)
+    if (memcmp(mem->base + c * CHUNK, zero, CHUNK)) dw_put(sec, mem->base + c * CHUNK, CHUNK);
+}
+
+dw_status dw_actor_freeze(dw_actor *a, bool embed_module, uint8_t **buf, size_t *len) {
+  *buf = NULL, *len = 0;
+  dw_bytes out, sec = {0};
+  dw_status st = DW_OK;
+  dw_mem *mem = dw_instance_memory(a->inst);
+  const char *hash = dw_wasm_module_hash(a->module->wasm);
+  int n_sessions = 0;
+  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) n_sessions += a->abi.sessions[i] != NULL;
+  dw_snap_begin(&out);
+  /* META */
+  dw_put(&sec, hash, 64);
+  dw_put_u32(&sec, mem ? mem->pages : 0);
+  dw_put_u32(&sec, (uint32_t)a->rt->models.n);
+  dw_put_u32(&sec, (uint32_t)n_sessions);
+  dw_put_str(&sec, a->module->path);
+  dw_snap_add(&out, DW_SEC_META, sec.p, sec.n, false);
+  if (embed_module && a->mod_bytes) {
+    dw_snap_add(&out, DW_SEC_MODULE, a->mod_bytes, a->mod_len, true);
+  } else if (embed_module) {
+    uint8_t *mod;
+    size_t mn;
+    if ((st = dw_file_read(a->module->path, &mod, &mn))) goto fail;
+    dw_snap_add(&out, DW_SEC_MODULE, mod, mn, true);
+    free(mod);
+  }
+  /* MEMORY */
+  sec.n = 0;
+  put_memory(&sec, mem);
+  dw_snap_add(&out, DW_SEC_MEMORY, sec.p, sec.n, true);
+  /* GLOBALS */
+  sec.n = 0;
+  unsigned ng = dw_instance_n_globals(a->inst);
+  dw_put_u32(&sec, ng);
+  for (unsigned i = 0; i < ng; i++) {
+    const char *name;
+    char type;
+    unsigned nb;
+    const void *p = dw_instance_global(a->inst, i, &name, &type, &nb);
+    dw_put_str(&sec, name);
+    dw_put_u32(&sec, (uint32_t)(uint8_t)type);
+    dw_put_u32(&sec, nb);
+    dw_put(&sec, p, nb);
+  }
+  dw_snap_add(&out, DW_SEC_GLOBALS, sec.p, sec.n, false);
+  /* MODELS: the registry in order (handles are indices) */
+  sec.n = 0;
+  dw_registry *reg = &a->rt->models;
+  pthread_mutex_lock(&reg->lock);
+  dw_put_u32(&sec, (uint32_t)reg->n);
+  for (int i = 0; i < reg->n; i++) {
+    uint8_t fp[32] = {0}, fam[32] = {0};
+    if (reg->v[i].model) dw_model_fingerprint(reg->v[i].model, fp), dw_model_family(reg->v[i].model, fam);
+    dw_put_str(&sec, reg->v[i].name);
+    dw_put_str(&sec, reg->v[i].path);
+    dw_put_u32(&sec, reg->v[i].model != NULL);
+    dw_put(&sec, fp, 32);
+    dw_put(&sec, fam, 32);
+  }
+  pthread_mutex_unlock(&reg->lock);
+  dw_snap_add(&out, DW_SEC_MODELS, sec.p, sec.n, false);
+  /* SESSIONS */
+  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) {
+    const dw_session *s = a->abi.sessions[i];
+    if (!s) continue;
+    int midx = -1;
+    for (int r = 0; r < reg->n; r++)
+      if (reg->v[r].model == s->model) midx = r;
+    const dw_hparams *hp = &s->model->hp;
+    size_t row = (size_t)hp->n_head_kv * hp->head_dim * sizeof(float);
+    sec.n = 0;
+    dw_put_u32(&sec, (uint32_t)i + 1);
+    dw_put_u32(&sec, (uint32_t)(midx + 1));
+    dw_put_u32(&sec, (uint32_t)s->n_ctx);
+    dw_put_u32(&sec, (uint32_t)s->n_past);
+    dw_put_u32(&sec, (uint32_t)hp->n_layer);
+    dw_put_u32(&sec, (uint32_t)(row / sizeof(float)));
+    for (int t = 0; t < s->n_past; t++) dw_put_u32(&sec, (uint32_t)s->tokens[t]);
+    for (int kv = 0; kv < 2; kv++)
+      for (int l = 0; l < hp->n_layer; l++)
+        for (int p = 0; p < s->n_past; p++) dw_put(&sec, dw_sess_kv(s, l, p, kv), row);
+    dw_snap_add(&out, DW_SEC_SESSION, sec.p, sec.n, false);
+  }
+  if (sec.oom) out.oom = true;
+  free(sec.p);
+  if ((st = dw_snap_end(&out))) return st;
+  *buf = out.p, *len = out.n;
+  return DW_OK;
+fail:
+  free(sec.p);
+  free(out.p);
+  return st;
+}
+
+dw_status dw_actor_freeze_file(dw_actor *a, bool embed_module, const char *path) {
+  uint8_t *buf;
+  size_t n;
+  dw_status st = dw_actor_freeze(a, embed_module, &buf, &n);
+  if (st) return st;
+  st = dw_file_write_atomic(path, buf, n);
+  free(buf);
+  return st;
+}
+
+/* ---- thaw --------------------------------------------------------------------------- */
+
+#define BAD(...) dw_error_set(DW_ERR_INVALID_ARG, "invalid snapshot: " __VA_ARGS__)
+
+static const dw_snap_sec *find(const dw_snap *s, uint32_t type) {
+  for (uint32_t i = 0; i < s->n; i++)
+    if (s->sec[i].type == type) return &s->sec[i];
+  return NULL;
+}
+
+static dw_status load_embedded(dw_runtime *rt, const dw_snap_sec *sec, dw_module **out, uint8_t **bytes) {
+  const uint8_t *raw;
+  bool owned;
+  dw_status st = dw_snap_payload(sec, &raw, &owned);
+  if (st) return st;
+  char tmp[] = "/tmp/dw-actor-module-XXXXXX";
+  int fd = mkstemp(tmp);
+  if (fd < 0) st = dw_error_set(DW_ERR_IO, "temporary module file: %s", strerror(errno));
+  else {
+    FILE *f = fdopen(fd, "wb");
+    if (!f || fwrite(raw, 1, sec->raw_len, f) != sec->raw_len) st = dw_error_set(DW_ERR_IO, "temporary module file");
+    if (f ? fclose(f) != 0 : close(fd) != 0) st = st ? st : dw_error_set(DW_ERR_IO, "temporary module file");
+    if (!st) st = dw_module_load(rt, tmp, out, NULL);
+    unlink(tmp);
+  }
+  if (!st && !(*bytes = malloc(sec->raw_len ? sec->raw_len : 1))) st = dw_error_set(DW_ERR_NOMEM, "thaw");
+  if (!st) memcpy(*bytes, raw, sec->raw_len);
+  if (owned) free((void *)raw);
+  if (st) {
+    dw_module_destroy(*out);
+    *out = NULL;
+  }
+  return st;
+}
+
+static dw_status restore_memory(dw_actor *a, const dw_snap_sec *sec, uint32_t pages, dw_thaw_report *rep) {
+  const uint8_t *raw;
+  bool owned;
+  dw_status st = dw_snap_payload(sec, &raw, &owned);
+  if (st) return st;
+  dw_reader r = {raw, raw + sec->raw_len, false};
+  uint64_t size = dw_get_u64(&r);
+  uint32_t chunk = dw_get_u32(&r), present = dw_get_u32(&r);
+  if (r.bad || chunk != CHUNK || size != (uint64_t)pages * 65536 || present > size / CHUNK ||
+      (uint64_t)present * (4 + CHUNK) != (uint64_t)(r.end - r.p)) {
+    st = BAD("the memory section is inconsistent");
+    goto out;
+  }
+  if ((st = dw_instance_grow_to(a->inst, pages))) goto out;
+  dw_mem *mem = dw_instance_memory(a->inst);
+  if (mem && mem->size != size) {
+    st = BAD("the snapshot's memory (%llu bytes) is smaller than the module's initial memory (%llu)",
+             (unsigned long long)size, (unsigned long long)mem->size);
+    goto out;
+  }
+  if (mem) memset(mem->base, 0, mem->size); /* the data segments of the fresh instance go */
+  const uint8_t *idx = dw_get(&r, (size_t)present * 4), *data = r.p;
+  for (uint32_t i = 0; i < present; i++) {
+    uint32_t c = (uint32_t)idx[4 * i] | (uint32_t)idx[4 * i + 1] << 8 | (uint32_t)idx[4 * i + 2] << 16 |
+                 (uint32_t)idx[4 * i + 3] << 24;
+    if ((uint64_t)c >= size / CHUNK) {
+      st = BAD("a memory chunk index is out of range");
+      goto out;
+    }
+    memcpy(mem->base + (uint64_t)c * CHUNK, data + (size_t)i * CHUNK, CHUNK);
+  }
+  if (rep) rep->memory_bytes = size;
+out:
+  if (owned) free((void *)raw);
+  return st;
+}
+
+static dw_status restore_globals(dw_actor *a, const dw_snap_sec *sec) {
+  dw_reader r = {sec->stored, sec->stored + sec->stored_len, false};
+  if (sec->flags) return BAD("the globals section must not be compressed");
+  unsigned ng = dw_get_u32(&r);
+  if (r.bad || ng != dw_instance_n_globals(a->inst)) return BAD("the module has %u globals, the snapshot %u",
+                                                                dw_instance_n_globals(a->inst), ng);
+  for (unsigned i = 0; i < ng; i++) {
+    char name[256];
+    const char *want;
+    char type;
+    unsigned nb;
+    void *p = dw_instance_global(a->inst, i, &want, &type, &nb);
+    dw_get_str(&r, name, sizeof name);
+    uint32_t t = dw_get_u32(&r), n = dw_get_u32(&r);
+    const uint8_t *v = n == nb ? dw_get(&r, n) : NULL;
+    if (r.bad || !v || strcmp(name, want) || t != (uint32_t)(uint8_t)type) return BAD("global %u does not match the module", i);
+    memcpy(p, v, n);
+  }
+  return DW_OK;
+}
+
+static dw_status restore_models(dw_runtime *rt, const dw_snap_sec *sec) {
+  dw_reader r = {sec->stored, sec->stored + sec->stored_len, false};
+  if (sec->flags) return BAD("the models section must not be compressed");
+  uint32_t n = dw_get_u32(&r);
+  if (r.bad || n > 4096) return BAD("model count");
+  for (uint32_t i = 0; i < n; i++) {
+    char name[256], path[4096];
+    dw_get_str(&r, name, sizeof name);
+    dw_get_str(&r, path, sizeof path);
+    dw_get_u32(&r);
+    dw_get(&r, 64);
+    if (r.bad) return BAD("a model entry is truncated");
+    int idx = dw_registry_find(&rt->models, name, strlen(name));
+    if (idx < 0 && rt->models.n == (int)i) {
+      dw_status st = dw_registry_add(&rt->models, name, path, false);
+      if (st) return st;
+      idx = (int)i;
+    }
+    if (idx != (int)i)
+      return dw_error_set(DW_ERR_INVALID_ARG,
+                          "snapshot: model '%s' must be registered as model %u (the snapshot's order of --model)", name,
+                          i + 1);
+  }
+  return DW_OK;
+}
+
+static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_snap_sec *models, dw_thaw_report *rep) {
+  dw_reader r = {sec->stored, sec->stored + sec->stored_len, false};
+  if (sec->flags) return BAD("a session section must not be compressed");
+  uint32_t slot = dw_get_u32(&r), mh = dw_get_u32(&r), n_ctx = dw_get_u32(&r), n_past = dw_get_u32(&r);
+  uint32_t n_layer = dw_get_u32(&r), kvd = dw_get_u32(&r);
+  if (r.bad || slot < 1 || slot > DW_ABI_MAX_SESSIONS || a->abi.sessions[slot - 1] || mh < 1 || n_past > n_ctx)
+    return BAD("a session header is invalid");
+  /* the fingerprint the session was computed with */
+  dw_reader mr = {models->stored, models->stored + models->stored_len, false};
+  uint32_t nm = dw_get_u32(&mr);
+  const uint8_t *fp = NULL;
+  for (uint32_t i = 0; i < nm && !mr.bad; i++) {
+    char tmp[4096];
+    dw_get_str(&mr, tmp, sizeof tmp);
+    dw_get_str(&mr, tmp, sizeof tmp);
+    dw_get_u32(&mr);
+    const uint8_t *f = dw_get(&mr, 64); /* fingerprint, family */
+    if (i + 1 == mh) fp = f;
+  }
+  if (!fp || mr.bad) return BAD("a session refers to model %u, which the snapshot does not list", mh);
+  dw_model *m;
+  dw_status st = dw_registry_model(&a->rt->models, (int)mh - 1, &m);
+  if (st) return st;
+  const dw_hparams *hp = &m->hp;
+  size_t row = (size_t)kvd * sizeof(float);
+  if (n_layer != (uint32_t)hp->n_layer || kvd != (uint32_t)(hp->n_head_kv * hp->head_dim) ||
+      n_ctx > (uint32_t)hp->n_ctx_train)
+    return dw_error_set(DW_ERR_INVALID_ARG, "snapshot: a session's shape does not match model '%s'",
+                        a->rt->models.v[mh - 1].name);
+  const uint8_t *tok = dw_get(&r, (size_t)n_past * 4);
+  const uint8_t *k = dw_get(&r, (size_t)n_layer * n_past * row), *v = dw_get(&r, (size_t)n_layer * n_past * row);
+  if (r.bad || r.p != r.end) return BAD("a session's size does not match its header");
+  int32_t *ids = malloc((size_t)(n_past ? n_past : 1) * sizeof *ids);
+  if (!ids) return dw_error_set(DW_ERR_NOMEM, "thaw");
+  memcpy(ids, tok, (size_t)n_past * 4);
+  dw_session *s;
+  if ((st = dw_sess_new(m, a->rt->pool, (int)n_ctx, &s))) {
+    free(ids);
+    return st;
+  }
+  uint8_t have[32], fam[32];
+  dw_model_fingerprint(m, have);
+  dw_model_family(m, fam);
+  if (!memcmp(have, fp, 32)) {
+    st = dw_sess_restore(s, ids, (int)n_past, k, v);
+  } else {
+    /* another file: the same model in another quantisation re-prefills */
+    if (memcmp(fam, fp + 32, 32))
+      st = dw_error_set(DW_ERR_INVALID_ARG,
+                        "snapshot: model '%s' (%s) is not the model the snapshot was made with (another architecture, "
+                        "shape or vocabulary)", a->rt->models.v[mh - 1].name, a->rt->models.v[mh - 1].path);
+    else if (n_past) st = dw_decode(s, ids, (int)n_past, NULL, NULL);
+    if (!st && rep) rep->reprefilled++;
+    if (!st)
+      fprintf(stderr, "driftwood: model '%s' differs from the one the snapshot was made with: session %u "
+                      "re-prefilled from its %u tokens\n", a->rt->models.v[mh - 1].name, slot, n_past);
+  }
+  free(ids);
+  if (st) {
+    dw_sess_free(s);
+    return st;
+  }
+  a->abi.sessions[slot - 1] = s;
+  if (rep) rep->sessions++;
+  return DW_OK;
+}
+
+dw_status dw_actor_thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t len, dw_actor **out,
+                        dw_thaw_report *rep) {
+  *out = NULL;
+  if (rep) memset(rep, 0, sizeof *rep);
+  dw_snap s;
+  dw_status st = dw_snap_parse(buf, len, &s);
+  if (st) return st;
+  const dw_snap_sec *meta = find(&s, DW_SEC_META), *mem = find(&s, DW_SEC_MEMORY), *glob = find(&s, DW_SEC_GLOBALS),
+                    *models = find(&s, DW_SEC_MODELS), *modsec = find(&s, DW_SEC_MODULE);
+  dw_module *own = NULL;
+  uint8_t *own_bytes = NULL;
+  dw_actor *a = NULL;
+  if (!meta || !mem || !glob || !models || meta->flags || meta->stored_len < 76) {
+    st = BAD("a required section is missing");
+    goto out;
+  }
+  char hash[65];
+  memcpy(hash, meta->stored, 64);
+  hash[64] = 0;
+  dw_reader mr = {meta->stored + 64, meta->stored + meta->stored_len, false};
+  uint32_t pages = dw_get_u32(&mr);
+  dw_get_u32(&mr), dw_get_u32(&mr); /* counts, informational */
+  if (mr.bad || pages > 65535) {
+    st = BAD("memory pages");
+    goto out;
+  }
+  if (rep) rep->module_embedded = modsec != NULL;
+  if (!m) {
+    if (!modsec) {
+      st = dw_error_set(DW_ERR_INVALID_ARG, "snapshot: the module is not embedded; give the module it was made with");
+      goto out;
+    }
+    if ((st = load_embedded(rt, modsec, &own, &own_bytes))) goto out;
+    char orig[4096];
+    dw_get_str(&mr, orig, sizeof orig); /* after pages: n_models, n_sessions, then the path */
+    free(own->path);
+    own->path = strdup(mr.bad ? "(embedded)" : orig);
+    if (!own->path) {
+      st = dw_error_set(DW_ERR_NOMEM, "thaw");
+      goto out;
+    }
+    m = own;
+  }
+  if (strcmp(dw_wasm_module_hash(m->wasm), hash) != 0) {
+    st = dw_error_set(DW_ERR_INVALID_ARG, "snapshot: it was made by module %.12s…, not %.12s… (%s)", hash,
+                      dw_wasm_module_hash(m->wasm), m->path);
+    goto out;
+  }
+  if (m->rt != rt) {
+    st = dw_error_set(DW_ERR_INVALID_ARG, "snapshot: the module belongs to another runtime");
+    goto out;
+  }
+  if ((st = restore_models(rt, models)) || (st = actor_new(m, &a))) goto out;
+  a->own_module = own;
+  own = NULL;
+  if (own_bytes) {
+    a->mod_bytes = own_bytes;
+    a->mod_len = modsec->raw_len;
+    own_bytes = NULL;
+  }
+  if ((st = restore_memory(a, mem, pages, rep)) || (st = restore_globals(a, glob))) goto out;
+  for (uint32_t i = 0; i < s.n && !st; i++)
+    if (s.sec[i].type == DW_SEC_SESSION) st = restore_session(a, &s.sec[i], models, rep);
+out:
+  dw_snap_free(&s);
+  if (st) {
+    dw_actor_destroy(a);
+    dw_module_destroy(own);
+    free(own_bytes);
+    return st;
+  }
+  *out = a;
+  return DW_OK;
+}
+
+dw_status dw_actor_thaw_file(dw_runtime *rt, dw_module *m, const char *path, dw_actor **out, dw_thaw_report *rep) {
+  uint8_t *buf;
+  size_t n;
+  *out = NULL;
+  dw_status st = dw_file_read(path, &buf, &n);
+  if (st) return st;
+  st = dw_actor_thaw(rt, m, buf, n, out, rep);
+  free(buf);
+  if (st) dw_error_wrap(st, "%s", path);
+  return st;
+}
+
+dw_status dw_actor_fork(dw_actor *a, dw_actor **out) {
+  *out = NULL;
+  dw_actor *f;
+  dw_status st = actor_new(a->module, &f);
+  if (st) return st;
+  dw_mem *src = dw_instance_memory(a->inst), *dst = dw_instance_memory(f->inst);
+  if (src && ((st = dw_instance_grow_to(f->inst, src->pages)) || dst->size != src->size))
+    st = st ? st : dw_error_set(DW_ERR_INVALID_ARG, "fork: memory sizes differ");
+  if (!st && src) memcpy(dst->base, src->base, src->size);
+  for (unsigned i = 0; !st && i < dw_instance_n_globals(a->inst); i++) {
+    unsigned nb;
+    void *to = dw_instance_global(f->inst, i, NULL, NULL, &nb);
+    memcpy(to, dw_instance_global(a->inst, i, NULL, NULL, NULL), nb);
+  }
+  for (int i = 0; !st && i < DW_ABI_MAX_SESSIONS; i++)
+    if (a->abi.sessions[i]) st = dw_sess_fork(a->abi.sessions[i], &f->abi.sessions[i]);
+  if (st) {
+    dw_actor_destroy(f);
+    return st;
+  }
+  *out = f;
+  return DW_OK;
+}
+
+/* ---- inspect ------------------------------------------------------------------------ */
+
+dw_status dw_snapshot_describe(const char *path, char *buf, size_t cap) {
+  uint8_t *file;
+  size_t n;
+  dw_status st = dw_file_read(path, &file, &n);
+  if (st) return st;
+  dw_snap s;
+  if ((st = dw_snap_parse(file, n, &s))) {
+    free(file);
+    return dw_error_wrap(st, "%s", path);
+  }
+  size_t o = 0;
+#define P(...) (o += (size_t)snprintf(buf + (o < cap ? o : cap), o < cap ? cap - o : 0, __VA_ARGS__))
+  P("snapshot %s: format version %u, %zu bytes, %u sections\n", path, s.version, n, s.n);
+  static const char *const names[] = {"?", "meta", "module", "memory", "globals", "models", "session"};
+  for (uint32_t i = 0; i < s.n; i++) {
+    const dw_snap_sec *c = &s.sec[i];
+    P("  section %-8s %10llu bytes%s", c->type < 7 ? names[c->type] : "unknown",
+      (unsigned long long)c->stored_len, c->flags ? " (zstd)" : "");
+    if (c->flags) P(", %llu raw", (unsigned long long)c->raw_len);
+    P("\n");
+    dw_reader r = {c->stored, c->stored + c->stored_len, false};
+    if (c->type == DW_SEC_META && !c->flags) {
+      const uint8_t *h = dw_get(&r, 64);
+      uint32_t pages = dw_get_u32(&r), nm = dw_get_u32(&r), ns = dw_get_u32(&r);
+      char mpath[4096];
+      dw_get_str(&r, mpath, sizeof mpath);
+      if (!r.bad)
+        P("    module sha256 %.64s (%s)\n    memory %u pages (%u KiB), %u models, %u sessions\n", (const char *)h, mpath,
+          pages, pages * 64, nm, ns);
+    } else if (c->type == DW_SEC_MODELS && !c->flags) {
+      uint32_t nm = dw_get_u32(&r);
+      for (uint32_t k = 0; k < nm && !r.bad; k++) {
+        char name[256], mpath[4096], hex[17];
+        dw_get_str(&r, name, sizeof name);
+        dw_get_str(&r, mpath, sizeof mpath);
+        uint32_t loaded = dw_get_u32(&r);
+        const uint8_t *fp = dw_get(&r, 64);
+        if (r.bad) break;
+        dw_hex(fp, 8, hex);
+        P("    model %u '%s' %s%s%s\n", k + 1, name, mpath, loaded ? ", fingerprint " : " (not loaded)",
+          loaded ? hex : "");
+      }
+    } else if (c->type == DW_SEC_SESSION && !c->flags) {
+      uint32_t slot = dw_get_u32(&r), mh = dw_get_u32(&r), n_ctx = dw_get_u32(&r), n_past = dw_get_u32(&r);
+      uint32_t nl = dw_get_u32(&r), kvd = dw_get_u32(&r);
+      if (!r.bad)
+        P("    session %u: model %u, %u of %u positions, KV %u layers x %u f32\n", slot, mh, n_past, n_ctx, nl, kvd);
+    }
+  }
+#undef P
+  dw_snap_free(&s);
+  free(file);
+  if (o >= cap) return dw_error_set(DW_ERR_LIMIT, "description of %zu bytes", o);
+  return DW_OK;
+}

@@ -1,0 +1,78 @@
+/*
+ * snapshot.h — the snapshot container: a versioned, little-endian sequence
+ * of typed sections, each with its own SHA-256 (over its header and
+ * payload) and optionally zstd-compressed; plus a bounded byte reader and
+ * writer for section payloads.
+ *
+ * File layout: "DWSNAP\r\n" | u32 version (1) | u32 n_sections | sections,
+ * each: u32 type | u32 flags (1 = zstd) | u64 raw_len | u64 stored_len |
+ * 32-byte SHA-256 | stored_len bytes.
+ *
+ * Invariants: parsing never reads outside the buffer; every length is
+ * checked before use; a decompressed section is exactly raw_len bytes
+ * (and raw_len is capped) or the snapshot is refused.
+ */
+#ifndef DW_SNAPSHOT_H
+#define DW_SNAPSHOT_H
+
+#include "base/base.h"
+
+#include <stdbool.h>
+
+#define DW_SNAP_VERSION 1
+#define DW_SNAP_MAX_SECTIONS 4096
+#define DW_SNAP_MAX_RAW (64ull << 30)
+
+enum dw_snap_type {
+  DW_SEC_META = 1, DW_SEC_MODULE = 2, DW_SEC_MEMORY = 3, DW_SEC_GLOBALS = 4, DW_SEC_MODELS = 5, DW_SEC_SESSION = 6,
+};
+
+/* A growable byte buffer with little-endian writers. */
+typedef struct dw_bytes {
+  uint8_t *p;
+  size_t n, cap;
+  bool oom;
+} dw_bytes;
+
+DW_HIDDEN void dw_put(dw_bytes *b, const void *d, size_t n);
+DW_HIDDEN void dw_put_u32(dw_bytes *b, uint32_t v);
+DW_HIDDEN void dw_put_u64(dw_bytes *b, uint64_t v);
+DW_HIDDEN void dw_put_str(dw_bytes *b, const char *s);
+
+/* A bounded reader: reading past the end sets bad and yields zeros. */
+typedef struct dw_reader {
+  const uint8_t *p, *end;
+  bool bad;
+} dw_reader;
+
+DW_HIDDEN const uint8_t *dw_get(dw_reader *r, size_t n);
+DW_HIDDEN uint32_t dw_get_u32(dw_reader *r);
+DW_HIDDEN uint64_t dw_get_u64(dw_reader *r);
+/* A string of at most cap-1 bytes, NUL-terminated into out. */
+DW_HIDDEN void dw_get_str(dw_reader *r, char *out, size_t cap);
+
+/* Builds a container: sections are appended in order. */
+DW_HIDDEN void dw_snap_begin(dw_bytes *out);
+/* compress: try zstd (level 1) and keep it only if it saves >= 10%. */
+DW_HIDDEN void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool compress);
+DW_HIDDEN dw_status dw_snap_end(dw_bytes *out);
+
+typedef struct dw_snap_sec {
+  uint32_t type, flags;
+  uint64_t raw_len, stored_len;
+  const uint8_t *stored;
+} dw_snap_sec;
+
+typedef struct dw_snap {
+  uint32_t version, n;
+  dw_snap_sec *sec;    /* owned */
+} dw_snap;
+
+/* Checks the header and every section's bounds and checksum. */
+DW_HIDDEN dw_status dw_snap_parse(const uint8_t *buf, size_t n, dw_snap *out);
+DW_HIDDEN void dw_snap_free(dw_snap *s);
+/* The raw payload of a section (decompressed when needed; *owned tells
+ * whether the caller must free it). */
+DW_HIDDEN dw_status dw_snap_payload(const dw_snap_sec *s, const uint8_t **raw, bool *owned);
+
+#endif

@@ -1,0 +1,263 @@
+/*
+ * actor_test.c — actors and snapshots: state moving between processes
+ * (`driftwood actor spawn | send | fork | inspect`), byte-identical replies
+ * whether messages arrive in one send or several, forks that diverge
+ * independently, a crash injected at every step of the atomic write,
+ * truncated and corrupted snapshots, module and model mismatches, a
+ * re-prefill onto another quantisation, and the embedding API.
+ */
+#include "sh.h"
+
+#include "actor/internal.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DW DW_TEST_DRIFTWOOD
+#define DEMO DW_TEST_SOURCE "/models/demo-tiny-q8_0.gguf"
+#define ECHO DW_TEST_GUESTS "/echo_actor.wasm"
+#define CHAT DW_TEST_BUILD "/examples/chat_actor.wasm"
+
+static char dir[64];
+static void mkdir_tmp(void) {
+  snprintf(dir, sizeof dir, "/tmp/dw-actor-XXXXXX");
+  cr_assert(mkdtemp(dir));
+}
+static void rm_tmp(void) { sh("rm -rf %s", dir); }
+TestSuite(actor, .init = mkdir_tmp, .fini = rm_tmp);
+
+static char *slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long sz = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *p = malloc((size_t)sz + 1);
+  *n = fread(p, 1, (size_t)sz, f);
+  fclose(f);
+  return p;
+}
+
+Test(actor, one_send_or_many_gives_identical_replies) {
+  static char a[sizeof out];
+  for (int greedy = 0; greedy < 2; greedy++) {
+    cr_assert_eq(sh(DW " actor spawn --module " CHAT " --model default=" DEMO " --state %s/a.dws && cp %s/a.dws %s/b.dws",
+                    dir, dir, dir), 0, "%s", out);
+    const char *set = greedy ? "'/set temp=0 n=12'" : "'/set seed=7 n=12'";
+    cr_assert_eq(sh(DW " actor send --state %s/a.dws %s 'Hello there' 'Tell me more' 'Bye'", dir, set), 0, "%s", out);
+    snprintf(a, sizeof a, "%s", out);
+    cr_assert_eq(sh(DW " actor send --state %s/b.dws %s && " DW " actor send --state %s/b.dws 'Hello there' && " DW
+                    " actor send --state %s/b.dws 'Tell me more' 'Bye'", dir, set, dir, dir), 0, "%s", out);
+    cr_assert_str_eq(out, a, "replies differ between one send and three");
+    cr_assert_eq(sh("cmp %s/a.dws %s/b.dws", dir, dir), 0, "the snapshots differ: %s", out);
+    /* the conversation grew in the KV session across turns */
+    cr_assert_eq(sh(DW " actor inspect %s/a.dws", dir), 0, "%s", out);
+    cr_assert(strstr(out, "session 1: model 1,"), "%s", out);
+  }
+}
+
+Test(actor, forks_diverge_independently) {
+  cr_assert_eq(sh(DW " actor spawn --module " ECHO " --model default=" DEMO " --state %s/s.dws && " DW
+                  " actor send --state %s/s.dws one 'llm Hello world'", dir, dir), 0, "%s", out);
+  cr_assert_eq(sh(DW " actor fork --state %s/s.dws --to %s/t.dws", dir, dir), 0, "%s", out);
+  static char r1[sizeof out];
+  cr_assert_eq(sh(DW " actor send --state %s/s.dws 'llm same' same", dir), 0, "%s", out);
+  snprintf(r1, sizeof r1, "%s", out);
+  cr_assert_eq(sh(DW " actor send --state %s/t.dws 'llm same' same", dir), 0, "%s", out);
+  cr_assert_str_eq(out, r1, "two forks given the same messages reply identically");
+  cr_assert(strstr(r1, "3: next") && strstr(r1, "at 3\n") && strstr(r1, "4: same"), "%s", r1);
+  size_t n1 = 0, n2 = 0;
+  char *before = slurp((sprintf(out, "%s/s.dws", dir), out), &n1);
+  cr_assert_eq(sh(DW " actor send --state %s/t.dws 'llm other words here' x", dir), 0, "%s", out);
+  cr_assert(strstr(out, "5: next") && strstr(out, "6: x"), "%s", out);
+  char *after = slurp((sprintf(out, "%s/s.dws", dir), out), &n2);
+  cr_assert(n1 == n2 && !memcmp(before, after, n1), "sending to the fork changed the original");
+  free(before), free(after);
+  cr_assert_eq(sh(DW " actor send --state %s/s.dws y", dir), 0);
+  cr_assert_str_eq(out, "5: y\n");
+}
+
+Test(actor, inspect_and_module_checks) {
+  cr_assert_eq(sh(DW " actor spawn --module " ECHO " --model default=" DEMO " --state %s/s.dws --no-embed-module && " DW
+                  " actor send --state %s/s.dws --module " ECHO " 'llm a b c'", dir, dir), 0, "%s", out);
+  cr_assert_eq(sh(DW " actor inspect %s/s.dws", dir), 0, "%s", out);
+  cr_assert(strstr(out, "format version 1") && strstr(out, "module sha256 ") && strstr(out, "model 1 'default'") &&
+            strstr(out, "session 1: model 1, ") && strstr(out, "section memory"), "%s", out);
+  cr_assert_null(strstr(out, "section module"), "--no-embed-module: %s", out);
+  cr_assert_eq(sh(DW " actor send --state %s/s.dws hi", dir), 1, "no module: %s", out);
+  cr_assert(strstr(out, "not embedded"), "%s", out);
+  cr_assert_eq(sh(DW " actor send --state %s/s.dws --module " CHAT " hi", dir), 1, "another module: %s", out);
+  cr_assert(strstr(out, "made by module"), "%s", out);
+  cr_assert_eq(sh(DW " actor spawn --module " DW_TEST_GUESTS "/wasi_probe.wasm --state %s/x.dws", dir), 1);
+  cr_assert(strstr(out, "dw_on_message"), "%s", out);
+}
+
+Test(actor, a_trap_leaves_the_snapshot_as_it_was) {
+  cr_assert_eq(sh(DW " actor spawn --module " ECHO " --state %s/s.dws && " DW " actor send --state %s/s.dws a", dir, dir), 0);
+  size_t n1 = 0, n2 = 0;
+  char path[128];
+  snprintf(path, sizeof path, "%s/s.dws", dir);
+  char *before = slurp(path, &n1);
+  cr_assert_eq(sh(DW " actor send --state %s/s.dws b trap", dir), 134, "%s", out);
+  char *after = slurp(path, &n2);
+  cr_assert(n1 == n2 && !memcmp(before, after, n1));
+  free(before), free(after);
+  cr_assert_eq(sh(DW " actor send --state %s/s.dws c", dir), 0);
+  cr_assert_str_eq(out, "2: c\n");
+}
+
+Test(actor, a_crash_at_any_write_step_keeps_the_previous_snapshot) {
+  cr_assert_eq(sh(DW " actor spawn --module " ECHO " --state %s/s.dws && " DW " actor send --state %s/s.dws a", dir, dir), 0);
+  char path[128];
+  snprintf(path, sizeof path, "%s/s.dws", dir);
+  for (int step = 1; step <= 6; step++) {
+    size_t n1 = 0, n2 = 0;
+    char *before = slurp(path, &n1);
+    int rc = sh("DRIFTWOOD_FAULT_WRITE_STEP=%d " DW " actor send --state %s/s.dws step%d", step, dir, step);
+    cr_assert_eq(rc, 1, "step %d: %s", step, out);
+    char *after = slurp(path, &n2);
+    if (step < 6) cr_assert(n1 == n2 && !memcmp(before, after, n1), "step %d replaced the snapshot", step);
+    free(before), free(after);
+    /* whatever happened, what is there loads, and no temporary file is left */
+    cr_assert_eq(sh(DW " actor send --state %s/s.dws probe%d", dir, step), 0, "step %d: %s", step, out);
+    cr_assert_eq(sh("ls %s | grep -c tmp", dir), 1, "a temporary file is left: %s", out);
+  }
+  /* the six failed sends ran but never landed, except the last (the rename happened) */
+  cr_assert_eq(sh(DW " actor send --state %s/s.dws end", dir), 0);
+  cr_assert_str_eq(out, "9: end\n");
+}
+
+/* ---- the embedding API and hostile snapshots ---- */
+
+static dw_runtime *RT;
+static dw_module *MOD;
+static void api_setup(void) {
+  dw_runtime_config rc = {.backend = "cpu", .threads = 2};
+  cr_assert_eq(dw_runtime_create(&rc, &RT), DW_OK);
+  cr_assert_eq(dw_runtime_add_model(RT, "default", DEMO), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_module_load(RT, ECHO, &MOD, NULL), DW_OK, "%s", dw_last_error());
+}
+static void api_teardown(void) {
+  dw_module_destroy(MOD);
+  dw_runtime_destroy(RT);
+}
+TestSuite(snapshot, .init = api_setup, .fini = api_teardown);
+
+static void reply(dw_actor *a, const char *msg, char *buf, size_t cap) {
+  int p[2];
+  cr_assert_eq(pipe(p), 0);
+  int32_t r;
+  cr_assert_eq(dw_actor_send(a, msg, strlen(msg), p[1], &r), DW_OK, "%s", dw_last_error());
+  close(p[1]);
+  ssize_t n = read(p[0], buf, cap - 1);
+  buf[n > 0 ? n : 0] = 0;
+  close(p[0]);
+}
+
+Test(snapshot, fork_in_process_and_buffer_round_trip) {
+  dw_actor *a, *f, *t;
+  char r1[256], r2[256];
+  cr_assert_eq(dw_actor_spawn(MOD, &a), DW_OK, "%s", dw_last_error());
+  reply(a, "llm Hello world", r1, sizeof r1);
+  cr_assert_eq(dw_actor_fork(a, &f), DW_OK, "%s", dw_last_error());
+  reply(a, "llm again", r1, sizeof r1);
+  reply(f, "llm again", r2, sizeof r2);
+  cr_assert_str_eq(r1, r2);
+  uint8_t *buf;
+  size_t n;
+  cr_assert_eq(dw_actor_freeze(a, false, &buf, &n), DW_OK);
+  dw_thaw_report rep;
+  cr_assert_eq(dw_actor_thaw(RT, MOD, buf, n, &t, &rep), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(rep.sessions, 1);
+  cr_assert_eq(rep.reprefilled, 0);
+  reply(a, "x", r1, sizeof r1);
+  reply(t, "x", r2, sizeof r2);
+  cr_assert_str_eq(r1, r2);
+  cr_assert_str_eq(r1, "3: x\n");
+  free(buf);
+  dw_actor_destroy(a), dw_actor_destroy(f), dw_actor_destroy(t);
+}
+
+Test(snapshot, truncated_and_corrupted_snapshots_are_refused) {
+  dw_actor *a, *t = NULL;
+  char r[256];
+  cr_assert_eq(dw_actor_spawn(MOD, &a), DW_OK);
+  reply(a, "llm Hello world and more", r, sizeof r);
+  uint8_t *buf;
+  size_t n;
+  cr_assert_eq(dw_actor_freeze(a, true, &buf, &n), DW_OK);
+  for (size_t len = 0; len < n; len += (len < 256 ? 1 : 997)) {
+    cr_assert_neq(dw_actor_thaw(RT, MOD, buf, len, &t, NULL), DW_OK, "truncated to %zu bytes thawed", len);
+    cr_assert_null(t);
+  }
+  uint8_t *bad = malloc(n);
+  srand(11);
+  for (int i = 0; i < 300; i++) {
+    memcpy(bad, buf, n);
+    size_t at = (size_t)rand() % n;
+    bad[at] ^= (uint8_t)(1u << (rand() % 8));
+    dw_status st = dw_actor_thaw(RT, MOD, bad, n, &t, NULL);
+    cr_assert_neq(st, DW_OK, "a flipped bit at %zu thawed", at);
+    cr_assert(strlen(dw_last_error()) > 10);
+  }
+  /* absurd sizes in an otherwise well-formed header */
+  memcpy(bad, buf, n);
+  uint32_t many = 0xFFFFFFFFu;
+  memcpy(bad + 12, &many, 4);
+  cr_assert_neq(dw_actor_thaw(RT, MOD, bad, n, &t, NULL), DW_OK);
+  free(bad);
+  free(buf);
+  dw_actor_destroy(a);
+}
+
+Test(snapshot, another_model_is_refused_another_quantisation_reprefills) {
+  /* two quantisations of one synthetic model, and a different model */
+  char d[] = "/tmp/dw-snapm-XXXXXX";
+  cr_assert(mkdtemp(d));
+  const char *mk = "/usr/bin/python3 " DW_TEST_SOURCE "/tools/mkmodel.py --synthetic-vocab spm --dim 32 --layers 2 "
+                   "--heads 2 --kv-heads 1 --ffn 32 --ctx 512";
+  cr_assert_eq(sh("%s --type q8_0 --seed 5 -o %s/q8.gguf && %s --type f16 --seed 5 -o %s/f16.gguf && "
+                  "%s --type f16 --seed 5 --dim 64 -o %s/other.gguf", mk, d, mk, d, mk, d), 0, "%s", out);
+  char q8[128], f16[128], other[128];
+  snprintf(q8, sizeof q8, "%s/q8.gguf", d), snprintf(f16, sizeof f16, "%s/f16.gguf", d);
+  snprintf(other, sizeof other, "%s/other.gguf", d);
+  dw_runtime *r1, *r2, *r3;
+  dw_runtime_config rc = {.backend = "cpu", .threads = 2};
+  dw_module *m1, *m2, *m3;
+  cr_assert_eq(dw_runtime_create(&rc, &r1), DW_OK);
+  cr_assert_eq(dw_runtime_add_model(r1, "default", q8), DW_OK);
+  cr_assert_eq(dw_module_load(r1, ECHO, &m1, NULL), DW_OK);
+  dw_actor *a, *t;
+  char rq[256], rf[256];
+  cr_assert_eq(dw_actor_spawn(m1, &a), DW_OK);
+  reply(a, "llm the hello world", rq, sizeof rq);
+  uint8_t *buf;
+  size_t n;
+  cr_assert_eq(dw_actor_freeze(a, false, &buf, &n), DW_OK);
+  /* f16 of the same model: thaws by re-prefilling, and says so */
+  cr_assert_eq(dw_runtime_create(&rc, &r2), DW_OK);
+  cr_assert_eq(dw_runtime_add_model(r2, "default", f16), DW_OK);
+  cr_assert_eq(dw_module_load(r2, ECHO, &m2, NULL), DW_OK);
+  dw_thaw_report rep;
+  cr_assert_eq(dw_actor_thaw(r2, m2, buf, n, &t, &rep), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(rep.reprefilled, 1);
+  reply(t, "llm and", rf, sizeof rf);
+  reply(a, "llm and", rq, sizeof rq);
+  cr_assert(strstr(rf, "2: next") && !strcmp(strstr(rf, " at "), strstr(rq, " at ")),
+            "the re-prefilled session holds as many positions as the original: %s vs %s", rf, rq);
+  dw_actor_destroy(t);
+  /* another model: refused with a clear message */
+  cr_assert_eq(dw_runtime_create(&rc, &r3), DW_OK);
+  cr_assert_eq(dw_runtime_add_model(r3, "default", other), DW_OK);
+  cr_assert_eq(dw_module_load(r3, ECHO, &m3, NULL), DW_OK);
+  cr_assert_neq(dw_actor_thaw(r3, m3, buf, n, &t, &rep), DW_OK);
+  cr_assert(strstr(dw_last_error(), "not the model the snapshot was made with"), "%s", dw_last_error());
+  free(buf);
+  dw_actor_destroy(a);
+  dw_module_destroy(m1), dw_module_destroy(m2), dw_module_destroy(m3);
+  dw_runtime_destroy(r1), dw_runtime_destroy(r2), dw_runtime_destroy(r3);
+  sh("rm -rf %s", d);
+}

@@ -1,0 +1,50 @@
+/*
+ * echo_actor.c — a minimal actor for the snapshot tests: replies
+ * "<n>: <message>" with a counter kept in its memory, traps on "trap",
+ * grows its memory on "grow", and keeps a KV session on "llm" messages
+ * (decoding the message's tokens) so sessions can be checked.
+ */
+#include <driftwood.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int counter;
+static dw_session_t sess;
+static dw_model_t model;
+
+__attribute__((export_name("dw_alloc"))) void *dw_alloc(uint32_t len) { return malloc(len ? len : 1); }
+
+__attribute__((export_name("dw_on_message"))) int32_t dw_on_message(char *msg, uint32_t len) {
+  char out[512];
+  if (len == 4 && !memcmp(msg, "trap", 4)) __builtin_trap();
+  if (len == 4 && !memcmp(msg, "grow", 4)) {
+    volatile char *big = malloc(4 << 20);
+    big[0] = 1, big[(4 << 20) - 1] = 2;
+  }
+  if (len > 4 && !memcmp(msg, "llm ", 4)) {
+    dw_model_info info;
+    int32_t st = 0;
+    if (!sess && ((st = dw_model_open("", 0, &model)) || (st = dw_session_new(model, 256, &sess)))) return st;
+    dw_model_info_get(model, &info);
+    int32_t tok[64];
+    uint32_t n = 0;
+    float *logits = malloc(info.n_vocab * sizeof(float));
+    if ((st = dw_tokenize(model, msg + 4, len - 4, 0, tok, 64, &n)) || (st = dw_decode(sess, tok, n, logits))) return st;
+    int best = 0;
+    for (uint32_t i = 1; i < info.n_vocab; i++)
+      if (logits[i] > logits[best]) best = (int)i;
+    uint32_t pos;
+    dw_session_len(sess, &pos);
+    free(logits);
+    int k = snprintf(out, sizeof out, "%d: next %d at %u\n", ++counter, best, pos);
+    dw_emit(out, (uint32_t)k);
+    free(msg);
+    return 0;
+  }
+  int k = snprintf(out, sizeof out, "%d: %.*s\n", ++counter, (int)(len > 400 ? 400 : len), msg);
+  dw_emit(out, (uint32_t)k);
+  free(msg);
+  return 0;
+}
