@@ -393,6 +393,14 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
   if (st) return st;
   const dw_hparams *hp = &m->hp;
   size_t row = (size_t)kvd * sizeof(float);
+  uint8_t have[32], fam[32];
+  dw_model_fingerprint(m, have);
+  dw_model_family(m, fam);
+  bool same = !memcmp(have, fp, 32);
+  if (!same && memcmp(fam, fp + 32, 32))
+    return dw_error_set(DW_ERR_INVALID_ARG,
+                        "snapshot: model '%s' (%s) is not the model the snapshot was made with (another architecture, "
+                        "shape or vocabulary)", a->rt->models.v[mh - 1].name, a->rt->models.v[mh - 1].path);
   if (n_layer != (uint32_t)hp->n_layer || kvd != (uint32_t)(hp->n_head_kv * hp->head_dim) ||
       n_ctx > (uint32_t)hp->n_ctx_train)
     return dw_error_set(DW_ERR_INVALID_ARG, "snapshot: a session's shape does not match model '%s'",
@@ -408,18 +416,10 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
     free(ids);
     return st;
   }
-  uint8_t have[32], fam[32];
-  dw_model_fingerprint(m, have);
-  dw_model_family(m, fam);
-  if (!memcmp(have, fp, 32)) {
+  if (same) {
     st = dw_sess_restore(s, ids, (int)n_past, k, v);
-  } else {
-    /* another file: the same model in another quantisation re-prefills */
-    if (memcmp(fam, fp + 32, 32))
-      st = dw_error_set(DW_ERR_INVALID_ARG,
-                        "snapshot: model '%s' (%s) is not the model the snapshot was made with (another architecture, "
-                        "shape or vocabulary)", a->rt->models.v[mh - 1].name, a->rt->models.v[mh - 1].path);
-    else if (n_past) st = dw_decode(s, ids, (int)n_past, NULL, NULL);
+  } else { /* the same model in another quantisation: re-prefill from the tokens */
+    if (n_past) st = dw_decode(s, ids, (int)n_past, NULL, NULL);
     if (!st && rep) rep->reprefilled++;
     if (!st)
       fprintf(stderr, "driftwood: model '%s' differs from the one the snapshot was made with: session %u "
