@@ -4,7 +4,7 @@ BUILD      ?= build
 TEST_BUILD ?= build-test
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build demo test bench fuzz clean
+.PHONY: all deps build demo test bench fuzz fuzz-snapshot clean
 
 all: build
 
@@ -38,6 +38,19 @@ fuzz: deps
 	@mkdir -p $(FUZZ_BUILD)/corpus
 	ASAN_OPTIONS=allow_user_segv_handler=1:detect_leaks=1 $(FUZZ_BUILD)/gguf_fuzz -max_total_time=$(FUZZ_SECONDS) \
 	  -max_len=65536 -timeout=10 -rss_limit_mb=4096 $(FUZZ_BUILD)/corpus tests/fuzz/seeds
+
+# Thawing snapshots (container, checksums, zstd, every section decoder).
+fuzz-snapshot: deps build
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDW_FUZZ=ON -DDRIFTWOOD_CUDA=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target snapshot_fuzz
+	@mkdir -p $(FUZZ_BUILD)/snap-corpus $(FUZZ_BUILD)/snap-seeds
+	$(BUILD)/driftwood actor spawn --module $(BUILD)/tests/guests/echo_actor.wasm --model default=models/demo-tiny-q8_0.gguf \
+	  --state $(FUZZ_BUILD)/snap-seeds/a.dws --no-embed-module
+	$(BUILD)/driftwood actor send --state $(FUZZ_BUILD)/snap-seeds/a.dws --module $(BUILD)/tests/guests/echo_actor.wasm \
+	  'llm hello world' x >/dev/null
+	DW_FUZZ_MODULE=$(BUILD)/tests/guests/echo_actor.wasm DW_FUZZ_MODEL=models/demo-tiny-q8_0.gguf \
+	  ASAN_OPTIONS=allow_user_segv_handler=1:detect_leaks=1 $(FUZZ_BUILD)/snapshot_fuzz -max_total_time=$(FUZZ_SECONDS) \
+	  -max_len=1048576 -timeout=20 -rss_limit_mb=4096 $(FUZZ_BUILD)/snap-corpus $(FUZZ_BUILD)/snap-seeds
 
 bench: build
 	bench/run.sh $(BUILD)

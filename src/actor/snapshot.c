@@ -163,8 +163,9 @@ dw_status dw_snap_parse(const uint8_t *buf, size_t n, dw_snap *out) {
     uint8_t want[32];
     sec_hash(s->type, s->flags, s->raw_len, s->stored_len, s->stored, want);
     if (memcmp(want, h, 32)) {
+      uint32_t type = s->type;
       dw_snap_free(out);
-      return BAD("section %u (type %u) fails its checksum", i, s->type);
+      return BAD("section %u (type %u) fails its checksum", i, type);
     }
   }
   if (r.p != r.end) {
