@@ -30,7 +30,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 enum { CHUNK = 4096 };
@@ -511,13 +513,21 @@ out:
 }
 
 dw_status dw_actor_thaw_file(dw_runtime *rt, dw_module *m, const char *path, dw_actor **out, dw_thaw_report *rep) {
-  uint8_t *buf;
-  size_t n;
   *out = NULL;
-  dw_status st = dw_file_read(path, &buf, &n);
-  if (st) return st;
-  st = dw_actor_thaw(rt, m, buf, n, out, rep);
-  free(buf);
+  /* mapped, not read: the page cache is used in place */
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return dw_error_set(DW_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  struct stat sb;
+  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    close(fd);
+    return dw_error_set(DW_ERR_IO, "%s: not a regular file", path);
+  }
+  size_t n = (size_t)sb.st_size;
+  void *buf = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : NULL;
+  close(fd);
+  if (n && buf == MAP_FAILED) return dw_error_set(DW_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
+  dw_status st = dw_actor_thaw(rt, m, buf ? buf : (const uint8_t *)"", n, out, rep);
+  if (buf) munmap(buf, n);
   if (st) dw_error_wrap(st, "%s", path);
   return st;
 }

@@ -4,13 +4,13 @@
  */
 #include "actor/snapshot.h"
 
-#include <openssl/evp.h>
+#include <xxhash.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
 
 static const char MAGIC[8] = {'D', 'W', 'S', 'N', 'A', 'P', '\r', '\n'};
-enum { SEC_HDR = 4 + 4 + 8 + 8 + 32 };
+enum { SEC_HDR = 4 + 4 + 8 + 8 + 16 };
 
 void dw_put(dw_bytes *b, const void *d, size_t n) {
   if (b->oom) return;
@@ -76,18 +76,19 @@ void dw_get_str(dw_reader *r, char *out, size_t cap) {
   if (memchr(out, 0, n)) r->bad = true;
 }
 
+/* XXH3-128 over the section header fields and the stored bytes, stored
+ * big-endian (XXH's canonical form). */
 static void sec_hash(uint32_t type, uint32_t flags, uint64_t raw, uint64_t stored_len, const uint8_t *stored,
-                     uint8_t out[32]) {
+                     uint8_t out[16]) {
   uint8_t hdr[24];
   dw_bytes b = {hdr, 0, sizeof hdr, false};
   dw_put_u32(&b, type), dw_put_u32(&b, flags), dw_put_u64(&b, raw), dw_put_u64(&b, stored_len);
-  EVP_MD_CTX *c = EVP_MD_CTX_new();
-  unsigned int n = 32;
-  EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-  EVP_DigestUpdate(c, hdr, sizeof hdr);
-  EVP_DigestUpdate(c, stored, stored_len);
-  EVP_DigestFinal_ex(c, out, &n);
-  EVP_MD_CTX_free(c);
+  XXH3_state_t *st = XXH3_createState();
+  XXH3_128bits_reset(st);
+  XXH3_128bits_update(st, hdr, sizeof hdr);
+  XXH3_128bits_update(st, stored, stored_len);
+  XXH128_canonicalFromHash((XXH128_canonical_t *)out, XXH3_128bits_digest(st));
+  XXH3_freeState(st);
 }
 
 void dw_snap_begin(dw_bytes *out) {
@@ -109,10 +110,10 @@ void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool c
   }
   const uint8_t *stored = z ? z : raw;
   uint64_t sn = z ? zn : n;
-  uint8_t h[32];
+  uint8_t h[16];
   sec_hash(type, z ? 1u : 0u, n, sn, stored, h);
   dw_put_u32(out, type), dw_put_u32(out, z ? 1u : 0u), dw_put_u64(out, n), dw_put_u64(out, sn);
-  dw_put(out, h, 32);
+  dw_put(out, h, 16);
   dw_put(out, stored, sn);
   free(z);
   if (!out->oom) { /* count it */
@@ -150,7 +151,7 @@ dw_status dw_snap_parse(const uint8_t *buf, size_t n, dw_snap *out) {
   for (uint32_t i = 0; i < out->n; i++) {
     dw_snap_sec *s = &out->sec[i];
     s->type = dw_get_u32(&r), s->flags = dw_get_u32(&r), s->raw_len = dw_get_u64(&r), s->stored_len = dw_get_u64(&r);
-    const uint8_t *h = dw_get(&r, 32);
+    const uint8_t *h = dw_get(&r, 16);
     if (r.bad || s->stored_len > (uint64_t)(r.end - r.p)) {
       dw_snap_free(out);
       return BAD("section %u runs past the end of the file (truncated?)", i);
@@ -160,9 +161,9 @@ dw_status dw_snap_parse(const uint8_t *buf, size_t n, dw_snap *out) {
       return BAD("section %u has an impossible header", i);
     }
     s->stored = dw_get(&r, s->stored_len);
-    uint8_t want[32];
+    uint8_t want[16];
     sec_hash(s->type, s->flags, s->raw_len, s->stored_len, s->stored, want);
-    if (memcmp(want, h, 32)) {
+    if (memcmp(want, h, 16)) {
       uint32_t type = s->type;
       dw_snap_free(out);
       return BAD("section %u (type %u) fails its checksum", i, type);

@@ -1,12 +1,12 @@
 /*
  * snapshot.h — the snapshot container: a versioned, little-endian sequence
  * of typed sections, each with its own SHA-256 (over its header and
- * payload) and optionally zstd-compressed; plus a bounded byte reader and
+ * payload, XXH3-128) and optionally zstd-compressed; plus a bounded byte reader and
  * writer for section payloads.
  *
  * File layout: "DWSNAP\r\n" | u32 version (1) | u32 n_sections | sections,
  * each: u32 type | u32 flags (1 = zstd) | u64 raw_len | u64 stored_len |
- * 32-byte SHA-256 | stored_len bytes.
+ * 16-byte XXH3-128 of those fields and the stored bytes | stored_len bytes.
  *
  * Invariants: parsing never reads outside the buffer; every length is
  * checked before use; a decompressed section is exactly raw_len bytes

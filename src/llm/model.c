@@ -273,8 +273,15 @@ size_t dw_kv_block_bytes(const dw_model *m) {
          2 * (size_t)m->hp.n_layer * DW_KV_BLOCK * m->hp.n_head_kv * m->hp.head_dim * sizeof(float);
 }
 
-static void block_unref(dw_kv_block *b) {
-  if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+/* KV blocks are mapped directly, populated in one go: faulting megabytes
+ * in page by page costs more than filling them. */
+static dw_kv_block *block_alloc(size_t bytes) {
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static void block_unref(dw_kv_block *b, size_t bytes) {
+  if (b && atomic_fetch_sub(&b->refs, 1) == 1) munmap(b, bytes);
 }
 
 dw_status dw_sess_new(dw_model *m, dw_pool *pool, int n_ctx, dw_session **out) {
@@ -302,7 +309,7 @@ dw_status dw_sess_new(dw_model *m, dw_pool *pool, int n_ctx, dw_session **out) {
 void dw_sess_free(dw_session *s) {
   if (!s) return;
   int nb = (s->n_ctx + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
-  for (int i = 0; i < nb; i++) block_unref(s->blocks[i]);
+  for (int i = 0; i < nb; i++) block_unref(s->blocks[i], dw_kv_block_bytes(s->model));
   free(s->blocks);
   free(s->tokens);
   dw_model_release(s->model);
@@ -327,7 +334,7 @@ dw_status dw_sess_truncate(dw_session *s, int n_keep) {
     return dw_error_set(DW_ERR_INVALID_ARG, "session: cannot keep %d of %d positions", n_keep, s->n_past);
   int keep_blocks = (n_keep + DW_KV_BLOCK - 1) / DW_KV_BLOCK, nb = (s->n_past + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
   for (int i = keep_blocks; i < nb; i++) {
-    block_unref(s->blocks[i]);
+    block_unref(s->blocks[i], dw_kv_block_bytes(s->model));
     s->blocks[i] = NULL;
   }
   s->n_past = n_keep;
@@ -340,12 +347,12 @@ static dw_status own_blocks(dw_session *s, int p0, int p1) {
   for (int b = p0 / DW_KV_BLOCK; b <= (p1 - 1) / DW_KV_BLOCK; b++) {
     dw_kv_block *cur = s->blocks[b];
     if (cur && atomic_load(&cur->refs) == 1) continue;
-    dw_kv_block *nb = malloc(bytes);
+    dw_kv_block *nb = block_alloc(bytes);
     if (!nb) return dw_error_set(DW_ERR_NOMEM, "kv cache: %zu bytes", bytes);
     atomic_init(&nb->refs, 1);
     if (cur) {
       memcpy(nb->data, cur->data, bytes - sizeof(dw_kv_block));
-      block_unref(cur);
+      block_unref(cur, bytes);
     }
     s->blocks[b] = nb;
   }
