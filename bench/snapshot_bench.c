@@ -4,7 +4,8 @@
  * the re-prefill a thaw replaces), is frozen to a file (timed, with the
  * fsyncs of the atomic write) and thawed from it (timed, the file in the
  * page cache). Prints one CSV line per length: tokens, snapshot bytes,
- * prefill ms, freeze ms, thaw ms, thaw GB/s, speed-up; best of REPS.
+ * prefill ms, freeze ms, thaw ms, thaw GB/s, speed-up (best of REPS), and
+ * how much resident memory the thawed, idle actor added (RSS growth).
  *
  *   bench_snapshot MODEL.gguf KV_ACTOR.wasm DIR [REPS] [N...]
  */
@@ -16,6 +17,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+
+static long rss_kib(void) {
+  long pages = 0, rss = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f && fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+  if (f) fclose(f);
+  return rss * 4;
+}
 
 static double now(void) {
   struct timespec ts;
@@ -50,9 +59,10 @@ int main(int argc, char **argv) {
   CHECK(dw_module_load(rt, argv[2], &m, NULL));
   char path[4096];
   snprintf(path, sizeof path, "%s/bench.dws", argv[3]);
-  printf("tokens,snapshot_bytes,prefill_ms,freeze_ms,thaw_ms,thaw_gbps,speedup\n");
+  printf("tokens,snapshot_bytes,prefill_ms,freeze_ms,thaw_ms,thaw_gbps,speedup,thawed_rss_mib\n");
   for (int li = 0; li < nl; li++) {
     double best_p = 1e9, best_f = 1e9, best_t = 1e9;
+    long rss_growth = 0;
     struct stat sb = {0};
     for (int r = 0; r < reps; r++) {
       dw_actor *a, *t;
@@ -69,8 +79,14 @@ int main(int argc, char **argv) {
       }
       CHECK(dw_actor_freeze_file(a, false, path));
       double t2 = now();
+      dw_actor_destroy(a); /* the original goes first, so the growth below is the thawed actor's */
+      a = NULL;
+      long r0 = rss_kib();
+      double t2b = now();
       CHECK(dw_actor_thaw_file(rt, m, path, &t, NULL));
       double t3 = now();
+      rss_growth = rss_kib() - r0;
+      t3 -= t2b - t2; /* exclude the destroy */
       stat(path, &sb);
       if (t1 - t0 < best_p) best_p = t1 - t0;
       if (t2 - t1 < best_f) best_f = t2 - t1;
@@ -78,8 +94,8 @@ int main(int argc, char **argv) {
       dw_actor_destroy(a);
       dw_actor_destroy(t);
     }
-    printf("%d,%lld,%.2f,%.2f,%.2f,%.2f,%.1f\n", lens[li], (long long)sb.st_size, best_p * 1e3, best_f * 1e3,
-           best_t * 1e3, (double)sb.st_size / best_t / 1e9, best_p / best_t);
+    printf("%d,%lld,%.2f,%.2f,%.2f,%.2f,%.1f,%.1f\n", lens[li], (long long)sb.st_size, best_p * 1e3, best_f * 1e3,
+           best_t * 1e3, (double)sb.st_size / best_t / 1e9, best_p / best_t, rss_growth / 1024.0);
     fflush(stdout);
   }
   dw_module_destroy(m);
