@@ -49,6 +49,7 @@ fuzz-snapshot: deps build
 	$(BUILD)/driftwood actor send --state $(FUZZ_BUILD)/snap-seeds/a.dws --module $(BUILD)/tests/guests/echo_actor.wasm \
 	  'llm hello world' x >/dev/null
 	DW_FUZZ_MODULE=$(BUILD)/tests/guests/echo_actor.wasm DW_FUZZ_MODEL=models/demo-tiny-q8_0.gguf \
+	  DW_FUZZ_SNAPSHOT=$(FUZZ_BUILD)/snap-seeds/a.dws \
 	  ASAN_OPTIONS=allow_user_segv_handler=1:detect_leaks=1 $(FUZZ_BUILD)/snapshot_fuzz -max_total_time=$(FUZZ_SECONDS) \
 	  -max_len=1048576 -timeout=20 -rss_limit_mb=4096 $(FUZZ_BUILD)/snap-corpus $(FUZZ_BUILD)/snap-seeds
 
