@@ -720,22 +720,56 @@ void dw_model_family(const dw_model *m, uint8_t out[32]) {
 
 const float *dw_sess_kv(const dw_session *s, int layer, int pos, bool v) { return kv_row(s, layer, pos, v); }
 
+typedef struct restore_job {
+  dw_session *s;
+  int n;
+  const uint8_t *k, *v;
+  _Atomic bool failed;
+} restore_job;
+
+/* Blocks are split between the workers: each maps its blocks (populated
+ * in one go) and copies their rows, so both halves of the work scale. */
+static void restore_worker(void *arg, int wi, int nw) {
+  restore_job *J = arg;
+  dw_session *s = J->s;
+  const dw_hparams *hp = &s->model->hp;
+  size_t row = (size_t)hp->n_head_kv * hp->head_dim * sizeof(float), bytes = dw_kv_block_bytes(s->model);
+  int nb = (J->n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
+  for (int b = nb * wi / nw; b < nb * (wi + 1) / nw; b++) {
+    dw_kv_block *blk = block_alloc(bytes);
+    if (!blk) {
+      atomic_store(&J->failed, true);
+      continue;
+    }
+    atomic_init(&blk->refs, 1);
+    s->blocks[b] = blk;
+    int p0 = b * DW_KV_BLOCK, np = J->n - p0 < DW_KV_BLOCK ? J->n - p0 : DW_KV_BLOCK;
+    for (int l = 0; l < hp->n_layer; l++) { /* rows of one layer and block are contiguous on both sides */
+      memcpy(kv_row(s, l, p0, false), J->k + ((size_t)l * J->n + p0) * row, (size_t)np * row);
+      memcpy(kv_row(s, l, p0, true), J->v + ((size_t)l * J->n + p0) * row, (size_t)np * row);
+    }
+  }
+}
+
 dw_status dw_sess_restore(dw_session *s, const int32_t *tokens, int n, const void *k, const void *v) {
   const dw_hparams *hp = &s->model->hp;
-  size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, row = kvd * sizeof(float);
   if (s->n_past != 0 || n < 0 || n > s->n_ctx)
     return dw_error_set(DW_ERR_INVALID_ARG, "session restore: %d positions into a context of %d", n, s->n_ctx);
   for (int i = 0; i < n; i++)
     if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
       return dw_error_set(DW_ERR_INVALID_ARG, "session restore: token %d is not in the vocabulary", tokens[i]);
   if (n == 0) return DW_OK;
-  dw_status st = own_blocks(s, 0, n);
-  if (st) return st;
-  for (int l = 0; l < hp->n_layer; l++)
-    for (int p = 0; p < n; p++) {
-      memcpy(kv_row(s, l, p, false), (const uint8_t *)k + ((size_t)l * n + p) * row, row);
-      memcpy(kv_row(s, l, p, true), (const uint8_t *)v + ((size_t)l * n + p) * row, row);
+  for (int b = 0; b < (n + DW_KV_BLOCK - 1) / DW_KV_BLOCK; b++)
+    if (s->blocks[b]) return dw_error_set(DW_ERR_INVALID_ARG, "session restore: the session is not empty");
+  restore_job J = {s, n, k, v, false};
+  dw_pool_run(s->pool, restore_worker, &J);
+  if (atomic_load(&J.failed)) {
+    for (int b = 0; b < (n + DW_KV_BLOCK - 1) / DW_KV_BLOCK; b++) {
+      block_unref(s->blocks[b], dw_kv_block_bytes(s->model));
+      s->blocks[b] = NULL;
     }
+    return dw_error_set(DW_ERR_NOMEM, "session restore: kv cache");
+  }
   memcpy(s->tokens, tokens, (size_t)n * sizeof *tokens);
   s->n_past = n;
   return DW_OK;
