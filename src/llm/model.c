@@ -404,15 +404,20 @@ static void mm_rows(const mm_job *J, const dw_wt *w, int r0, int nr, float *wbuf
 
 static void mm_worker(void *arg, int wi, int nw) {
   mm_job *J = arg;
-  (void)nw;
   float *wbuf = J->scratch + (size_t)wi * J->scratch_per_worker;
   float *o1 = wbuf + (size_t)RB * J->it[0].w->n_in, *o2 = o1 + (size_t)RB * J->nt;
   int n_items = J->mode == MM_GLU ? 1 : J->n_items;
   int64_t start[4] = {0}, total;
   for (int i = 0; i < n_items; i++) start[i + 1] = start[i] + (J->it[i].w->n_out + RB - 1) / RB;
   total = start[n_items];
-  /* chunks are taken dynamically, so a slow worker never holds the others up */
-  for (int64_t c; (c = atomic_fetch_add(&J->next, 1)) < total;) {
+  /* Batches take chunks dynamically, so a slow worker never holds the
+   * others up; one or two tokens are bandwidth-bound, and each worker
+   * streams one contiguous run of rows instead (longer prefetch streams). */
+  bool contiguous = J->nt <= 2;
+  int64_t c_end = contiguous ? total * (wi + 1) / nw : total;
+  for (int64_t c = contiguous ? total * wi / nw - 1 : 0;;) {
+    c = contiguous ? c + 1 : atomic_fetch_add(&J->next, 1);
+    if (c >= c_end) break;
     int i = 0;
     while (c >= start[i + 1]) i++;
     const mm_item *I = &J->it[i];
