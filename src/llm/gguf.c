@@ -317,7 +317,7 @@ dw_status dw_gguf_parse(const uint8_t *buf, size_t size, dw_gguf **out) {
   return DW_OK;
 }
 
-dw_status dw_gguf_open(const char *path, dw_gguf **out) {
+dw_status dw_gguf_open(const char *path, bool populate, dw_gguf **out) {
   *out = NULL;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return dw_error_set(DW_ERR_IO, "%s: cannot open: %m", path);
@@ -327,7 +327,7 @@ dw_status dw_gguf_open(const char *path, dw_gguf **out) {
     return dw_error_set(DW_ERR_IO, "%s: not a regular file", path);
   }
   size_t n = (size_t)sb.st_size;
-  void *m = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : NULL;
+  void *m = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0) : NULL;
   close(fd);
   if (n && m == MAP_FAILED) return dw_error_set(DW_ERR_IO, "%s: cannot map: %m", path);
   dw_status st = dw_gguf_parse(m ? m : (const uint8_t *)"", n, out);

@@ -69,8 +69,10 @@ typedef struct dw_gguf {
   dw_gguf_tensor *tensors;
 } dw_gguf;
 
-/* Maps and parses the file. Errors name the file and what is wrong. */
-DW_HIDDEN dw_status dw_gguf_open(const char *path, dw_gguf **out);
+/* Maps and parses the file. Errors name the file and what is wrong.
+ * populate: fault the whole file in now (weights about to be used), rather
+ * than page by page on first use. */
+DW_HIDDEN dw_status dw_gguf_open(const char *path, bool populate, dw_gguf **out);
 /* Parses a caller-owned buffer (which must outlive the result). */
 DW_HIDDEN dw_status dw_gguf_parse(const uint8_t *buf, size_t size, dw_gguf **out);
 DW_HIDDEN void dw_gguf_close(dw_gguf *g);

@@ -233,10 +233,8 @@ dw_status dw_model_from_gguf(dw_gguf *g, const char *path, bool vocab_only, dw_m
 dw_status dw_model_load(const char *path, bool vocab_only, dw_model **out) {
   dw_gguf *g;
   *out = NULL;
-  dw_status st = dw_gguf_open(path, &g);
+  dw_status st = dw_gguf_open(path, !vocab_only, &g); /* weights faulted in now, not in the first decode */
   if (st) return st;
-  if (!vocab_only) /* fault the weights in now, not during the first decode */
-    madvise((void *)g->buf, g->size, MADV_WILLNEED);
   return dw_model_from_gguf(g, path, vocab_only, out);
 }
 
