@@ -466,27 +466,25 @@ typedef struct prep_job {
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 static void rope(float *v, int n_heads, int hd, int n_rot, bool neox, const float *cs, const float *sn);
 
-/* Writes token t's row into the transposed buffer (and pads the last). */
-static void put_t(const fwd *F, const float *row, int t, int64_t n) {
-  int ntp = (F->nt + 31) / 32 * 32;
-  for (int64_t k = 0; k < n; k++) F->xt[k * ntp + t] = row[k];
-  if (t == F->nt - 1)
-    for (int p = F->nt; p < ntp; p++)
-      for (int64_t k = 0; k < n; k++) F->xt[k * ntp + p] = 0.f;
-}
-
 static void prep_worker(void *arg, int wi, int nw) {
   const prep_job *P = arg;
   fwd *F = P->F;
   const dw_hparams *hp = &F->m->hp;
-  bool tr = F->nt > 2; /* matmuls of more than 2 tokens read the transposed input */
+  if (P->kind == PREP_TRANSPOSE) {
+    /* xt[k][t] = src[t][k]: each worker owns a range of k, in blocks of 16
+     * columns, so reads are 64-byte runs and writes sequential rows */
+    int ntp = (F->nt + 31) / 32 * 32;
+    int64_t k0 = P->n * wi / nw, k1 = P->n * (wi + 1) / nw;
+    for (int64_t kb = k0; kb < k1; kb += 16) {
+      int64_t ke = kb + 16 < k1 ? kb + 16 : k1;
+      for (int t = 0; t < ntp; t++)
+        for (int64_t k = kb; k < ke; k++) F->xt[k * ntp + t] = t < F->nt ? P->src[(size_t)t * P->n + k] : 0.f;
+    }
+    return;
+  }
   for (int t = F->nt * wi / nw; t < F->nt * (wi + 1) / nw; t++) {
     if (P->kind == PREP_NORM) {
-      float *o = P->dst + (size_t)t * P->n;
-      rmsnorm(o, P->src + (size_t)t * P->n, P->w, (int)P->n, hp->eps);
-      if (tr) put_t(F, o, t, P->n);
-    } else if (P->kind == PREP_TRANSPOSE) {
-      if (tr) put_t(F, P->src + (size_t)t * P->n, t, P->n);
+      rmsnorm(P->dst + (size_t)t * P->n, P->src + (size_t)t * P->n, P->w, (int)P->n, hp->eps);
     } else {
       int hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, half = hp->n_rot / 2;
       const float *c = P->cs + (size_t)t * half, *sn = P->sn + (size_t)t * half;
@@ -500,8 +498,15 @@ static void prep_worker(void *arg, int wi, int nw) {
 
 static void prep(fwd *F, prep_kind kind, const float *src, const float *w, float *dst, int64_t n) {
   prep_job P = {F, kind, src, w, dst, n, F->cs, F->sn};
-  if (F->nt <= 2) prep_worker(&P, 0, 1); /* too little work to hand out */
-  else dw_pool_run(F->pool, prep_worker, &P);
+  if (F->nt <= 2) { /* too little work to hand out; one or two tokens need no transposed copy */
+    if (kind != PREP_TRANSPOSE) prep_worker(&P, 0, 1);
+    return;
+  }
+  dw_pool_run(F->pool, prep_worker, &P);
+  if (kind == PREP_NORM) { /* then the normed rows, transposed, for the matmul */
+    P = (prep_job){F, PREP_TRANSPOSE, dst, NULL, NULL, n, F->cs, F->sn};
+    dw_pool_run(F->pool, prep_worker, &P);
+  }
 }
 
 /* The input must have been through prep (NORM or TRANSPOSE) when nt > 2. */
