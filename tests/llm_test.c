@@ -441,6 +441,19 @@ Test(kernels, token_vector_gemm_matches_naive) {
     }
 }
 
+Test(kernels, exp_sum_matches_libm) {
+  enum { N = 1003 };
+  static float x[N];
+  double want = 0;
+  for (int i = 0; i < N; i++) x[i] = -60.0f + 60.0f * i / N;
+  for (int i = 0; i < N; i++) want += exp((double)x[i] - 1.5);
+  static float y[N];
+  memcpy(y, x, sizeof x);
+  float got = dw_exp_sum(y, N, 1.5f);
+  cr_assert_lt(fabs(got - want) / want, 1e-6, "%g vs %g", got, want);
+  for (int i = 0; i < N; i++) cr_assert_leq(fabs(y[i] - exp((double)x[i] - 1.5)), 1e-6 * exp((double)x[i] - 1.5) + 1e-38);
+}
+
 Test(kernels, silu_mul_matches_libm) {
   enum { N = 2000 };
   static float g[N], u[N], o[N];

@@ -14,6 +14,9 @@
 #include "llm/quant.h"
 
 #include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -528,14 +531,37 @@ static void attn_worker(void *arg, int wi, int nw) {
   for (int item = wi; item < total; item += nw) { /* interleaved: causal rows grow with t */
     int t = item / H, h = item % H, p = F->p0 + t, kvo = (h / g) * hd;
     const float *q = F->q + (size_t)t * qd + (size_t)h * hd;
+    float *o = F->att + (size_t)t * qd + (size_t)h * hd;
+#if defined(__AVX512F__)
+    if (hd % 16 == 0 && hd <= 128) { /* q and the output row stay in registers */
+      int nv = hd / 16;
+      __m512 qv[8], ov[8];
+      for (int i = 0; i < nv; i++) qv[i] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * i), _mm512_set1_ps(scale));
+      float mx = -INFINITY;
+      for (int j = 0; j <= p; j++) {
+        const float *kr = kv_row(F->s, F->layer, j, false) + kvo;
+        __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
+        for (int i = 1; i < nv; i++) acc = _mm512_fmadd_ps(qv[i], _mm512_loadu_ps(kr + 16 * i), acc);
+        sc[j] = _mm512_reduce_add_ps(acc);
+        if (sc[j] > mx) mx = sc[j];
+      }
+      float inv = 1.f / dw_exp_sum(sc, p + 1, mx);
+      for (int i = 0; i < nv; i++) ov[i] = _mm512_setzero_ps();
+      for (int j = 0; j <= p; j++) {
+        const float *vr = kv_row(F->s, F->layer, j, true) + kvo;
+        __m512 a = _mm512_set1_ps(sc[j] * inv);
+        for (int i = 0; i < nv; i++) ov[i] = _mm512_fmadd_ps(a, _mm512_loadu_ps(vr + 16 * i), ov[i]);
+      }
+      for (int i = 0; i < nv; i++) _mm512_storeu_ps(o + 16 * i, ov[i]);
+      continue;
+    }
+#endif
     float mx = -INFINITY;
     for (int j = 0; j <= p; j++) {
       sc[j] = dw_dot_f32(q, kv_row(F->s, F->layer, j, false) + kvo, hd) * scale;
       if (sc[j] > mx) mx = sc[j];
     }
-    float sum = 0;
-    for (int j = 0; j <= p; j++) sum += sc[j] = expf(sc[j] - mx);
-    float *o = F->att + (size_t)t * qd + (size_t)h * hd, inv = 1.f / sum;
+    float inv = 1.f / dw_exp_sum(sc, p + 1, mx);
     memset(o, 0, (size_t)hd * sizeof *o);
     for (int j = 0; j <= p; j++) {
       const float *vr = kv_row(F->s, F->layer, j, true) + kvo;

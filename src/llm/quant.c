@@ -451,6 +451,22 @@ static inline __m512 exp512(__m512 x) {
 }
 #endif
 
+float dw_exp_sum(float *x, int64_t n, float mx) {
+  int64_t i = 0;
+  float sum = 0;
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps(), m = _mm512_set1_ps(mx);
+  for (; i + 16 <= n; i += 16) {
+    __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
+    _mm512_storeu_ps(x + i, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  sum = _mm512_reduce_add_ps(acc);
+#endif
+  for (; i < n; i++) sum += x[i] = expf(x[i] - mx);
+  return sum;
+}
+
 void dw_silu_mul(float *out, const float *g, const float *u, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX512F__)

@@ -34,6 +34,8 @@ DW_HIDDEN void dw_transpose_x(const float *x, int nt, int64_t n, float *xt, int 
  * zero: n zeros, read in place of missing rows. */
 DW_HIDDEN void dw_gemm_xt(const float *w, int nr, int64_t n, const float *xt, int nt, int ntp, const float *zero,
                           float *y, int64_t ldy);
+/* x[i] = e^(x[i] − mx) for i < n; returns their sum (softmax numerators). */
+DW_HIDDEN float dw_exp_sum(float *x, int64_t n, float mx);
 /* out[i] = silu(g[i])·u[i], silu(z) = z/(1+e^-z) (relative error ~1e-6). */
 DW_HIDDEN void dw_silu_mul(float *out, const float *g, const float *u, int64_t n);
 /* y[t*ldy + r] = Σ_k w[r*n + k]·x[t*ldx + k] for r < nr, t < nt (f32 rows). */
