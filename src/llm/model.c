@@ -200,6 +200,9 @@ static dw_status load_weights(dw_model *m) {
   return DW_OK;
 }
 
+static void compute_fingerprint(const dw_model *m, uint8_t out[32]);
+static void compute_family(const dw_model *m, uint8_t out[32]);
+
 dw_status dw_model_from_gguf(dw_gguf *g, const char *path, bool vocab_only, dw_model **out) {
   *out = NULL;
   dw_model *m = calloc(1, sizeof *m);
@@ -224,6 +227,10 @@ dw_status dw_model_from_gguf(dw_gguf *g, const char *path, bool vocab_only, dw_m
     m->hp.n_vocab = nv;
   }
   if (!st && !vocab_only) st = load_weights(m);
+  if (!st && !vocab_only) { /* once, so that snapshots need not rehash */
+    compute_fingerprint(m, m->fingerprint);
+    compute_family(m, m->family);
+  }
   if (st) {
     dw_error_wrap(st, "%s", path);
     dw_model_release(m);
@@ -723,7 +730,7 @@ dw_status dw_embed(dw_session *s, const int32_t *tokens, int n, float *out) {
   return st;
 }
 
-void dw_model_fingerprint(const dw_model *m, uint8_t out[32]) {
+static void compute_fingerprint(const dw_model *m, uint8_t out[32]) {
   uint64_t size = m->g->size;
   unsigned int n = 32;
   EVP_MD_CTX *c = EVP_MD_CTX_new();
@@ -734,7 +741,7 @@ void dw_model_fingerprint(const dw_model *m, uint8_t out[32]) {
   EVP_MD_CTX_free(c);
 }
 
-void dw_model_family(const dw_model *m, uint8_t out[32]) {
+static void compute_family(const dw_model *m, uint8_t out[32]) {
   const dw_hparams *hp = &m->hp;
   int32_t shape[] = {(int32_t)hp->arch, hp->n_vocab, hp->dim, hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim,
                      hp->n_ff, hp->n_rot};
@@ -808,3 +815,6 @@ dw_status dw_sess_restore(dw_session *s, const int32_t *tokens, int n, const voi
   s->n_past = n;
   return DW_OK;
 }
+
+void dw_model_fingerprint(const dw_model *m, uint8_t out[32]) { memcpy(out, m->fingerprint, 32); }
+void dw_model_family(const dw_model *m, uint8_t out[32]) { memcpy(out, m->family, 32); }

@@ -62,6 +62,7 @@ typedef struct dw_model {
   dw_layer *layers;             /* owned */
   dw_tokenizer *tok;            /* owned */
   uint32_t weight_type;         /* the type of most matrices (for info) */
+  uint8_t fingerprint[32], family[32]; /* computed at load (see dw_model_fingerprint) */
   bool vocab_only;
   _Atomic int refs;
 } dw_model;
