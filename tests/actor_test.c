@@ -80,6 +80,18 @@ Test(actor, forks_diverge_independently) {
   cr_assert_str_eq(out, "5: y\n");
 }
 
+Test(actor, function_tables_round_trip) {
+  const char *tab = DW_TEST_GUESTS "/table_actor.wasm";
+  cr_assert_eq(sh(DW " actor spawn --module %s --state %s/t.dws && " DW " actor send --state %s/t.dws call", tab, dir, dir),
+               0, "%s", out);
+  cr_assert_str_eq(out, "A");
+  cr_assert_eq(sh(DW " actor send --state %s/t.dws swap grow", dir), 0, "%s", out);
+  cr_assert_eq(sh(DW " actor send --state %s/t.dws call", dir), 0, "%s", out);
+  cr_assert_str_eq(out, "B", "the swapped table survived freeze and thaw");
+  cr_assert_eq(sh(DW " actor inspect %s/t.dws", dir), 0, "%s", out);
+  cr_assert(strstr(out, "section tables"), "%s", out);
+}
+
 Test(actor, inspect_and_module_checks) {
   cr_assert_eq(sh(DW " actor spawn --module " ECHO " --model default=" DEMO " --state %s/s.dws --no-embed-module && " DW
                   " actor send --state %s/s.dws --module " ECHO " 'llm a b c'", dir, dir), 0, "%s", out);

@@ -11,9 +11,12 @@
  *            since guests hold model handles = registry index + 1
  *   SESSION  one per live KV session: slot, model handle, n_ctx, tokens,
  *            K and V as f32 in the canonical [layer][pos][kv_dim] layout
- * Open files, the WASI fd table and tables of function references are not
- * saved: a thaw re-instantiates the module (element segments restore the
- * tables) and then overwrites memory and globals; stdio is the host's.
+ *   TABLES   each funcref table's size and elements, as indices into the
+ *            table as instantiated (function pointers are not portable);
+ *            a table holding a function it did not start with is refused
+ * Open files and the WASI fd table are not saved: a thaw re-instantiates
+ * the module, then overwrites memory, globals and tables; stdio is the
+ * host's.
  *
  * Thaw checks before it builds anything: the module hash, every length,
  * every model (same fingerprint: KV restored as is; same architecture,
@@ -27,6 +30,7 @@
 #include "wasi/wasi.h"
 
 #include <errno.h>
+#include <wasm-rt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +47,11 @@ struct dw_actor {
   dw_module *own_module; /* owned when thawed from embedded bytes */
   uint8_t *mod_bytes;    /* owned: those bytes, for the next freeze */
   size_t mod_len;
+  /* Each funcref table as instantiation left it: snapshot elements are
+   * stored as indices into it (function pointers are not portable). */
+  unsigned n_tables;
+  wasm_rt_funcref_t **init_tab;
+  uint32_t *init_size;
   dw_wasi *wasi;
   dw_nn *nn;
   dw_abi abi;
@@ -74,6 +83,22 @@ static dw_status actor_new(dw_module *m, dw_actor **out) {
     dw_actor_destroy(a);
     return st;
   }
+  a->n_tables = dw_instance_n_tables(a->inst);
+  a->init_tab = calloc(a->n_tables + 1, sizeof *a->init_tab);
+  a->init_size = calloc(a->n_tables + 1, sizeof *a->init_size);
+  if (!a->init_tab || !a->init_size) {
+    dw_actor_destroy(a);
+    return dw_error_set(DW_ERR_NOMEM, "actor");
+  }
+  for (unsigned i = 0; i < a->n_tables; i++) {
+    const wasm_rt_funcref_table_t *t = dw_instance_table(a->inst, i);
+    a->init_size[i] = t->size;
+    if (!(a->init_tab[i] = malloc((t->size ? t->size : 1) * sizeof **a->init_tab))) {
+      dw_actor_destroy(a);
+      return dw_error_set(DW_ERR_NOMEM, "actor");
+    }
+    memcpy(a->init_tab[i], t->data, t->size * sizeof **a->init_tab);
+  }
   if (!dw_wasm_export_sig(m->wasm, "dw_alloc") || !dw_wasm_export_sig(m->wasm, "dw_on_message")) {
     dw_actor_destroy(a);
     return dw_error_set(DW_ERR_NOT_FOUND, "not an actor module: it must export dw_alloc and dw_on_message");
@@ -90,6 +115,9 @@ void dw_actor_destroy(dw_actor *a) {
   dw_wasi_destroy(a->wasi);
   dw_module_destroy(a->own_module);
   free(a->mod_bytes);
+  for (unsigned i = 0; a->init_tab && i < a->n_tables; i++) free(a->init_tab[i]);
+  free(a->init_tab);
+  free(a->init_size);
   free(a);
 }
 
@@ -192,6 +220,29 @@ dw_status dw_actor_freeze(dw_actor *a, bool embed_module, uint8_t **buf, size_t 
     dw_put(&sec, p, nb);
   }
   dw_snap_add(&out, DW_SEC_GLOBALS, sec.p, sec.n, false);
+  /* TABLES: each element as an index into the table as instantiated */
+  sec.n = 0;
+  dw_put_u32(&sec, a->n_tables);
+  for (unsigned i = 0; i < a->n_tables && !st; i++) {
+    const wasm_rt_funcref_table_t *t = dw_instance_table(a->inst, i);
+    dw_put_u32(&sec, t->size);
+    for (uint32_t e = 0; e < t->size; e++) {
+      const wasm_rt_funcref_t *f = &t->data[e];
+      uint32_t idx = UINT32_MAX; /* null */
+      if (f->func) {
+        for (uint32_t k = 0; k < a->init_size[i] && idx == UINT32_MAX; k++)
+          if (a->init_tab[i][k].func == f->func && a->init_tab[i][k].func_type == f->func_type) idx = k;
+        if (idx == UINT32_MAX) {
+          st = dw_error_set(DW_ERR_UNSUPPORTED, "freeze: table %u holds a function that was not in it at "
+                                                "instantiation; such tables cannot be saved", i);
+          break;
+        }
+      }
+      dw_put_u32(&sec, idx);
+    }
+  }
+  if (st) goto fail;
+  dw_snap_add(&out, DW_SEC_TABLES, sec.p, sec.n, true);
   /* MODELS: the registry in order (handles are indices) */
   sec.n = 0;
   dw_registry *reg = &a->rt->models;
@@ -345,6 +396,38 @@ static dw_status restore_globals(dw_actor *a, const dw_snap_sec *sec) {
     memcpy(p, v, n);
   }
   return DW_OK;
+}
+
+static dw_status restore_tables(dw_actor *a, const dw_snap_sec *sec) {
+  const uint8_t *raw;
+  bool owned;
+  dw_status st = dw_snap_payload(sec, &raw, &owned);
+  if (st) return st;
+  dw_reader r = {raw, raw + sec->raw_len, false};
+  uint32_t n = dw_get_u32(&r);
+  if (r.bad || n != a->n_tables) st = BAD("the module has %u tables, the snapshot %u", a->n_tables, n);
+  for (uint32_t i = 0; !st && i < n; i++) {
+    wasm_rt_funcref_table_t *t = dw_instance_table(a->inst, i);
+    uint32_t size = dw_get_u32(&r);
+    if (r.bad || size < a->init_size[i] || (uint64_t)size * 4 > (uint64_t)(r.end - r.p)) {
+      st = BAD("table %u's size is inconsistent", i);
+      break;
+    }
+    if (size > t->size && wasm_rt_grow_funcref_table(t, size - t->size, wasm_rt_funcref_null_value) == UINT32_MAX) {
+      st = dw_error_set(DW_ERR_LIMIT, "thaw: table %u cannot grow to %u elements", i, size);
+      break;
+    }
+    for (uint32_t e = 0; e < size; e++) {
+      uint32_t idx = dw_get_u32(&r);
+      if (idx != UINT32_MAX && idx >= a->init_size[i]) {
+        st = BAD("table %u element %u refers to %u", i, e, idx);
+        break;
+      }
+      t->data[e] = idx == UINT32_MAX ? wasm_rt_funcref_null_value : a->init_tab[i][idx];
+    }
+  }
+  if (owned) free((void *)raw);
+  return st;
 }
 
 static dw_status restore_models(dw_runtime *rt, const dw_snap_sec *sec) {
@@ -501,6 +584,8 @@ dw_status dw_actor_thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t
     own_bytes = NULL;
   }
   if ((st = restore_memory(a, mem, pages, rep)) || (st = restore_globals(a, glob))) goto out;
+  const dw_snap_sec *tabs = find(&s, DW_SEC_TABLES);
+  if (tabs && (st = restore_tables(a, tabs))) goto out;
   for (uint32_t i = 0; i < s.n && !st; i++)
     if (s.sec[i].type == DW_SEC_SESSION) st = restore_session(a, &s.sec[i], models, rep);
 out:
@@ -549,6 +634,18 @@ dw_status dw_actor_fork(dw_actor *a, dw_actor **out) {
     void *to = dw_instance_global(f->inst, i, NULL, NULL, &nb);
     memcpy(to, dw_instance_global(a->inst, i, NULL, NULL, NULL), nb);
   }
+  for (unsigned i = 0; !st && i < a->n_tables; i++) { /* same elements, closed over the new instance */
+    const wasm_rt_funcref_table_t *src = dw_instance_table(a->inst, i);
+    wasm_rt_funcref_table_t *dst = dw_instance_table(f->inst, i);
+    if (src->size > dst->size &&
+        wasm_rt_grow_funcref_table(dst, src->size - dst->size, wasm_rt_funcref_null_value) == UINT32_MAX)
+      st = dw_error_set(DW_ERR_LIMIT, "fork: table %u cannot grow", i);
+    for (uint32_t e = 0; !st && e < src->size; e++) {
+      dst->data[e] = src->data[e];
+      for (uint32_t k = 0; src->data[e].func && k < a->init_size[i]; k++)
+        if (a->init_tab[i][k].func == src->data[e].func) dst->data[e] = f->init_tab[i][k];
+    }
+  }
   for (int i = 0; !st && i < DW_ABI_MAX_SESSIONS; i++)
     if (a->abi.sessions[i]) st = dw_sess_fork(a->abi.sessions[i], &f->abi.sessions[i]);
   if (st) {
@@ -574,10 +671,10 @@ dw_status dw_snapshot_describe(const char *path, char *buf, size_t cap) {
   size_t o = 0;
 #define P(...) (o += (size_t)snprintf(buf + (o < cap ? o : cap), o < cap ? cap - o : 0, __VA_ARGS__))
   P("snapshot %s: format version %u, %zu bytes, %u sections\n", path, s.version, n, s.n);
-  static const char *const names[] = {"?", "meta", "module", "memory", "globals", "models", "session"};
+  static const char *const names[] = {"?", "meta", "module", "memory", "globals", "models", "session", "tables"};
   for (uint32_t i = 0; i < s.n; i++) {
     const dw_snap_sec *c = &s.sec[i];
-    P("  section %-8s %10llu bytes%s", c->type < 7 ? names[c->type] : "unknown",
+    P("  section %-8s %10llu bytes%s", c->type < 8 ? names[c->type] : "unknown",
       (unsigned long long)c->stored_len, c->flags ? " (zstd)" : "");
     if (c->flags) P(", %llu raw", (unsigned long long)c->raw_len);
     P("\n");

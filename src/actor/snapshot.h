@@ -25,6 +25,7 @@
 
 enum dw_snap_type {
   DW_SEC_META = 1, DW_SEC_MODULE = 2, DW_SEC_MEMORY = 3, DW_SEC_GLOBALS = 4, DW_SEC_MODELS = 5, DW_SEC_SESSION = 6,
+  DW_SEC_TABLES = 7,
 };
 
 /* A growable byte buffer with little-endian writers. */

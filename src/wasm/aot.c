@@ -364,6 +364,12 @@ dw_status dw_instance_grow_to(dw_instance *inst, uint32_t pages) {
 
 unsigned dw_instance_n_globals(const dw_instance *inst) { return inst->module->desc->n_globals; }
 
+unsigned dw_instance_n_tables(const dw_instance *inst) { return inst->module->desc->n_tables; }
+
+void *dw_instance_table(const dw_instance *inst, unsigned i) {
+  return (uint8_t *)inst->w2c + inst->module->desc->tables[i].offset;
+}
+
 void *dw_instance_global(const dw_instance *inst, unsigned i, const char **name, char *type, unsigned *n_bytes) {
   const dw_w2c_global *g = &inst->module->desc->globals[i];
   if (name) *name = g->name;

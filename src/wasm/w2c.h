@@ -18,7 +18,7 @@
 #include "wasm/wasm.h"
 
 #define DW_W2C_VERSION "1.0.32"
-#define DW_W2C_ABI 1
+#define DW_W2C_ABI 2
 
 /* The descriptor types, written once and pasted into every shim as text. */
 #define DW_W2C_TYPES                                                           \
@@ -36,6 +36,10 @@
     char type;                                                                 \
     unsigned offset, n_bytes;                                                  \
   } dw_w2c_global;                                                             \
+  typedef struct dw_w2c_table {                                                \
+    const char *name;                                                          \
+    unsigned offset; /* of a wasm_rt_funcref_table_t */                        \
+  } dw_w2c_table;                                                              \
   typedef struct dw_w2c_desc {                                                 \
     unsigned abi;                                                              \
     const char *key;                                                           \
@@ -50,6 +54,8 @@
     unsigned n_imports;                                                        \
     const dw_w2c_global *globals;                                              \
     unsigned n_globals;                                                        \
+    const dw_w2c_table *tables;                                                \
+    unsigned n_tables;                                                         \
   } dw_w2c_desc;
 
 DW_W2C_TYPES

@@ -106,5 +106,8 @@ DW_HIDDEN dw_status dw_instance_grow_to(dw_instance *inst, uint32_t pages);
 DW_HIDDEN unsigned dw_instance_n_globals(const dw_instance *inst);
 DW_HIDDEN void *dw_instance_global(const dw_instance *inst, unsigned i, const char **name, char *type,
                                    unsigned *n_bytes);
+/* The module's funcref tables (wasm_rt_funcref_table_t) in the instance. */
+DW_HIDDEN unsigned dw_instance_n_tables(const dw_instance *inst);
+DW_HIDDEN void *dw_instance_table(const dw_instance *inst, unsigned i);
 
 #endif
