@@ -83,6 +83,10 @@ int dw_cli_actor(int argc, char **argv) {
     return DW_EXIT_USAGE;
   }
   const char *cmd = argv[2];
+  if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+    actor_usage();
+    return 0;
+  }
   aopts o = {0};
   int code = DW_EXIT_USAGE;
   dw_runtime *rt = NULL;

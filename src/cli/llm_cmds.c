@@ -8,6 +8,7 @@
 #include "cli.h"
 
 #include <driftwood_sampler.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,10 @@ int dw_cli_tokenize(int argc, char **argv) {
     else if (!strcmp(a, "--no-bos")) no_bos = 1;
     else if (!strcmp(a, "--pieces")) pieces = 1;
     else if (!strcmp(a, "--parse-special")) parse_special = 1;
+    else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      printf("usage: driftwood tokenize --model M.gguf [--no-bos] [--pieces] [--parse-special] TEXT\n");
+      return 0;
+    }
     else if (!strcmp(a, "--") && i + 1 < argc) text = argv[++i];
     else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "driftwood tokenize: unknown option '%s'\n", a);
@@ -136,6 +141,10 @@ int dw_cli_generate(int argc, char **argv) {
     } else if (!strcmp(a, "--dump-logits") && has) dump = argv[++i];
     else if (!strcmp(a, "--backend") && has) backend = argv[++i];
     else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
+    else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      model = prompt = NULL;
+      break;
+    }
     else if (!strcmp(a, "--quiet")) quiet = 1;
     else {
       fprintf(stderr, "driftwood generate: unknown option or missing value: '%s'\n", a);
@@ -143,10 +152,14 @@ int dw_cli_generate(int argc, char **argv) {
     }
   }
   if (!model || !prompt) {
-    fprintf(stderr, "usage: driftwood generate --model M.gguf --prompt TEXT [-n N] [--temp T] [--top-k K]\n"
+    bool help = false;
+    for (int i = 2; i < argc; i++) help |= !strcmp(argv[i], "-h") || !strcmp(argv[i], "--help");
+    fprintf(help ? stdout : stderr, "usage: driftwood generate --model M.gguf --prompt TEXT [-n N] [--temp T] [--top-k K]\n"
                     "         [--top-p P] [--min-p M] [--repeat-penalty R] [--seed S] [--threads N]\n"
-                    "         [--ctx N] [--ignore-eos] [--dump-logits FILE] [--quiet]\n");
-    return DW_EXIT_USAGE;
+                    "         [--ctx N] [--ignore-eos] [--dump-logits FILE] [--quiet]\n"
+                    "defaults: -n 32, --temp 0.8 (0 = greedy), --top-k 40, --top-p 0.95, --min-p 0.05,\n"
+                    "          --repeat-penalty 1 (off), --seed 0, --ctx: the model's context\n");
+    return help ? 0 : DW_EXIT_USAGE;
   }
   dw_runtime_config rc = {.backend = backend ? backend : "cpu", .threads = threads};
   dw_runtime *rt = NULL;
