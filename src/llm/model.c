@@ -481,15 +481,8 @@ static void prep_worker(void *arg, int wi, int nw) {
   fwd *F = P->F;
   const dw_hparams *hp = &F->m->hp;
   if (P->kind == PREP_TRANSPOSE) {
-    /* xt[k][t] = src[t][k]: each worker owns a range of k, in blocks of 16
-     * columns, so reads are 64-byte runs and writes sequential rows */
-    int ntp = (F->nt + 31) / 32 * 32;
-    int64_t k0 = P->n * wi / nw, k1 = P->n * (wi + 1) / nw;
-    for (int64_t kb = k0; kb < k1; kb += 16) {
-      int64_t ke = kb + 16 < k1 ? kb + 16 : k1;
-      for (int t = 0; t < ntp; t++)
-        for (int64_t k = kb; k < ke; k++) F->xt[k * ntp + t] = t < F->nt ? P->src[(size_t)t * P->n + k] : 0.f;
-    }
+    /* each worker owns a range of columns */
+    dw_transpose_x(P->src, F->nt, P->n, P->n * wi / nw, P->n * (wi + 1) / nw, F->xt, (F->nt + 31) / 32 * 32);
     return;
   }
   for (int t = F->nt * wi / nw; t < F->nt * (wi + 1) / nw; t++) {

@@ -300,59 +300,13 @@ float dw_vec_dot(uint32_t t, const void *row, const float *x, int64_t n) {
   return 0;
 }
 
-/* ---- small GEMM over dequantised rows ------------------------------------ */
-
-#ifdef DW_X86
-/* 4 weight rows × 2 tokens, 8 lanes: 8 accumulators. */
-static void tile4x2(const float *w, int64_t n, const float *x0, const float *x1, float out[4][2]) {
-  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-  const float *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
-  int64_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    __m256 b0 = _mm256_loadu_ps(x0 + k), b1 = _mm256_loadu_ps(x1 + k), r;
-    r = _mm256_loadu_ps(w0 + k); a00 = _mm256_fmadd_ps(r, b0, a00); a01 = _mm256_fmadd_ps(r, b1, a01);
-    r = _mm256_loadu_ps(w1 + k); a10 = _mm256_fmadd_ps(r, b0, a10); a11 = _mm256_fmadd_ps(r, b1, a11);
-    r = _mm256_loadu_ps(w2 + k); a20 = _mm256_fmadd_ps(r, b0, a20); a21 = _mm256_fmadd_ps(r, b1, a21);
-    r = _mm256_loadu_ps(w3 + k); a30 = _mm256_fmadd_ps(r, b0, a30); a31 = _mm256_fmadd_ps(r, b1, a31);
-  }
-  out[0][0] = hsum(a00); out[0][1] = hsum(a01); out[1][0] = hsum(a10); out[1][1] = hsum(a11);
-  out[2][0] = hsum(a20); out[2][1] = hsum(a21); out[3][0] = hsum(a30); out[3][1] = hsum(a31);
-  for (; k < n; k++)
-    for (int r = 0; r < 4; r++) {
-      out[r][0] += w[r * n + k] * x0[k];
-      out[r][1] += w[r * n + k] * x1[k];
-    }
-}
-#endif
-
-void dw_gemm_f32_rows(const float *w, int nr, const float *x, int64_t ldx, int nt, int64_t n, float *y, int64_t ldy) {
-  int r = 0;
-#ifdef DW_X86
-  for (; r + 4 <= nr; r += 4) {
-    int t = 0;
-    for (; t + 2 <= nt; t += 2) {
-      float o[4][2];
-      tile4x2(w + (int64_t)r * n, n, x + t * ldx, x + (t + 1) * ldx, o);
-      for (int i = 0; i < 4; i++) {
-        y[t * ldy + r + i] = o[i][0];
-        y[(t + 1) * ldy + r + i] = o[i][1];
-      }
-    }
-    for (; t < nt; t++)
-      for (int i = 0; i < 4; i++) y[t * ldy + r + i] = dw_dot_f32(w + (int64_t)(r + i) * n, x + t * ldx, n);
-  }
-#endif
-  for (; r < nr; r++)
-    for (int t = 0; t < nt; t++) y[t * ldy + r] = dw_dot_f32(w + (int64_t)r * n, x + t * ldx, n);
-}
-
 /* ---- token-vector GEMM (prefill) ------------------------------------------------ */
 
-void dw_transpose_x(const float *x, int nt, int64_t n, float *xt, int ntp) {
-  for (int64_t k0 = 0; k0 < n; k0 += 32) { /* blocked so that both sides stay in cache */
-    int64_t k1 = k0 + 32 < n ? k0 + 32 : n;
+void dw_transpose_x(const float *x, int nt, int64_t n, int64_t k0, int64_t k1, float *xt, int ntp) {
+  for (int64_t kb = k0; kb < k1; kb += 16) { /* 16 columns at a time: 64-byte reads, sequential writes */
+    int64_t ke = kb + 16 < k1 ? kb + 16 : k1;
     for (int t = 0; t < ntp; t++)
-      for (int64_t k = k0; k < k1; k++) xt[k * ntp + t] = t < nt ? x[(int64_t)t * n + k] : 0.f;
+      for (int64_t k = kb; k < ke; k++) xt[k * ntp + t] = t < nt ? x[(int64_t)t * n + k] : 0.f;
   }
 }
 

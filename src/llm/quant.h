@@ -26,9 +26,10 @@ DW_HIDDEN void dw_dequant_row(uint32_t ggml_type, const void *src, float *dst, i
 DW_HIDDEN float dw_vec_dot(uint32_t ggml_type, const void *row, const float *x, int64_t n);
 /* f32 dot product. */
 DW_HIDDEN float dw_dot_f32(const float *a, const float *b, int64_t n);
-/* xt[k*ntp + t] = x[t*n + k] for t < nt, 0 for nt <= t < ntp (ntp: nt
- * rounded up to a multiple of 32). */
-DW_HIDDEN void dw_transpose_x(const float *x, int nt, int64_t n, float *xt, int ntp);
+/* xt[k*ntp + t] = x[t*n + k] for columns k0 <= k < k1, t < nt; 0 for
+ * nt <= t < ntp (ntp: nt rounded up to a multiple of 32). Disjoint column
+ * ranges may be written by different threads. */
+DW_HIDDEN void dw_transpose_x(const float *x, int nt, int64_t n, int64_t k0, int64_t k1, float *xt, int ntp);
 /* y[t*ldy + r] = Σ_k w[r*n + k]·xt[k*ntp + t] for r < nr, t < nt: micro-tiles
  * of 6 rows × 32 tokens (vectors run over tokens; no horizontal sums).
  * zero: n zeros, read in place of missing rows. */
@@ -38,8 +39,4 @@ DW_HIDDEN void dw_gemm_xt(const float *w, int nr, int64_t n, const float *xt, in
 DW_HIDDEN float dw_exp_sum(float *x, int64_t n, float mx);
 /* out[i] = silu(g[i])·u[i], silu(z) = z/(1+e^-z) (relative error ~1e-6). */
 DW_HIDDEN void dw_silu_mul(float *out, const float *g, const float *u, int64_t n);
-/* y[t*ldy + r] = Σ_k w[r*n + k]·x[t*ldx + k] for r < nr, t < nt (f32 rows). */
-DW_HIDDEN void dw_gemm_f32_rows(const float *w, int nr, const float *x, int64_t ldx, int nt, int64_t n, float *y,
-                                int64_t ldy);
-
 #endif
