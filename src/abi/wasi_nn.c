@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -220,14 +219,11 @@ static uint32_t load_common(dw_instance *inst, uint32_t name, uint32_t name_len,
   for (int g = 0; g < nn->n_graphs; g++) /* a live graph for the alias: reuse it, ignore the config */
     if (nn->graphs[g].live && nn->graphs[g].reg_idx == idx) return put_u32(inst, out, (uint32_t)g) ? NN_OK : NN_INVALID_ARG;
   if (nn->n_graphs >= MAX_HANDLES) return NN_RUNTIME;
-  dw_model *m = dw_registry_loaded(nn->reg, idx);
-  if (!m) {
-    struct stat sb;
-    if (stat(nn->reg->v[idx].path, &sb) != 0) return NN_MODEL_NOT_FOUND;
-    if (dw_registry_model(nn->reg, idx, &m) != DW_OK) {
-      fprintf(stderr, "[wasi-nn] %s\n", dw_last_error());
-      return NN_INVALID_ARG;
-    }
+  dw_model *m;
+  dw_status st = dw_registry_model(nn->reg, idx, &m); /* maps the file on first use */
+  if (st) {
+    fprintf(stderr, "[wasi-nn] %s\n", dw_last_error());
+    return st == DW_ERR_IO ? NN_MODEL_NOT_FOUND : NN_INVALID_ARG; /* IO: the file cannot be opened */
   }
   nn_graph g = {.live = true, .reg_idx = idx, .model = m};
   cfg_defaults(&g.cfg, m);
