@@ -4,81 +4,27 @@
  *
  * Invariants:
  *  1. Kernels never allocate: extra memory is O(1) whatever the sizes.
- *  2. One job runs on the pool at a time (jobs from several threads queue on
- *     `submit`); the submitting thread works as worker 0.
+ *  2. Jobs run on a dw_pool (base/pool.h): one at a time, the submitting
+ *     thread working as worker 0.
  *  3. Each output element is written by exactly one worker.
  *
  * Threads: any thread may submit; workers live until destroy.
  */
 #define _GNU_SOURCE
 #include "backend/backend.h"
+#include "base/pool.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-typedef void (*job_fn)(void *arg, int worker, int n_workers);
 
 typedef struct cpu_ctx {
-  int n_threads;             /* workers including the submitter */
-  pthread_t *threads;        /* owned: n_threads - 1 */
-  pthread_mutex_t submit;    /* one job at a time */
-  pthread_mutex_t lock;      /* guards the fields below */
-  pthread_cond_t go, done;
-  job_fn fn;
-  void *arg;
-  uint64_t generation;       /* bumped per job */
-  int pending;               /* workers still running the job */
-  bool stop;
+  dw_pool *pool; /* owned: workers including the submitter */
 } cpu_ctx;
 
-typedef struct worker_arg {
-  cpu_ctx *ctx;
-  int idx;
-} worker_arg;
-
-static void *worker_main(void *p) {
-  worker_arg *wa = p;
-  cpu_ctx *c = wa->ctx;
-  int idx = wa->idx;
-  free(wa);
-  uint64_t seen = 0;
-  pthread_mutex_lock(&c->lock);
-  for (;;) {
-    while (!c->stop && c->generation == seen) pthread_cond_wait(&c->go, &c->lock);
-    if (c->stop) break;
-    seen = c->generation;
-    job_fn fn = c->fn;
-    void *arg = c->arg;
-    pthread_mutex_unlock(&c->lock);
-    fn(arg, idx, c->n_threads);
-    pthread_mutex_lock(&c->lock);
-    if (--c->pending == 0) pthread_cond_signal(&c->done);
-  }
-  pthread_mutex_unlock(&c->lock);
-  return NULL;
-}
-
-static void run_job(cpu_ctx *c, job_fn fn, void *arg, bool parallel) {
-  if (!parallel || c->n_threads == 1) {
-    fn(arg, 0, 1);
-    return;
-  }
-  pthread_mutex_lock(&c->submit);
-  pthread_mutex_lock(&c->lock);
-  c->fn = fn;
-  c->arg = arg;
-  c->pending = c->n_threads - 1;
-  c->generation++;
-  pthread_cond_broadcast(&c->go);
-  pthread_mutex_unlock(&c->lock);
-  fn(arg, 0, c->n_threads);
-  pthread_mutex_lock(&c->lock);
-  while (c->pending) pthread_cond_wait(&c->done, &c->lock);
-  pthread_mutex_unlock(&c->lock);
-  pthread_mutex_unlock(&c->submit);
+static void run_job(cpu_ctx *c, dw_pool_fn fn, void *arg, bool parallel) {
+  if (parallel) dw_pool_run(c->pool, fn, arg);
+  else fn(arg, 0, 1);
 }
 
 /* ---- matmul ---------------------------------------------------------- */
@@ -157,22 +103,13 @@ static dw_status cpu_matmul(void *ctx, const float *a, const float *b, float *c,
 
 static void cpu_describe(void *ctx, char *buf, size_t cap) {
   cpu_ctx *c = ctx;
-  snprintf(buf, cap, "cpu: %d threads", c->n_threads);
+  snprintf(buf, cap, "cpu: %d threads", dw_pool_size(c->pool));
 }
 
 static void cpu_destroy(void *ctx) {
   cpu_ctx *c = ctx;
   if (!c) return;
-  pthread_mutex_lock(&c->lock);
-  c->stop = true;
-  pthread_cond_broadcast(&c->go);
-  pthread_mutex_unlock(&c->lock);
-  for (int i = 0; i < c->n_threads - 1; i++) pthread_join(c->threads[i], NULL);
-  free(c->threads);
-  pthread_mutex_destroy(&c->submit);
-  pthread_mutex_destroy(&c->lock);
-  pthread_cond_destroy(&c->go);
-  pthread_cond_destroy(&c->done);
+  dw_pool_destroy(c->pool);
   free(c);
 }
 
@@ -189,26 +126,10 @@ static const dw_backend_ops cpu_ops = {
 dw_status dw_backend_cpu_reg(int threads, dw_backend *out) {
   cpu_ctx *c = calloc(1, sizeof *c);
   if (!c) return dw_error_set(DW_ERR_NOMEM, "cpu backend");
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  c->n_threads = threads > 0 ? threads : (cores > 0 ? (int)cores : 1);
-  if (c->n_threads > 256) c->n_threads = 256;
-  pthread_mutex_init(&c->submit, NULL);
-  pthread_mutex_init(&c->lock, NULL);
-  pthread_cond_init(&c->go, NULL);
-  pthread_cond_init(&c->done, NULL);
-  c->threads = calloc((size_t)c->n_threads, sizeof *c->threads);
-  if (!c->threads) {
+  dw_status st = dw_pool_create(threads, &c->pool);
+  if (st) {
     free(c);
-    return dw_error_set(DW_ERR_NOMEM, "cpu backend threads");
-  }
-  for (int i = 1; i < c->n_threads; i++) {
-    worker_arg *wa = malloc(sizeof *wa);
-    if (!wa || pthread_create(&c->threads[i - 1], NULL, worker_main, wa ? (wa->ctx = c, wa->idx = i, wa) : NULL)) {
-      free(wa);
-      c->n_threads = i; /* destroy joins the ones that started */
-      cpu_destroy(c);
-      return dw_error_set(DW_ERR_NOMEM, "cannot start backend worker threads");
-    }
+    return st;
   }
   out->ops = &cpu_ops;
   out->ctx = c;
