@@ -29,15 +29,9 @@ static void mkdir_tmp(void) {
 static void rm_tmp(void) { sh("rm -rf %s", dir); }
 TestSuite(actor, .init = mkdir_tmp, .fini = rm_tmp);
 
-static char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long sz = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *p = malloc((size_t)sz + 1);
-  *n = fread(p, 1, (size_t)sz, f);
-  fclose(f);
+static uint8_t *slurp(const char *path, size_t *n) {
+  uint8_t *p = NULL;
+  cr_assert_eq(dw_file_read(path, &p, n), DW_OK, "%s", dw_last_error());
   return p;
 }
 
@@ -70,10 +64,10 @@ Test(actor, forks_diverge_independently) {
   cr_assert_str_eq(out, r1, "two forks given the same messages reply identically");
   cr_assert(strstr(r1, "3: next") && strstr(r1, "at 3\n") && strstr(r1, "4: same"), "%s", r1);
   size_t n1 = 0, n2 = 0;
-  char *before = slurp((sprintf(out, "%s/s.dws", dir), out), &n1);
+  uint8_t *before = slurp((sprintf(out, "%s/s.dws", dir), out), &n1);
   cr_assert_eq(sh(DW " actor send --state %s/t.dws 'llm other words here' x", dir), 0, "%s", out);
   cr_assert(strstr(out, "5: next") && strstr(out, "6: x"), "%s", out);
-  char *after = slurp((sprintf(out, "%s/s.dws", dir), out), &n2);
+  uint8_t *after = slurp((sprintf(out, "%s/s.dws", dir), out), &n2);
   cr_assert(n1 == n2 && !memcmp(before, after, n1), "sending to the fork changed the original");
   free(before), free(after);
   cr_assert_eq(sh(DW " actor send --state %s/s.dws y", dir), 0);
@@ -112,9 +106,9 @@ Test(actor, a_trap_leaves_the_snapshot_as_it_was) {
   size_t n1 = 0, n2 = 0;
   char path[128];
   snprintf(path, sizeof path, "%s/s.dws", dir);
-  char *before = slurp(path, &n1);
+  uint8_t *before = slurp(path, &n1);
   cr_assert_eq(sh(DW " actor send --state %s/s.dws b trap", dir), 134, "%s", out);
-  char *after = slurp(path, &n2);
+  uint8_t *after = slurp(path, &n2);
   cr_assert(n1 == n2 && !memcmp(before, after, n1));
   free(before), free(after);
   cr_assert_eq(sh(DW " actor send --state %s/s.dws c", dir), 0);
@@ -127,10 +121,10 @@ Test(actor, a_crash_at_any_write_step_keeps_the_previous_snapshot) {
   snprintf(path, sizeof path, "%s/s.dws", dir);
   for (int step = 1; step <= 6; step++) {
     size_t n1 = 0, n2 = 0;
-    char *before = slurp(path, &n1);
+    uint8_t *before = slurp(path, &n1);
     int rc = sh("DRIFTWOOD_FAULT_WRITE_STEP=%d " DW " actor send --state %s/s.dws step%d", step, dir, step);
     cr_assert_eq(rc, 1, "step %d: %s", step, out);
-    char *after = slurp(path, &n2);
+    uint8_t *after = slurp(path, &n2);
     if (step < 6) cr_assert(n1 == n2 && !memcmp(before, after, n1), "step %d replaced the snapshot", step);
     free(before), free(after);
     /* whatever happened, what is there loads, and no temporary file is left */
