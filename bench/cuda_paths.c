@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
     uint32_t n = sizes[s];
     size_t bytes = (size_t)n * n * 4;
     uint32_t pages = (uint32_t)((3 * bytes + 65535) / 65536);
-    dw_mem_hooks hooks = {be, commit, release};
+    dw_mem_hooks hooks = {be, commit, release, true};
     size_t free0, free1, total;
     cudaMemGetInfo(&free0, &total);
     long rss0 = rss_kib();
@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
   }
   /* bandwidth: kernels reading / writing registered guest memory */
   size_t bw_bytes = 256u << 20;
-  dw_mem_hooks hooks = {be, commit, release};
+  dw_mem_hooks hooks = {be, commit, release, true};
   dw_mem *mem;
   dw_mem_create((uint32_t)(bw_bytes / 65536), (uint32_t)(bw_bytes / 65536), 0, &hooks, &mem);
   memset(mem->base, 1, bw_bytes);

@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
   dw_abi_init(&abi, be, 1);
   const char *argv0[] = {"x"};
   for (int i = 0; i < n; i++) {
-    dw_instance_config ic = {.hooks = {be, commit, release}};
+    dw_instance_config ic = {.hooks = {be, commit, release, dw_backend_pins_memory(be)}};
     ic.ctx[DW_SLOT_DRIFTWOOD] = &abi;
     dw_instance *inst;
     double t0 = now_us();

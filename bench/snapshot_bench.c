@@ -77,7 +77,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_snapshot: the actor answered %d\n", res);
         return 1;
       }
-      CHECK(dw_actor_freeze_file(a, false, path));
+      CHECK(dw_actor_freeze_file(a, 0, path));
       double t2 = now();
       dw_actor_destroy(a); /* the original goes first, so the growth below is the thawed actor's */
       a = NULL;

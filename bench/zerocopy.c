@@ -73,7 +73,7 @@ static void run_path(const char *guest, uint32_t n, int copy, int fd) {
     _exit(1);
   }
   dw_abi_init(&abi, be, 1);
-  dw_instance_config ic = {.hooks = {be, commit, release}};
+  dw_instance_config ic = {.hooks = {be, commit, release, dw_backend_pins_memory(be)}};
   ic.ctx[DW_SLOT_DRIFTWOOD] = &abi;
   if (dw_instance_create(mod, &ic, &inst)) _exit(1);
   uint64_t bytes = (uint64_t)n * n * 4, need = 3 * bytes + 65536;

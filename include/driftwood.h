@@ -196,6 +196,9 @@ typedef struct dw_thaw_report {
   int reprefilled;          /* of which rebuilt from their tokens (another
                                quantisation of the same model) */
   uint64_t memory_bytes;    /* linear memory restored */
+  uint64_t memory_mapped;   /* of which mapped copy-on-write from the file
+                               (dw_actor_thaw_file; the rest was copied) */
+  bool memory_compressed;   /* the snapshot stores memory compressed */
   bool module_embedded;     /* the snapshot carries its module */
 } dw_thaw_report;
 
@@ -205,11 +208,16 @@ DW_API void dw_actor_destroy(dw_actor *a);
  * *result is dw_on_message's return value. A trap is DW_ERR_TRAP (the
  * actor must then be discarded; its last snapshot is intact). */
 DW_API dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, int32_t *result);
+/* dw_actor_freeze flags. EMBED_MODULE stores the module bytes too, so a
+ * thaw needs no module path. Memory is stored raw and page-aligned, so
+ * dw_actor_thaw_file maps it copy-on-write (actors thawed from one file
+ * share its pages until they write them); COMPRESS_MEMORY stores it
+ * zstd-compressed instead (smaller; a thaw copies it). */
+enum { DW_FREEZE_EMBED_MODULE = 1, DW_FREEZE_COMPRESS_MEMORY = 2 };
 /* A snapshot in a malloc'd buffer (free() it), or written atomically to a
- * file (temporary file, fsync, rename, fsync of the directory). embed_module
- * stores the module bytes too, so a thaw needs no module path. */
-DW_API dw_status dw_actor_freeze(dw_actor *a, bool embed_module, uint8_t **buf, size_t *len);
-DW_API dw_status dw_actor_freeze_file(dw_actor *a, bool embed_module, const char *path);
+ * file (temporary file, fsync, rename, fsync of the directory). */
+DW_API dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *len);
+DW_API dw_status dw_actor_freeze_file(dw_actor *a, unsigned flags, const char *path);
 /* Rebuilds an actor. m may be NULL when the snapshot embeds its module;
  * otherwise its SHA-256 must match. Models are taken from the runtime's
  * registry by name, in the snapshot's order; names the runtime lacks are
@@ -218,7 +226,13 @@ DW_API dw_status dw_actor_thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf,
                                dw_thaw_report *report);
 DW_API dw_status dw_actor_thaw_file(dw_runtime *rt, dw_module *m, const char *path, dw_actor **out,
                                     dw_thaw_report *report);
-/* An independent copy: memory copied, KV blocks shared copy-on-write. */
+/* An independent copy that shares what it can: the memory's non-zero pages
+ * are copied once into a shared file that both actors then map
+ * copy-on-write (stored once until either writes a page; memories
+ * registered with a GPU are copied instead), KV blocks are shared by
+ * reference count. Snapshot files the thaw mapped must not be truncated
+ * or rewritten in place while actors use them (Driftwood's own writes
+ * replace files by rename, which is safe). */
 DW_API dw_status dw_actor_fork(dw_actor *a, dw_actor **out);
 /* A human-readable description of a snapshot file (format version, module
  * hash, models, sessions with token counts, section sizes). */

@@ -90,8 +90,9 @@ Test(actor, inspect_and_module_checks) {
   cr_assert_eq(sh(DW " actor spawn --module " ECHO " --model default=" DEMO " --state %s/s.dws --no-embed-module && " DW
                   " actor send --state %s/s.dws --module " ECHO " 'llm a b c'", dir, dir), 0, "%s", out);
   cr_assert_eq(sh(DW " actor inspect %s/s.dws", dir), 0, "%s", out);
-  cr_assert(strstr(out, "format version 1") && strstr(out, "module sha256 ") && strstr(out, "model 1 'default'") &&
-            strstr(out, "session 1: model 1, ") && strstr(out, "section memory"), "%s", out);
+  cr_assert(strstr(out, "format version 2") && strstr(out, "module sha256 ") && strstr(out, "model 1 'default'") &&
+            strstr(out, "session 1: model 1, ") && strstr(out, "section pages") && strstr(out, "copy-on-write"),
+            "%s", out);
   cr_assert_null(strstr(out, "section module"), "--no-embed-module: %s", out);
   cr_assert_eq(sh(DW " actor send --state %s/s.dws hi", dir), 1, "no module: %s", out);
   cr_assert(strstr(out, "not embedded"), "%s", out);
@@ -174,7 +175,7 @@ Test(snapshot, fork_in_process_and_buffer_round_trip) {
   cr_assert_str_eq(r1, r2);
   uint8_t *buf;
   size_t n;
-  cr_assert_eq(dw_actor_freeze(a, false, &buf, &n), DW_OK);
+  cr_assert_eq(dw_actor_freeze(a, 0, &buf, &n), DW_OK);
   dw_thaw_report rep;
   cr_assert_eq(dw_actor_thaw(RT, MOD, buf, n, &t, &rep), DW_OK, "%s", dw_last_error());
   cr_assert_eq(rep.sessions, 1);
@@ -187,6 +188,83 @@ Test(snapshot, fork_in_process_and_buffer_round_trip) {
   dw_actor_destroy(a), dw_actor_destroy(f), dw_actor_destroy(t);
 }
 
+/* whether /proc/self/maps has a line naming `what` */
+static bool mapped(const char *what) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  char line[1024];
+  bool hit = false;
+  while (f && fgets(line, sizeof line, f)) hit |= strstr(line, what) != NULL;
+  if (f) fclose(f);
+  return hit;
+}
+
+Test(snapshot, thaw_maps_memory_copy_on_write_and_fork_shares_it) {
+  unsetenv("DRIFTWOOD_MEM_COW");
+  dw_actor *a, *t1, *t2, *t3;
+  char ra[256], r1[256], r2[256];
+  cr_assert_eq(dw_actor_spawn(MOD, &a), DW_OK);
+  reply(a, "llm Hello world", ra, sizeof ra);
+  char d[] = "/tmp/dw-cow-XXXXXX", path[128], path2[128];
+  cr_assert(mkdtemp(d));
+  snprintf(path, sizeof path, "%s/cow.dws", d), snprintf(path2, sizeof path2, "%s/copy.dws", d);
+  cr_assert_eq(dw_actor_freeze_file(a, 0, path), DW_OK, "%s", dw_last_error());
+  dw_thaw_report rep;
+  cr_assert_eq(dw_actor_thaw_file(RT, MOD, path, &t1, &rep), DW_OK, "%s", dw_last_error());
+  cr_assert(rep.memory_mapped > 0 && rep.memory_mapped <= rep.memory_bytes && !rep.memory_compressed,
+            "mapped %llu of %llu", (unsigned long long)rep.memory_mapped, (unsigned long long)rep.memory_bytes);
+  cr_assert(mapped("cow.dws"), "the thawed memory maps the snapshot file");
+  cr_assert_eq(dw_actor_thaw_file(RT, MOD, path, &t2, NULL), DW_OK);
+  /* each thawed actor writes its own copy of the pages */
+  reply(a, "x", ra, sizeof ra);
+  reply(t1, "x", r1, sizeof r1);
+  reply(t1, "y", r1, sizeof r1);
+  reply(t2, "x", r2, sizeof r2);
+  cr_assert_str_eq(r2, ra);
+  cr_assert_str_eq(r1, "3: y\n");
+  /* the file is replaced (atomically, as freeze does) under a live mapping */
+  cr_assert_eq(dw_actor_freeze_file(t1, 0, path), DW_OK);
+  reply(t2, "y", r2, sizeof r2);
+  cr_assert_str_eq(r2, r1);
+  /* in-process fork: both sides map one shared copy and diverge */
+  cr_assert_eq(dw_actor_fork(t2, &t3), DW_OK, "%s", dw_last_error());
+  cr_assert(mapped("driftwood-memory"), "the fork shares memory through a memfd");
+  reply(t3, "z", r1, sizeof r1);
+  reply(t3, "z", r1, sizeof r1);
+  reply(t2, "z", r2, sizeof r2);
+  cr_assert_str_eq(r1, "5: z\n");
+  cr_assert_str_eq(r2, "4: z\n");
+  dw_actor_destroy(t1), dw_actor_destroy(t2), dw_actor_destroy(t3);
+  cr_assert(!mapped("cow.dws"), "destroyed actors leave no mapping of the file");
+  /* switched off: copied, same behaviour; compressed: copied, and reported */
+  setenv("DRIFTWOOD_MEM_COW", "0", 1);
+  cr_assert_eq(dw_actor_thaw_file(RT, MOD, path, &t1, &rep), DW_OK);
+  unsetenv("DRIFTWOOD_MEM_COW");
+  cr_assert_eq(rep.memory_mapped, 0);
+  cr_assert_eq(dw_actor_freeze_file(a, DW_FREEZE_COMPRESS_MEMORY, path2), DW_OK);
+  cr_assert_eq(dw_actor_thaw_file(RT, MOD, path2, &t2, &rep), DW_OK);
+  cr_assert(rep.memory_compressed && rep.memory_mapped == 0);
+  reply(t1, "w", r1, sizeof r1);
+  reply(t2, "w", r2, sizeof r2);
+  cr_assert_str_eq(r1, "4: w\n");
+  cr_assert_str_eq(r2, "3: w\n");
+  dw_actor_destroy(t1), dw_actor_destroy(t2);
+  /* a version 1 file (memory compressed, no pages section) still thaws;
+   * a future version is refused */
+  uint8_t *buf;
+  size_t n;
+  cr_assert_eq(dw_actor_freeze(a, DW_FREEZE_COMPRESS_MEMORY, &buf, &n), DW_OK);
+  uint32_t v = 1;
+  memcpy(buf + 8, &v, 4);
+  cr_assert_eq(dw_actor_thaw(RT, MOD, buf, n, &t1, &rep), DW_OK, "%s", dw_last_error());
+  dw_actor_destroy(t1);
+  v = 3;
+  memcpy(buf + 8, &v, 4);
+  cr_assert_eq(dw_actor_thaw(RT, MOD, buf, n, &t1, &rep), DW_ERR_UNSUPPORTED);
+  free(buf);
+  dw_actor_destroy(a);
+  sh("rm -rf %s", d);
+}
+
 Test(snapshot, truncated_and_corrupted_snapshots_are_refused) {
   dw_actor *a, *t = NULL;
   char r[256];
@@ -194,7 +272,7 @@ Test(snapshot, truncated_and_corrupted_snapshots_are_refused) {
   reply(a, "llm Hello world and more", r, sizeof r);
   uint8_t *buf;
   size_t n;
-  cr_assert_eq(dw_actor_freeze(a, true, &buf, &n), DW_OK);
+  cr_assert_eq(dw_actor_freeze(a, DW_FREEZE_EMBED_MODULE, &buf, &n), DW_OK);
   for (size_t len = 0; len < n; len += (len < 256 ? 1 : 997)) {
     cr_assert_neq(dw_actor_thaw(RT, MOD, buf, len, &t, NULL), DW_OK, "truncated to %zu bytes thawed", len);
     cr_assert_null(t);
@@ -242,7 +320,7 @@ Test(snapshot, another_model_is_refused_another_quantisation_reprefills) {
   reply(a, "llm the hello world", rq, sizeof rq);
   uint8_t *buf;
   size_t n;
-  cr_assert_eq(dw_actor_freeze(a, false, &buf, &n), DW_OK);
+  cr_assert_eq(dw_actor_freeze(a, 0, &buf, &n), DW_OK);
   /* f16 of the same model: thaws by re-prefilling, and says so */
   cr_assert_eq(dw_runtime_create(&rc, &r2), DW_OK);
   cr_assert_eq(dw_runtime_add_model(r2, "default", f16), DW_OK);

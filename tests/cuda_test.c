@@ -93,7 +93,7 @@ static void *run_one(void *p) {
   job *j = p;
   dw_abi abi;
   dw_abi_init(&abi, j->be, 1);
-  dw_instance_config ic = {.hooks = {j->be, j_commit, j_release}};
+  dw_instance_config ic = {.hooks = {j->be, j_commit, j_release, true}};
   ic.ctx[DW_SLOT_DRIFTWOOD] = &abi;
   dw_instance *inst;
   if (dw_instance_create(j->mod, &ic, &inst) != DW_OK) return NULL;

@@ -5,7 +5,11 @@
  * A snapshot holds exactly an actor's state (DESIGN.md §5–6):
  *   META     module SHA-256, memory pages, counts
  *   MODULE   the module bytes (optional)
- *   MEMORY   the non-zero 4 KiB chunks of linear memory (zstd when it pays)
+ *   PAGES    linear memory as runs of 4 KiB chunks (the zero ones left out),
+ *            stored raw and 4 KiB-aligned in the file, so a thaw from a
+ *            file maps them copy-on-write instead of copying them
+ *   MEMORY   (instead of PAGES, with DW_FREEZE_COMPRESS_MEMORY, and in
+ *            version 1 files) the non-zero chunks, zstd when it pays
  *   GLOBALS  every global by index, name and type (exported or not)
  *   MODELS   the runtime's registry in order (names, paths, fingerprints),
  *            since guests hold model handles = registry index + 1
@@ -75,7 +79,7 @@ static dw_status actor_new(dw_module *m, dw_actor **out) {
   dw_abi_init(&a->abi, m->rt->backend, 1);
   a->abi.reg = &m->rt->models;
   a->abi.pool = m->rt->pool;
-  dw_instance_config ic = {.hooks = {.ud = m->rt->backend, .commit = dw_rt_commit_hook, .release = dw_rt_release_hook}};
+  dw_instance_config ic = {.hooks = dw_rt_hooks(m->rt)};
   ic.ctx[DW_SLOT_WASI] = a->wasi;
   ic.ctx[DW_SLOT_DRIFTWOOD] = &a->abi;
   ic.ctx[DW_SLOT_NN] = a->nn;
@@ -162,21 +166,61 @@ dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, in
 
 /* ---- freeze ---------------------------------------------------------------------- */
 
+static bool chunk_zero(const uint8_t *p) {
+  static const uint8_t zero[CHUNK];
+  return memcmp(p, zero, CHUNK) == 0;
+}
+
 static void put_memory(dw_bytes *sec, const dw_mem *mem) {
   uint64_t size = mem ? mem->size : 0, n_chunks = size / CHUNK;
   uint32_t present = 0;
-  static const uint8_t zero[CHUNK];
-  for (uint64_t c = 0; c < n_chunks; c++) present += memcmp(mem->base + c * CHUNK, zero, CHUNK) != 0;
+  for (uint64_t c = 0; c < n_chunks; c++) present += !chunk_zero(mem->base + c * CHUNK);
   dw_put_u64(sec, size);
   dw_put_u32(sec, CHUNK);
   dw_put_u32(sec, present);
   for (uint64_t c = 0; c < n_chunks; c++)
-    if (memcmp(mem->base + c * CHUNK, zero, CHUNK)) dw_put_u32(sec, (uint32_t)c);
+    if (!chunk_zero(mem->base + c * CHUNK)) dw_put_u32(sec, (uint32_t)c);
   for (uint64_t c = 0; c < n_chunks; c++)
-    if (memcmp(mem->base + c * CHUNK, zero, CHUNK)) dw_put(sec, mem->base + c * CHUNK, CHUNK);
+    if (!chunk_zero(mem->base + c * CHUNK)) dw_put(sec, mem->base + c * CHUNK, CHUNK);
 }
 
-dw_status dw_actor_freeze(dw_actor *a, bool embed_module, uint8_t **buf, size_t *len) {
+/* PAGES: u64 size | u32 chunk | u32 n_runs | n_runs x (u32 first, u32 count)
+ * | u32 pad | pad zero bytes | the runs' chunks, starting 4 KiB-aligned in
+ * the file. Runs bridge gaps of up to `gap` zero chunks; the gap doubles
+ * until there are at most MAX_RUNS (each run is one mapping at thaw). */
+enum { MAX_RUNS = 256 };
+
+static uint32_t find_runs(const dw_mem *mem, uint64_t gap, uint32_t (*runs)[2]) {
+  uint64_t n_chunks = mem ? mem->size / CHUNK : 0;
+  uint32_t n = 0;
+  for (uint64_t c = 0; c < n_chunks; c++) {
+    if (chunk_zero(mem->base + c * CHUNK)) continue;
+    if (n && c - (runs[n - 1][0] + runs[n - 1][1]) <= gap) {
+      runs[n - 1][1] = (uint32_t)(c + 1 - runs[n - 1][0]);
+    } else {
+      if (n == MAX_RUNS) return MAX_RUNS + 1;
+      runs[n][0] = (uint32_t)c, runs[n][1] = 1, n++;
+    }
+  }
+  return n;
+}
+
+static void put_pages(dw_bytes *sec, const dw_mem *mem, size_t payload_off) {
+  uint32_t runs[MAX_RUNS][2], n;
+  for (uint64_t gap = 2; (n = find_runs(mem, gap, runs)) > MAX_RUNS; gap *= 2) {}
+  dw_put_u64(sec, mem ? mem->size : 0);
+  dw_put_u32(sec, CHUNK);
+  dw_put_u32(sec, n);
+  for (uint32_t i = 0; i < n; i++) dw_put_u32(sec, runs[i][0]), dw_put_u32(sec, runs[i][1]);
+  uint32_t pad = (uint32_t)((CHUNK - (payload_off + sec->n + 4) % CHUNK) % CHUNK);
+  static const uint8_t zero[CHUNK];
+  dw_put_u32(sec, pad);
+  dw_put(sec, zero, pad);
+  for (uint32_t i = 0; i < n; i++) dw_put(sec, mem->base + (uint64_t)runs[i][0] * CHUNK, (size_t)runs[i][1] * CHUNK);
+}
+
+dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *len) {
+  bool embed_module = flags & DW_FREEZE_EMBED_MODULE;
   *buf = NULL, *len = 0;
   dw_bytes out, sec = {0};
   dw_status st = DW_OK;
@@ -201,10 +245,15 @@ dw_status dw_actor_freeze(dw_actor *a, bool embed_module, uint8_t **buf, size_t 
     dw_snap_add(&out, DW_SEC_MODULE, mod, mn, true);
     free(mod);
   }
-  /* MEMORY */
+  /* PAGES, or MEMORY when asked to compress */
   sec.n = 0;
-  put_memory(&sec, mem);
-  dw_snap_add(&out, DW_SEC_MEMORY, sec.p, sec.n, true);
+  if (flags & DW_FREEZE_COMPRESS_MEMORY) {
+    put_memory(&sec, mem);
+    dw_snap_add(&out, DW_SEC_MEMORY, sec.p, sec.n, true);
+  } else {
+    put_pages(&sec, mem, dw_snap_next_payload(&out));
+    dw_snap_add(&out, DW_SEC_PAGES, sec.p, sec.n, false);
+  }
   /* GLOBALS */
   sec.n = 0;
   unsigned ng = dw_instance_n_globals(a->inst);
@@ -292,10 +341,10 @@ fail:
   return st;
 }
 
-dw_status dw_actor_freeze_file(dw_actor *a, bool embed_module, const char *path) {
+dw_status dw_actor_freeze_file(dw_actor *a, unsigned flags, const char *path) {
   uint8_t *buf;
   size_t n;
-  dw_status st = dw_actor_freeze(a, embed_module, &buf, &n);
+  dw_status st = dw_actor_freeze(a, flags, &buf, &n);
   if (st) return st;
   st = dw_file_write_atomic(path, buf, n);
   free(buf);
@@ -337,6 +386,25 @@ static dw_status load_embedded(dw_runtime *rt, const dw_snap_sec *sec, dw_module
   return st;
 }
 
+/* Grows the fresh instance to the snapshot's size and drops its pages (the
+ * data segments go; dropped pages read back as zeros, so an idle thawed
+ * actor's resident memory is what the snapshot holds). */
+static dw_status clear_memory(dw_actor *a, uint64_t size, uint32_t pages, dw_mem **out) {
+  dw_status st = dw_instance_grow_to(a->inst, pages);
+  if (st) return st;
+  dw_mem *mem = dw_instance_memory(a->inst);
+  if ((mem ? mem->size : 0) != size)
+    return BAD("the snapshot's memory (%llu bytes) does not fit the module's (%llu)", (unsigned long long)size,
+               (unsigned long long)(mem ? mem->size : 0));
+  if (mem && madvise(mem->base, mem->size, MADV_DONTNEED) != 0) memset(mem->base, 0, mem->size);
+  *out = mem;
+  return DW_OK;
+}
+
+static uint32_t rd32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 static dw_status restore_memory(dw_actor *a, const dw_snap_sec *sec, uint32_t pages, dw_thaw_report *rep) {
   const uint8_t *raw;
   bool owned;
@@ -345,36 +413,65 @@ static dw_status restore_memory(dw_actor *a, const dw_snap_sec *sec, uint32_t pa
   dw_reader r = {raw, raw + sec->raw_len, false};
   uint64_t size = dw_get_u64(&r);
   uint32_t chunk = dw_get_u32(&r), present = dw_get_u32(&r);
+  dw_mem *mem = NULL;
   if (r.bad || chunk != CHUNK || size != (uint64_t)pages * 65536 || present > size / CHUNK ||
       (uint64_t)present * (4 + CHUNK) != (uint64_t)(r.end - r.p)) {
     st = BAD("the memory section is inconsistent");
     goto out;
   }
-  if ((st = dw_instance_grow_to(a->inst, pages))) goto out;
-  dw_mem *mem = dw_instance_memory(a->inst);
-  if (mem && mem->size != size) {
-    st = BAD("the snapshot's memory (%llu bytes) is smaller than the module's initial memory (%llu)",
-             (unsigned long long)size, (unsigned long long)mem->size);
-    goto out;
-  }
-  /* the fresh instance's data segments go; dropping the pages (they read
-   * back as zeros) instead of clearing them keeps an idle thawed actor's
-   * resident memory to the chunks the snapshot actually holds */
-  if (mem && madvise(mem->base, mem->size, MADV_DONTNEED) != 0) memset(mem->base, 0, mem->size);
+  if ((st = clear_memory(a, size, pages, &mem))) goto out;
   const uint8_t *idx = dw_get(&r, (size_t)present * 4), *data = r.p;
   for (uint32_t i = 0; i < present; i++) {
-    uint32_t c = (uint32_t)idx[4 * i] | (uint32_t)idx[4 * i + 1] << 8 | (uint32_t)idx[4 * i + 2] << 16 |
-                 (uint32_t)idx[4 * i + 3] << 24;
+    uint32_t c = rd32(idx + 4 * i);
     if ((uint64_t)c >= size / CHUNK) {
       st = BAD("a memory chunk index is out of range");
       goto out;
     }
     memcpy(mem->base + (uint64_t)c * CHUNK, data + (size_t)i * CHUNK, CHUNK);
   }
-  if (rep) rep->memory_bytes = size;
+  if (rep) rep->memory_bytes = size, rep->memory_compressed = true;
 out:
   if (owned) free((void *)raw);
   return st;
+}
+
+/* PAGES (see put_pages). With fd >= 0, file is a mapping of fd from offset
+ * 0 and each run is mapped copy-on-write from it; otherwise, or where a
+ * mapping is refused, the run is copied. */
+static dw_status restore_pages(dw_actor *a, const dw_snap_sec *sec, uint32_t pages, const uint8_t *file, int fd,
+                               dw_thaw_report *rep) {
+  dw_reader r = {sec->stored, sec->stored + sec->stored_len, false};
+  uint64_t size = dw_get_u64(&r);
+  uint32_t chunk = dw_get_u32(&r), n = dw_get_u32(&r);
+  const uint8_t *runs = dw_get(&r, (size_t)n * 8);
+  uint32_t pad = dw_get_u32(&r);
+  dw_get(&r, pad);
+  if (sec->flags || r.bad || chunk != CHUNK || size != (uint64_t)pages * 65536 || n > MAX_RUNS || pad >= CHUNK)
+    return BAD("the pages section is inconsistent");
+  uint64_t next = 0, total = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    uint64_t first = rd32(runs + 8 * i), count = rd32(runs + 8 * i + 4);
+    if (!count || first < next || first + count > size / CHUNK) return BAD("a run of memory pages is out of order or range");
+    next = first + count;
+    total += count;
+  }
+  if (total * CHUNK != (uint64_t)(r.end - r.p)) return BAD("the pages section's data has the wrong length");
+  dw_mem *mem;
+  dw_status st = clear_memory(a, size, pages, &mem);
+  if (st) return st;
+  const uint8_t *data = r.p;
+  uint64_t mapped = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    uint64_t off = (uint64_t)rd32(runs + 8 * i) * CHUNK, len = (uint64_t)rd32(runs + 8 * i + 4) * CHUNK;
+    uint64_t file_off = (uint64_t)(data - file);
+    if (fd >= 0 && file_off % CHUNK == 0 && dw_mem_map_file(mem, off, len, fd, file_off) == DW_OK)
+      mapped += len;
+    else
+      memcpy(mem->base + off, data, len);
+    data += len;
+  }
+  if (rep) rep->memory_bytes = size, rep->memory_mapped = mapped;
+  return DW_OK;
 }
 
 static dw_status restore_globals(dw_actor *a, const dw_snap_sec *sec) {
@@ -523,19 +620,19 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
   return DW_OK;
 }
 
-dw_status dw_actor_thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t len, dw_actor **out,
-                        dw_thaw_report *rep) {
+static dw_status thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t len, int fd, dw_actor **out,
+                      dw_thaw_report *rep) {
   *out = NULL;
   if (rep) memset(rep, 0, sizeof *rep);
   dw_snap s;
   dw_status st = dw_snap_parse(buf, len, &s);
   if (st) return st;
-  const dw_snap_sec *meta = find(&s, DW_SEC_META), *mem = find(&s, DW_SEC_MEMORY), *glob = find(&s, DW_SEC_GLOBALS),
+  const dw_snap_sec *meta = find(&s, DW_SEC_META), *mem = find(&s, DW_SEC_MEMORY), *pgs = find(&s, DW_SEC_PAGES), *glob = find(&s, DW_SEC_GLOBALS),
                     *models = find(&s, DW_SEC_MODELS), *modsec = find(&s, DW_SEC_MODULE);
   dw_module *own = NULL;
   uint8_t *own_bytes = NULL;
   dw_actor *a = NULL;
-  if (!meta || !mem || !glob || !models || meta->flags || meta->stored_len < 76) {
+  if (!meta || !mem == !pgs || !glob || !models || meta->flags || meta->stored_len < 76) {
     st = BAD("a required section is missing");
     goto out;
   }
@@ -583,7 +680,9 @@ dw_status dw_actor_thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t
     a->mod_len = modsec->raw_len;
     own_bytes = NULL;
   }
-  if ((st = restore_memory(a, mem, pages, rep)) || (st = restore_globals(a, glob))) goto out;
+  if ((st = mem ? restore_memory(a, mem, pages, rep) : restore_pages(a, pgs, pages, buf, fd, rep)) ||
+      (st = restore_globals(a, glob)))
+    goto out;
   const dw_snap_sec *tabs = find(&s, DW_SEC_TABLES);
   if (tabs && (st = restore_tables(a, tabs))) goto out;
   for (uint32_t i = 0; i < s.n && !st; i++)
@@ -600,6 +699,11 @@ out:
   return DW_OK;
 }
 
+dw_status dw_actor_thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t len, dw_actor **out,
+                        dw_thaw_report *rep) {
+  return thaw(rt, m, buf, len, -1, out, rep);
+}
+
 dw_status dw_actor_thaw_file(dw_runtime *rt, dw_module *m, const char *path, dw_actor **out, dw_thaw_report *rep) {
   *out = NULL;
   /* mapped, not read: the page cache is used in place */
@@ -612,9 +716,13 @@ dw_status dw_actor_thaw_file(dw_runtime *rt, dw_module *m, const char *path, dw_
   }
   size_t n = (size_t)sb.st_size;
   void *buf = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : NULL;
+  if (n && buf == MAP_FAILED) {
+    close(fd);
+    return dw_error_set(DW_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
+  }
+  /* memory pages are mapped from fd too; those mappings outlive it */
+  dw_status st = thaw(rt, m, buf ? buf : (const uint8_t *)"", n, fd, out, rep);
   close(fd);
-  if (n && buf == MAP_FAILED) return dw_error_set(DW_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
-  dw_status st = dw_actor_thaw(rt, m, buf ? buf : (const uint8_t *)"", n, out, rep);
   if (buf) munmap(buf, n);
   if (st) dw_error_wrap(st, "%s", path);
   return st;
@@ -628,7 +736,7 @@ dw_status dw_actor_fork(dw_actor *a, dw_actor **out) {
   dw_mem *src = dw_instance_memory(a->inst), *dst = dw_instance_memory(f->inst);
   if (src && ((st = dw_instance_grow_to(f->inst, src->pages)) || dst->size != src->size))
     st = st ? st : dw_error_set(DW_ERR_INVALID_ARG, "fork: memory sizes differ");
-  if (!st && src) memcpy(dst->base, src->base, src->size);
+  if (!st && src && dw_mem_share(src, dst) != DW_OK) memcpy(dst->base, src->base, src->size);
   for (unsigned i = 0; !st && i < dw_instance_n_globals(a->inst); i++) {
     unsigned nb;
     void *to = dw_instance_global(f->inst, i, NULL, NULL, &nb);
@@ -671,10 +779,11 @@ dw_status dw_snapshot_describe(const char *path, char *buf, size_t cap) {
   size_t o = 0;
 #define P(...) (o += (size_t)snprintf(buf + (o < cap ? o : cap), o < cap ? cap - o : 0, __VA_ARGS__))
   P("snapshot %s: format version %u, %zu bytes, %u sections\n", path, s.version, n, s.n);
-  static const char *const names[] = {"?", "meta", "module", "memory", "globals", "models", "session", "tables"};
+  static const char *const names[] = {"?",      "meta",    "module", "memory",
+                                      "globals", "models", "session", "tables", "pages"};
   for (uint32_t i = 0; i < s.n; i++) {
     const dw_snap_sec *c = &s.sec[i];
-    P("  section %-8s %10llu bytes%s", c->type < 8 ? names[c->type] : "unknown",
+    P("  section %-8s %10llu bytes%s", c->type < 9 ? names[c->type] : "unknown",
       (unsigned long long)c->stored_len, c->flags ? " (zstd)" : "");
     if (c->flags) P(", %llu raw", (unsigned long long)c->raw_len);
     P("\n");
@@ -687,6 +796,13 @@ dw_status dw_snapshot_describe(const char *path, char *buf, size_t cap) {
       if (!r.bad)
         P("    module sha256 %.64s (%s)\n    memory %u pages (%u KiB), %u models, %u sessions\n", (const char *)h, mpath,
           pages, pages * 64, nm, ns);
+    } else if (c->type == DW_SEC_PAGES && !c->flags) {
+      uint64_t size = dw_get_u64(&r);
+      dw_get_u32(&r);
+      uint32_t runs = dw_get_u32(&r);
+      if (!r.bad)
+        P("    memory %llu KiB: %u runs of 4 KiB pages, page-aligned (a thaw maps them copy-on-write)\n",
+          (unsigned long long)(size / 1024), runs);
     } else if (c->type == DW_SEC_MODELS && !c->flags) {
       uint32_t nm = dw_get_u32(&r);
       for (uint32_t k = 0; k < nm && !r.bad; k++) {

@@ -25,7 +25,6 @@ struct dw_module {
 };
 
 /* What every instance of a runtime gets: memory hooks to its backend. */
-DW_HIDDEN dw_status dw_rt_commit_hook(void *ud, void *p, size_t n);
-DW_HIDDEN void dw_rt_release_hook(void *ud, void *p, size_t n);
+DW_HIDDEN dw_mem_hooks dw_rt_hooks(dw_runtime *rt);
 
 #endif

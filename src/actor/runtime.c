@@ -93,8 +93,12 @@ void dw_module_destroy(dw_module *m) {
   free(m);
 }
 
-dw_status dw_rt_commit_hook(void *ud, void *p, size_t n) { return dw_backend_register_memory(ud, p, n); }
-void dw_rt_release_hook(void *ud, void *p, size_t n) { dw_backend_unregister_memory(ud, p, n); }
+static dw_status commit_hook(void *ud, void *p, size_t n) { return dw_backend_register_memory(ud, p, n); }
+static void release_hook(void *ud, void *p, size_t n) { dw_backend_unregister_memory(ud, p, n); }
+
+dw_mem_hooks dw_rt_hooks(dw_runtime *rt) {
+  return (dw_mem_hooks){rt->backend, commit_hook, release_hook, dw_backend_pins_memory(rt->backend)};
+}
 
 dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *out) {
   memset(out, 0, sizeof *out);
@@ -124,7 +128,7 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
   if ((st = dw_nn_create(&m->rt->models, m->rt->pool, cfg->stdout_fd, &nn)) != DW_OK) goto done;
   abi.pool = m->rt->pool;
   dw_instance_config ic = {.max_memory_bytes = cfg->max_memory_bytes,
-                           .hooks = {.ud = m->rt->backend, .commit = dw_rt_commit_hook, .release = dw_rt_release_hook}};
+                           .hooks = dw_rt_hooks(m->rt)};
   ic.ctx[DW_SLOT_WASI] = wasi;
   ic.ctx[DW_SLOT_DRIFTWOOD] = &abi;
   ic.ctx[DW_SLOT_NN] = nn;

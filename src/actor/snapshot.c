@@ -124,6 +124,8 @@ void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool c
   }
 }
 
+size_t dw_snap_next_payload(const dw_bytes *out) { return out->n + SEC_HDR; }
+
 dw_status dw_snap_end(dw_bytes *out) {
   if (out->oom) {
     free(out->p);
@@ -143,9 +145,9 @@ dw_status dw_snap_parse(const uint8_t *buf, size_t n, dw_snap *out) {
   out->version = dw_get_u32(&r);
   out->n = dw_get_u32(&r);
   if (r.bad) return BAD("truncated header");
-  if (out->version != DW_SNAP_VERSION)
-    return dw_error_set(DW_ERR_UNSUPPORTED, "snapshot format version %u is not supported (this build reads %d)",
-                        out->version, DW_SNAP_VERSION);
+  if (out->version < DW_SNAP_MIN_VERSION || out->version > DW_SNAP_VERSION)
+    return dw_error_set(DW_ERR_UNSUPPORTED, "snapshot format version %u is not supported (this build reads %d to %d)",
+                        out->version, DW_SNAP_MIN_VERSION, DW_SNAP_VERSION);
   if (out->n > DW_SNAP_MAX_SECTIONS || out->n > (n - 16) / SEC_HDR) return BAD("%u sections cannot fit", out->n);
   if (!(out->sec = calloc(out->n ? out->n : 1, sizeof *out->sec))) return dw_error_set(DW_ERR_NOMEM, "snapshot");
   for (uint32_t i = 0; i < out->n; i++) {

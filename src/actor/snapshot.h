@@ -1,10 +1,10 @@
 /*
  * snapshot.h — the snapshot container: a versioned, little-endian sequence
- * of typed sections, each with its own SHA-256 (over its header and
- * payload, XXH3-128) and optionally zstd-compressed; plus a bounded byte reader and
+ * of typed sections, each with its own checksum (XXH3-128 over its header
+ * and payload) and optionally zstd-compressed; plus a bounded byte reader and
  * writer for section payloads.
  *
- * File layout: "DWSNAP\r\n" | u32 version (1) | u32 n_sections | sections,
+ * File layout: "DWSNAP\r\n" | u32 version (2; 1 is still read) | u32 n_sections | sections,
  * each: u32 type | u32 flags (1 = zstd) | u64 raw_len | u64 stored_len |
  * 16-byte XXH3-128 of those fields and the stored bytes | stored_len bytes.
  *
@@ -19,13 +19,14 @@
 
 #include <stdbool.h>
 
-#define DW_SNAP_VERSION 1
+#define DW_SNAP_VERSION 2     /* 2 added the PAGES section */
+#define DW_SNAP_MIN_VERSION 1
 #define DW_SNAP_MAX_SECTIONS 4096
 #define DW_SNAP_MAX_RAW (64ull << 30)
 
 enum dw_snap_type {
   DW_SEC_META = 1, DW_SEC_MODULE = 2, DW_SEC_MEMORY = 3, DW_SEC_GLOBALS = 4, DW_SEC_MODELS = 5, DW_SEC_SESSION = 6,
-  DW_SEC_TABLES = 7,
+  DW_SEC_TABLES = 7, DW_SEC_PAGES = 8,
 };
 
 /* A growable byte buffer with little-endian writers. */
@@ -57,6 +58,9 @@ DW_HIDDEN void dw_snap_begin(dw_bytes *out);
 /* compress: try zstd (level 1) and keep it only if it saves >= 10%. */
 DW_HIDDEN void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool compress);
 DW_HIDDEN dw_status dw_snap_end(dw_bytes *out);
+/* Where the payload of the next uncompressed section will start, counted
+ * from the start of the container (for payloads that align their data). */
+DW_HIDDEN size_t dw_snap_next_payload(const dw_bytes *out);
 
 typedef struct dw_snap_sec {
   uint32_t type, flags;

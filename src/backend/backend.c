@@ -70,6 +70,8 @@ dw_status dw_backend_register_memory(dw_backend *b, void *ptr, size_t n_bytes) {
   return DW_OK;
 }
 
+bool dw_backend_pins_memory(const dw_backend *b) { return b->ops->register_memory != NULL; }
+
 void dw_backend_unregister_memory(dw_backend *b, void *ptr, size_t n_bytes) {
   if (b->ops->unregister_memory) b->ops->unregister_memory(b->ctx, ptr, n_bytes);
   atomic_fetch_add(&b->stats.n_unregister, 1);

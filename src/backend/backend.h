@@ -62,6 +62,8 @@ DW_HIDDEN void dw_backend_describe(const dw_backend *b, char *buf, size_t cap);
 
 DW_HIDDEN dw_status dw_backend_register_memory(dw_backend *b, void *ptr, size_t n_bytes);
 DW_HIDDEN void dw_backend_unregister_memory(dw_backend *b, void *ptr, size_t n_bytes);
+/* Whether register_memory pins pages (they must then never be remapped). */
+DW_HIDDEN bool dw_backend_pins_memory(const dw_backend *b);
 DW_HIDDEN dw_status dw_backend_matmul_f32(dw_backend *b, const float *a, const float *bm, float *c,
                                           uint32_t m, uint32_t n, uint32_t k);
 

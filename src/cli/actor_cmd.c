@@ -15,14 +15,17 @@ static void actor_usage(void) {
           "       driftwood actor send --state S.dws [--module M.wasm] [--model NAME=PATH]... MESSAGE...\n"
           "       driftwood actor fork --state S.dws --to T.dws\n"
           "       driftwood actor inspect S.dws\n"
-          "common options: --threads N, --cache DIR, --nn-preload A:GGML:TARGET:PATH\n");
+          "common options: --threads N, --cache DIR, --nn-preload A:GGML:TARGET:PATH\n"
+          "snapshot memory: stored raw and page-aligned, so a thaw maps it copy-on-write; --compress-memory\n"
+          "  stores it zstd-compressed instead (smaller files, thaw copies). send and fork keep the snapshot's\n"
+          "  choice unless --compress-memory is given.\n");
 }
 
 typedef struct aopts {
   const char *module, *state, *to, *cache;
   const char **models, **preloads, **msgs;
   int n_models, n_preloads, n_msgs, threads;
-  int no_embed;
+  int no_embed, compress;
 } aopts;
 
 static int parse(int argc, char **argv, aopts *o) {
@@ -41,6 +44,7 @@ static int parse(int argc, char **argv, aopts *o) {
     else if (!strcmp(a, "--nn-preload") && has) o->preloads[o->n_preloads++] = argv[++i];
     else if (!strcmp(a, "--threads") && has) o->threads = atoi(argv[++i]);
     else if (!strcmp(a, "--no-embed-module")) o->no_embed = 1;
+    else if (!strcmp(a, "--compress-memory")) o->compress = 1;
     else if (!strcmp(a, "--")) {
       while (++i < argc) o->msgs[o->n_msgs++] = argv[i];
     } else if (a[0] == '-' && a[1] == '-') {
@@ -114,13 +118,16 @@ int dw_cli_actor(int argc, char **argv) {
   if (o.module && dw_module_load(rt, o.module, &m, NULL)) goto fail;
   dw_thaw_report rep;
   if (!strcmp(cmd, "spawn")) {
-    if (dw_actor_spawn(m, &a) || dw_actor_freeze_file(a, !o.no_embed, o.state)) goto fail;
+    unsigned flags = (o.no_embed ? 0u : DW_FREEZE_EMBED_MODULE) | (o.compress ? DW_FREEZE_COMPRESS_MEMORY : 0u);
+    if (dw_actor_spawn(m, &a) || dw_actor_freeze_file(a, flags, o.state)) goto fail;
     code = 0;
     goto out;
   }
   if (dw_actor_thaw_file(rt, m, o.state, &a, &rep)) goto fail;
+  unsigned keep = (rep.module_embedded ? DW_FREEZE_EMBED_MODULE : 0u) |
+                  (rep.memory_compressed || o.compress ? DW_FREEZE_COMPRESS_MEMORY : 0u);
   if (!strcmp(cmd, "fork")) {
-    if (dw_actor_freeze_file(a, rep.module_embedded, o.to)) goto fail;
+    if (dw_actor_freeze_file(a, keep, o.to)) goto fail;
     code = 0;
     goto out;
   }
@@ -136,7 +143,7 @@ int dw_cli_actor(int argc, char **argv) {
     if (st) goto fail;
     if (r != 0) fprintf(stderr, "driftwood: the actor answered message %d with status %d\n", i + 1, r);
   }
-  if (dw_actor_freeze_file(a, rep.module_embedded, o.state)) goto fail;
+  if (dw_actor_freeze_file(a, keep, o.state)) goto fail;
   code = 0;
   goto out;
 fail:

@@ -9,6 +9,11 @@
  * release store after its fields are set, and cleared before the memory is
  * unmapped, so dw_mem_owns_addr() (called from a signal handler) only needs
  * acquire loads and never takes a lock.
+ *
+ * Copy-on-write (mem.h invariant 6): a file range is first mapped at a free
+ * address and then moved over the target with mremap, so the usual
+ * failures (bad descriptor or offset, mapping limits) leave the memory as
+ * it was.
  */
 #define _GNU_SOURCE
 #include "mem/mem.h"
@@ -19,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define N_SLOTS 16384 /* 8 GiB each: more than a 47-bit address space holds */
 
@@ -168,6 +174,18 @@ void dw_mem_destroy(dw_mem *m) {
     for (uint32_t i = 0; i < m->n_ranges; i++)
       m->hooks.release(m->hooks.ud, m->base + m->ranges[i].off, m->ranges[i].n_bytes);
   registry_remove(m);
+  /* file-backed ranges would read back their file, not zeros: start over
+   * with an anonymous reservation (kept only as address space) */
+  if (m->mapped) {
+    if (mmap(m->base, m->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) ==
+        MAP_FAILED) {
+      munmap(m->base, DW_MEM_RESERVE);
+      free(m->ranges);
+      free(m);
+      return;
+    }
+    m->size = 0;
+  }
   /* Back to the pool when there is room: zero the first POOL_KEEP bytes in
    * place (cheaper than fresh pages), drop the rest. */
   bool pooled_ok = false;
@@ -214,4 +232,67 @@ dw_status dw_mem_view_array(const dw_mem *m, uint64_t off, uint64_t count, uint6
   if (elem_bytes && count > UINT64_MAX / elem_bytes) return DW_ERR_OVERFLOW;
   if (align > 1 && off % align) return DW_ERR_MISALIGNED;
   return dw_mem_view(m, off, count * elem_bytes, out);
+}
+
+bool dw_mem_can_map(const dw_mem *m) {
+  const char *e = getenv("DRIFTWOOD_MEM_COW");
+  return m && !m->hooks.pins && !(e && strcmp(e, "0") == 0);
+}
+
+enum { MAP_GRAIN = 4096 };
+
+static dw_status map_private(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64_t file_off) {
+  void *tmp = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, (off_t)file_off);
+  if (tmp == MAP_FAILED) return dw_error_set(DW_ERR_IO, "map %llu bytes into linear memory: %s",
+                                             (unsigned long long)n, strerror(errno));
+  if (mremap(tmp, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, m->base + off) == MAP_FAILED) {
+    int e = errno;
+    munmap(tmp, n);
+    return dw_error_set(DW_ERR_IO, "move a mapping into linear memory: %s", strerror(e));
+  }
+  m->mapped = true;
+  return DW_OK;
+}
+
+dw_status dw_mem_map_file(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64_t file_off) {
+  if (!dw_mem_can_map(m)) return DW_ERR_UNSUPPORTED;
+  if (off % MAP_GRAIN || n % MAP_GRAIN || file_off % MAP_GRAIN || off > m->size || n > m->size - off)
+    return dw_error_set(DW_ERR_INVALID_ARG, "map_file: range %llu+%llu (file %llu) is not 4 KiB-aligned "
+                        "inside the memory", (unsigned long long)off, (unsigned long long)n,
+                        (unsigned long long)file_off);
+  return n ? map_private(m, off, n, fd, file_off) : DW_OK;
+}
+
+static bool chunk_zero(const uint8_t *p) {
+  const uint64_t *w = (const uint64_t *)p;
+  uint64_t acc = 0;
+  for (int i = 0; i < MAP_GRAIN / 8; i++) acc |= w[i];
+  return acc == 0;
+}
+
+dw_status dw_mem_share(dw_mem *src, dw_mem *dst) {
+  if (!dw_mem_can_map(src) || !dw_mem_can_map(dst)) return DW_ERR_UNSUPPORTED;
+  if (src->size != dst->size)
+    return dw_error_set(DW_ERR_INVALID_ARG, "share: memory sizes differ (%llu, %llu)",
+                        (unsigned long long)src->size, (unsigned long long)dst->size);
+  uint64_t size = src->size;
+  if (!size) return DW_OK;
+  int fd = memfd_create("driftwood-memory", MFD_CLOEXEC);
+  if (fd < 0) return dw_error_set(DW_ERR_IO, "memfd_create: %s", strerror(errno));
+  dw_status st = DW_OK;
+  uint8_t *w = MAP_FAILED;
+  if (ftruncate(fd, (off_t)size) != 0 ||
+      (w = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+    st = dw_error_set(DW_ERR_NOMEM, "share %llu bytes of linear memory: %s", (unsigned long long)size,
+                      strerror(errno));
+  } else {
+    /* zero chunks stay holes: they cost nothing and read as zeros */
+    for (uint64_t o = 0; o < size; o += MAP_GRAIN)
+      if (!chunk_zero(src->base + o)) memcpy(w + o, src->base + o, MAP_GRAIN);
+    munmap(w, size);
+    /* dst first: if src's mapping then fails, src is untouched */
+    if (!(st = map_private(dst, 0, size, fd, 0))) st = map_private(src, 0, size, fd, 0);
+  }
+  close(fd);
+  return st;
 }

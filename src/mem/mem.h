@@ -12,6 +12,12 @@
  *     dw_mem_view*(): checked in 64-bit arithmetic against the current size.
  *  5. pages <= 65535: wasm-rt stores the byte size in a uint32_t, so a full
  *     4 GiB memory cannot be represented; a grow past that fails cleanly.
+ *  6. Copy-on-write: parts of [base, base + size) may be private mappings of
+ *     a file (a snapshot, or the memfd a fork shares); they read like any
+ *     other page and the first write to a page copies it. Memories whose
+ *     hooks pin their pages (registered with a GPU) never get such
+ *     mappings: their pages must not move. A mapped memory is reset to anonymous
+ *     pages before its reservation is reused.
  *
  * Threads: one memory is grown by one thread at a time (its instance's);
  * views may be taken from any thread. The reservation registry (used by the
@@ -35,6 +41,8 @@ typedef struct dw_mem_hooks {
   void *ud;                                              /* borrowed */
   dw_status (*commit)(void *ud, void *ptr, size_t n_bytes);  /* optional */
   void (*release)(void *ud, void *ptr, size_t n_bytes);      /* optional */
+  bool pins;  /* commit pins the pages (e.g. for a GPU): they must never be
+                 remapped, so copy-on-write mappings are refused */
 } dw_mem_hooks;
 
 typedef struct dw_mem_range {
@@ -49,6 +57,7 @@ typedef struct dw_mem {
   dw_mem_hooks hooks;
   dw_mem_range *ranges;  /* owned: committed ranges handed to hooks.commit */
   uint32_t n_ranges, cap_ranges;
+  bool mapped;           /* some range is a private file mapping (invariant 6) */
 } dw_mem;
 
 /* Reserves a memory of `initial` pages, growable to min(max_pages,
@@ -59,6 +68,24 @@ DW_HIDDEN void dw_mem_destroy(dw_mem *m);
 /* Grows by delta pages; *old_pages gets the previous count. Fails (memory
  * unchanged) past max_pages or when commit/registration fails. */
 DW_HIDDEN dw_status dw_mem_grow(dw_mem *m, uint32_t delta, uint32_t *old_pages);
+
+/* Whether copy-on-write mappings are allowed for m: hooks that do not pin, and
+ * DRIFTWOOD_MEM_COW is not "0" (a switch for comparisons and for snapshot
+ * files on storage that may change under a mapping). */
+DW_HIDDEN bool dw_mem_can_map(const dw_mem *m);
+/* Maps file bytes [file_off, file_off + n) of fd privately over
+ * [off, off + n): reads come from the page cache, shared with every other
+ * mapping of the file; a write copies the page. off, file_off and n must be
+ * multiples of 4 KiB inside the committed size. DW_ERR_UNSUPPORTED when
+ * !dw_mem_can_map(m) (the caller copies instead). The file must not shrink
+ * while mapped. */
+DW_HIDDEN dw_status dw_mem_map_file(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64_t file_off);
+/* Makes dst (same size as src) a copy-on-write copy of src: src's non-zero
+ * 4 KiB chunks are copied once into an anonymous shared file (memfd), and
+ * both memories then map it privately, so the pages are stored once until
+ * either side writes them. DW_ERR_UNSUPPORTED when either memory cannot be
+ * mapped (the caller copies instead). */
+DW_HIDDEN dw_status dw_mem_share(dw_mem *src, dw_mem *dst);
 
 /* The memory whose reservation starts at base, or NULL. */
 DW_HIDDEN dw_mem *dw_mem_from_base(const void *base);
