@@ -1,15 +1,20 @@
 /*
- * cuda_paths.c — three ways to run an N×N×N f32 matmul on the GPU, same run:
- *   1. zero-copy: cuBLAS on guest linear memory registered by the CUDA
- *      backend (the Driftwood path: dw_abi_matmul_f32 on a dw_mem);
+ * cuda_paths.c — ways to run an M×N×K f32 matmul on the GPU, same run:
+ *   1. Driftwood: dw_abi_matmul_f32 on guest linear memory registered by
+ *      the CUDA backend, three staging policies —
+ *        in place (never): cuBLAS reads and writes guest memory over PCIe;
+ *        staged (always): A and B DMA'd from guest memory into device
+ *          scratch, C DMA'd back (no host copy);
+ *        auto: the backend's default choice between the two;
  *   2. copy: cudaMalloc'd device buffers, cudaMemcpy A and B in and C out
- *      around the same SGEMM (buffers allocated once per size, not timed);
+ *      around the same SGEMM (buffers allocated once per shape, not timed);
  *   3. resident: the operands already in device memory (the compute floor).
  * Plus the bandwidth at which kernels read and write registered guest memory
  * (cublasScopy between guest memory and a device buffer) against a pinned
  * cudaMemcpy of the same bytes.
  *
- * Usage: cuda_paths [sizes...]   (default 128 512 1024 2048 4096)
+ * Usage: cuda_paths [N | MxNxK ...]
+ *   (default 128 192 256 384 512 1024 2048 4096 1x4096x4096 16x4096x4096 64x4096x4096)
  */
 #define _GNU_SOURCE
 #include "abi/abi.h"
@@ -66,23 +71,28 @@ int main(int argc, char **argv) {
   cudaDriverGetVersion(&drv);
   cudaRuntimeGetVersion(&rtv);
   printf("%s\ndriver %d, runtime %d\n\n", desc, drv, rtv);
-  uint32_t sizes[8] = {128, 512, 1024, 2048, 4096};
-  int ns = 5;
-  if (argc > 1) {
-    ns = 0;
-    for (int i = 1; i < argc && ns < 8; i++) sizes[ns++] = (uint32_t)atoi(argv[i]);
-  }
+  const char *defaults[] = {"128", "192", "256", "384", "512", "1024", "2048", "4096", "1x4096x4096",
+                            "16x4096x4096", "64x4096x4096"};
+  const char **shapes = argc > 1 ? (const char **)argv + 1 : defaults;
+  int ns = argc > 1 ? argc - 1 : (int)(sizeof defaults / sizeof *defaults);
   cublasHandle_t h;
   cublasCreate(&h);
   cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH);
   const float one = 1, zero = 0;
-  printf("| N | 1 zero-copy ms | 2 copy ms | 3 resident ms | 1 pinned bytes | 1 extra device bytes | 2 extra device bytes | 1 RSS Δ KiB | register ms |\n");
-  printf("|---|---|---|---|---|---|---|---|---|\n");
+  printf("| M×N×K | 1 in place ms | 1 staged ms | 1 auto ms (choice) | 2 copy ms | 3 resident ms | pinned bytes | "
+         "auto extra device bytes | 2 extra device bytes | RSS Δ KiB | register ms |\n");
+  printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int s = 0; s < ns; s++) {
-    uint32_t n = sizes[s];
-    size_t bytes = (size_t)n * n * 4;
-    uint32_t pages = (uint32_t)((3 * bytes + 65535) / 65536);
-    dw_mem_hooks hooks = {be, commit, release, true};
+    uint32_t m, n, k;
+    if (sscanf(shapes[s], "%ux%ux%u", &m, &n, &k) != 3) m = n = k = (uint32_t)atoi(shapes[s]);
+    size_t ba = (size_t)m * k * 4, bb = (size_t)k * n * 4, bc = (size_t)m * n * 4;
+    uint32_t pages = (uint32_t)((ba + bb + bc + 65535) / 65536);
+    dw_backend *bs; /* a fresh backend per shape: its scratch starts empty */
+    if (dw_backend_create("cuda", 1, &bs) != DW_OK) {
+      fprintf(stderr, "%s\n", dw_last_error());
+      return 1;
+    }
+    dw_mem_hooks hooks = {bs, commit, release, true};
     size_t free0, free1, total;
     cudaMemGetInfo(&free0, &total);
     long rss0 = rss_kib();
@@ -94,39 +104,47 @@ int main(int argc, char **argv) {
     }
     tr = (now() - tr) * 1e3;
     cudaMemGetInfo(&free1, &total);
-    float *A = (float *)mem->base, *B = A + (size_t)n * n, *C = B + (size_t)n * n;
-    for (size_t i = 0; i < (size_t)n * n; i++) A[i] = (float)(i % 7) - 3, B[i] = (float)(i % 5) - 2;
+    float *A = (float *)mem->base, *B = A + (size_t)m * k, *C = B + (size_t)k * n;
+    for (size_t i = 0; i < (size_t)m * k; i++) A[i] = (float)(i % 7) - 3;
+    for (size_t i = 0; i < (size_t)k * n; i++) B[i] = (float)(i % 5) - 2;
     dw_abi abi;
-    dw_abi_init(&abi, be, 1);
-    double t1 = MEDIAN(dw_abi_matmul_f32(&abi, mem, 0, (uint32_t)bytes, (uint32_t)(2 * bytes), n, n, n));
+    dw_abi_init(&abi, bs, 1);
+#define DW_MM() dw_abi_matmul_f32(&abi, mem, 0, (uint32_t)ba, (uint32_t)(ba + bb), m, n, k)
+    double t1a = MEDIAN(DW_MM()); /* first, so the scratch it holds is its own */
+    int staged = abi.last.staged_bytes != 0;
+    int64_t scratch = dw_backend_cuda_scratch_bytes(bs);
     long rss1 = rss_kib();
-    int64_t pinned = dw_backend_cuda_pinned_bytes(be);
+    int64_t pinned = dw_backend_cuda_pinned_bytes(bs);
+    dw_backend_cuda_set_staging(bs, "never", 0);
+    double t1n = MEDIAN(DW_MM());
+    dw_backend_cuda_set_staging(bs, "always", 0);
+    double t1s = MEDIAN(DW_MM());
     float *dA, *dB, *dC;
     size_t f2a, f2b;
     cudaMemGetInfo(&f2a, &total);
-    cudaMalloc((void **)&dA, bytes);
-    cudaMalloc((void **)&dB, bytes);
-    cudaMalloc((void **)&dC, bytes);
+    cudaMalloc((void **)&dA, ba);
+    cudaMalloc((void **)&dB, bb);
+    cudaMalloc((void **)&dC, bc);
     cudaMemGetInfo(&f2b, &total);
-    float *hostC = malloc(bytes); /* the copy path's C lands here, then in guest memory */
     double t2 = MEDIAN({
-      cudaMemcpy(dA, A, bytes, cudaMemcpyHostToDevice);
-      cudaMemcpy(dB, B, bytes, cudaMemcpyHostToDevice);
-      cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)n, (int)n, &one, dB, (int)n, dA, (int)n, &zero, dC, (int)n);
-      cudaMemcpy(C, dC, bytes, cudaMemcpyDeviceToHost);
+      cudaMemcpy(dA, A, ba, cudaMemcpyHostToDevice);
+      cudaMemcpy(dB, B, bb, cudaMemcpyHostToDevice);
+      cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, dB, (int)n, dA, (int)k, &zero, dC, (int)n);
+      cudaMemcpy(C, dC, bc, cudaMemcpyDeviceToHost);
     });
     double t3 = MEDIAN({
-      cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)n, (int)n, &one, dB, (int)n, dA, (int)n, &zero, dC, (int)n);
+      cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, dB, (int)n, dA, (int)k, &zero, dC, (int)n);
       cudaDeviceSynchronize();
     });
-    printf("| %u | %.3f | %.3f | %.3f | %lld | %lld | %lld | %ld | %.2f |\n", n, t1, t2, t3, (long long)pinned,
-           (long long)free0 - (long long)free1, (long long)f2a - (long long)f2b, rss1 - rss0, tr);
+    printf("| %ux%ux%u | %.3f | %.3f | %.3f (%s) | %.3f | %.3f | %lld | %lld | %lld | %ld | %.2f |\n", m, n, k, t1n,
+           t1s, t1a, staged ? "staged" : "in place", t2, t3, (long long)pinned, (long long)scratch,
+           (long long)f2a - (long long)f2b, rss1 - rss0, tr);
     fflush(stdout);
-    free(hostC);
     cudaFree(dA);
     cudaFree(dB);
     cudaFree(dC);
     dw_mem_destroy(mem);
+    dw_backend_destroy(bs);
   }
   /* bandwidth: kernels reading / writing registered guest memory */
   size_t bw_bytes = 256u << 20;

@@ -113,7 +113,7 @@ static void run_path(const char *guest, uint32_t n, int copy, int fd) {
       if (!sa || !sb || !sc) _exit(3);
       memcpy(sa, pa, bytes);
       memcpy(sb, pb, bytes);
-      dw_backend_matmul_f32(be, sa, sb, sc, n, n, n);
+      dw_backend_matmul_f32(be, sa, sb, sc, n, n, n, NULL);
       memcpy(pc, sc, bytes);
       free(sa);
       free(sb);

@@ -1,8 +1,9 @@
 /*
  * cuda_test.c — the CUDA backend on a device: the matmul example, memory
  * growth while registered (operands across the seam), hostile arguments
- * refused before any CUDA call, 16 instances registered concurrently, and
- * pinned-memory accounting back to zero. Without a device (or without the
+ * refused before any CUDA call, 16 instances registered concurrently,
+ * pinned-memory accounting back to zero (also after a trap), and large
+ * GEMMs staged into device memory (exact, and reported). Without a device (or without the
  * CUDA build) every test reports as skipped.
  */
 #include "harness.h"
@@ -78,6 +79,72 @@ Test(cuda, hostile_arguments_are_refused, .init = setup, .fini = teardown) {
   cr_assert_eq(CALL(&T, "mm", "i:iiiiii", &r, 0, 4, 8, 1, 1, 1), DW_OK);
   cr_assert_eq(r.value, DW_OK);
   cr_assert_eq(m[2], 12.0f);
+}
+
+Test(cuda, trap_releases_pinned_memory, .init = setup, .fini = teardown) {
+  dw_call_result r;
+  cr_assert_eq(CALL(&T, "grow", "i:i", &r, 3), DW_OK);
+  float *m = (float *)T.mem->base;
+  m[0] = 2, m[1] = 5;
+  cr_assert_eq(CALL(&T, "mm", "i:iiiiii", &r, 0, 4, 65536, 1, 1, 1), DW_OK);
+  cr_assert_eq(r.value, DW_OK);
+  int64_t pinned = dw_backend_cuda_pinned_bytes(T.be);
+  cr_assert(pinned == 4 * PAGE || pinned == 0, "pinned %lld", (long long)pinned);
+  cr_assert_eq(CALL0(&T, "unreachable", "v:", &r), DW_ERR_TRAP);
+  cr_assert_eq(CALL(&T, "load", "i:i", &r, 5 * PAGE), DW_ERR_TRAP, "out of bounds past the grown memory");
+  dw_instance_destroy(T.inst);
+  T.inst = NULL;
+  cr_assert_eq(dw_backend_cuda_pinned_bytes(T.be), 0, "a trapped instance leaves nothing pinned");
+  cr_assert_eq(atomic_load(&T.be->stats.registered_bytes), 0);
+}
+
+static dw_status s_commit(void *ud, void *p, size_t n) { return dw_backend_register_memory(ud, p, n); }
+static void s_release(void *ud, void *p, size_t n) { dw_backend_unregister_memory(ud, p, n); }
+
+/* C = A·B for integer-valued A, B in registered memory, checked exactly
+ * against a double-precision product on the host. */
+static void check_product(dw_abi *abi, dw_mem *mem, uint32_t m, uint32_t n, uint32_t k) {
+  float *a = (float *)mem->base, *b = a + (size_t)m * k, *c = b + (size_t)k * n;
+  for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)((int)(i % 7) - 3);
+  for (size_t i = 0; i < (size_t)k * n; i++) b[i] = (float)((int)(i % 5) - 2);
+  memset(c, 0xff, (size_t)m * n * 4);
+  uint32_t bo = (uint32_t)((size_t)m * k * 4), co = (uint32_t)(bo + (size_t)k * n * 4);
+  cr_assert_eq(dw_abi_matmul_f32(abi, mem, 0, bo, co, m, n, k), DW_OK, "%s", dw_last_error());
+  for (uint32_t i = 0; i < m; i++)
+    for (uint32_t j = 0; j < n; j += 7) {
+      double s = 0;
+      for (uint32_t x = 0; x < k; x++) s += (double)a[(size_t)i * k + x] * b[(size_t)x * n + j];
+      cr_assert_eq(c[(size_t)i * n + j], (float)s, "C[%u][%u] = %g, want %g", i, j, c[(size_t)i * n + j], s);
+    }
+}
+
+Test(cuda, large_gemms_are_staged_exactly_and_reported, .init = setup, .fini = teardown) {
+  dw_mem_hooks h = {T.be, s_commit, s_release, true};
+  dw_mem *mem;
+  const uint32_t N = 320;
+  cr_assert_eq(dw_mem_create(24, 24, 0, &h, &mem), DW_OK);
+  dw_abi abi;
+  dw_abi_init(&abi, T.be, 1);
+  bool pageable = dw_backend_cuda_pinned_bytes(T.be) == 0;
+  uint64_t want = pageable ? 0 : 3ull * N * N * 4;
+  cr_assert_eq(dw_backend_cuda_set_staging(T.be, "auto", 256), DW_OK);
+  check_product(&abi, mem, N, N, N);
+  cr_assert_eq(abi.last.staged_bytes, want, "staged %llu", (unsigned long long)abi.last.staged_bytes);
+  cr_assert_eq(abi.last.zero_copy, want == 0);
+  cr_assert(pageable || dw_backend_cuda_scratch_bytes(T.be) >= (int64_t)want);
+  check_product(&abi, mem, 1, 1024, N); /* GEMV-like: m below the threshold stays in place */
+  cr_assert_eq(abi.last.staged_bytes, 0);
+  cr_assert_eq(abi.last.zero_copy, 1);
+  cr_assert_eq(dw_backend_cuda_set_staging(T.be, "never", 0), DW_OK);
+  check_product(&abi, mem, N, N, N);
+  cr_assert_eq(abi.last.staged_bytes, 0);
+  cr_assert_eq(abi.last.zero_copy, 1);
+  cr_assert_eq(dw_backend_cuda_set_staging(T.be, "always", 0), DW_OK);
+  check_product(&abi, mem, 3, 5, 7);
+  cr_assert_eq(abi.last.staged_bytes, pageable ? 0 : (3 * 7 + 7 * 5 + 3 * 5) * 4u);
+  cr_assert_eq(dw_backend_cuda_set_staging(T.be, "sometimes", 0), DW_ERR_INVALID_ARG);
+  cr_assert_eq(dw_backend_cuda_set_staging(T.be, "auto", 0), DW_OK);
+  dw_mem_destroy(mem);
 }
 
 typedef struct job {

@@ -39,7 +39,10 @@ enum {
 typedef struct dw_op_info {
   uint32_t zero_copy;    /* 1: the backend computed on this guest's own bytes */
   uint32_t status;       /* that call's status */
-  uint64_t staged_bytes; /* bytes the host copied to staging buffers (0) */
+  uint64_t staged_bytes; /* bytes the backend moved to its own buffers and
+                            back: 0, except for large matmuls on CUDA, whose
+                            operands are DMA'd into device memory (no host
+                            copy); zero_copy is then 0 */
 } dw_op_info;
 
 /* Returns 1 (this header's ABI version). */

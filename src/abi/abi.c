@@ -39,10 +39,11 @@ dw_status dw_abi_matmul_f32(dw_abi *ab, dw_mem *mem, uint32_t a_off, uint32_t b_
     return ab->last.status = st;
   if (overlaps(c_off, nc * 4, a_off, na * 4) || overlaps(c_off, nc * 4, b_off, nb * 4))
     return ab->last.status = DW_ERR_INVALID_ARG;
-  st = dw_backend_matmul_f32(ab->backend, pa, pb, pc, m, n, k);
-  /* Zero copy: the backend was handed exactly base + offset for each operand. */
+  st = dw_backend_matmul_f32(ab->backend, pa, pb, pc, m, n, k, &ab->last.staged_bytes);
+  /* Zero copy: the backend was handed exactly base + offset for each
+   * operand and computed on those bytes (it staged none). */
   ab->last.zero_copy = (uint8_t *)pa == mem->base + a_off && (uint8_t *)pb == mem->base + b_off &&
-                       (uint8_t *)pc == mem->base + c_off;
+                       (uint8_t *)pc == mem->base + c_off && ab->last.staged_bytes == 0;
   ab->last.status = st;
   return st;
 }

@@ -79,8 +79,11 @@ void dw_backend_unregister_memory(dw_backend *b, void *ptr, size_t n_bytes) {
 }
 
 dw_status dw_backend_matmul_f32(dw_backend *b, const float *a, const float *bm, float *c, uint32_t m,
-                                uint32_t n, uint32_t k) {
+                                uint32_t n, uint32_t k, uint64_t *staged) {
+  uint64_t none;
+  if (!staged) staged = &none;
+  *staged = 0;
   atomic_fetch_add(&b->stats.n_matmul, 1);
   if (m == 0 || n == 0) return DW_OK;
-  return b->ops->matmul_f32(b->ctx, a, bm, c, m, n, k);
+  return b->ops->matmul_f32(b->ctx, a, bm, c, m, n, k, staged);
 }

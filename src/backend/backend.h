@@ -21,7 +21,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define DW_BACKEND_OPS_VERSION 1
+#define DW_BACKEND_OPS_VERSION 2
 
 typedef struct dw_backend_ops {
   uint32_t version; /* DW_BACKEND_OPS_VERSION */
@@ -31,9 +31,11 @@ typedef struct dw_backend_ops {
   dw_status (*register_memory)(void *ctx, void *ptr, size_t n_bytes);
   /* Undo register_memory. Optional: NULL when register_memory is NULL. */
   void (*unregister_memory)(void *ctx, void *ptr, size_t n_bytes);
-  /* C[m×n] = A[m×k] · B[k×n], row-major f32, all in registered memory. */
+  /* C[m×n] = A[m×k] · B[k×n], row-major f32, all in registered memory.
+   * *staged gets the bytes the backend moved into its own buffers (device
+   * scratch) and back; 0 when it computed on the given bytes in place. */
   dw_status (*matmul_f32)(void *ctx, const float *a, const float *b, float *c, uint32_t m,
-                          uint32_t n, uint32_t k);
+                          uint32_t n, uint32_t k, uint64_t *staged);
   /* One line (or a few) about the device. Optional. */
   void (*describe)(void *ctx, char *buf, size_t cap);
   void (*destroy)(void *ctx);
@@ -64,8 +66,9 @@ DW_HIDDEN dw_status dw_backend_register_memory(dw_backend *b, void *ptr, size_t 
 DW_HIDDEN void dw_backend_unregister_memory(dw_backend *b, void *ptr, size_t n_bytes);
 /* Whether register_memory pins pages (they must then never be remapped). */
 DW_HIDDEN bool dw_backend_pins_memory(const dw_backend *b);
+/* staged may be NULL. */
 DW_HIDDEN dw_status dw_backend_matmul_f32(dw_backend *b, const float *a, const float *bm, float *c,
-                                          uint32_t m, uint32_t n, uint32_t k);
+                                          uint32_t m, uint32_t n, uint32_t k, uint64_t *staged);
 
 /* Plug-ins: each backend exposes a constructor. */
 DW_HIDDEN dw_status dw_backend_cpu_reg(int threads, dw_backend *out);
@@ -74,6 +77,15 @@ DW_HIDDEN dw_status dw_backend_cpu_reg(int threads, dw_backend *out);
 DW_HIDDEN dw_status dw_backend_cuda_reg(dw_backend *out);
 /* Bytes currently pinned by the CUDA backend (0 for other backends). */
 DW_HIDDEN int64_t dw_backend_cuda_pinned_bytes(const dw_backend *b);
+/* matmul_f32's staging policy: "auto" (large GEMMs, both m and n >=
+ * min_dim, are computed on device copies DMA'd from guest memory),
+ * "never" (always in place) or "always". The default is "auto" with
+ * DW_CUDA_STAGE_MIN_DIM, overridden by DRIFTWOOD_CUDA_STAGING and
+ * DRIFTWOOD_CUDA_STAGE_MIN_DIM. */
+DW_HIDDEN dw_status dw_backend_cuda_set_staging(dw_backend *b, const char *mode, uint32_t min_dim);
+/* Device bytes held for staging (kept for reuse; freed with the backend). */
+DW_HIDDEN int64_t dw_backend_cuda_scratch_bytes(const dw_backend *b);
+#define DW_CUDA_STAGE_MIN_DIM 256u
 #endif
 
 #endif

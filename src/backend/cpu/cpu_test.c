@@ -22,7 +22,7 @@ static void check(dw_backend *be, uint32_t m, uint32_t n, uint32_t k) {
   for (size_t i = 0; i < (size_t)m * k; i++) a[i] = frand(&s);
   for (size_t i = 0; i < (size_t)k * n; i++) b[i] = frand(&s);
   for (size_t i = 0; i < (size_t)m * n; i++) c[i] = NAN;
-  cr_assert_eq(dw_backend_matmul_f32(be, a, b, c, m, n, k), DW_OK);
+  cr_assert_eq(dw_backend_matmul_f32(be, a, b, c, m, n, k, NULL), DW_OK);
   for (uint32_t i = 0; i < m; i++)
     for (uint32_t j = 0; j < n; j++) {
       double ref = 0, mag = 0;
@@ -55,7 +55,7 @@ Test(cpu, k_zero_writes_zeros) {
   dw_backend *be;
   cr_assert_eq(dw_backend_create("cpu", 2, &be), DW_OK);
   float c[6] = {1, 2, 3, 4, 5, 6};
-  cr_assert_eq(dw_backend_matmul_f32(be, NULL, NULL, c, 2, 3, 0), DW_OK);
+  cr_assert_eq(dw_backend_matmul_f32(be, NULL, NULL, c, 2, 3, 0, NULL), DW_OK);
   for (int i = 0; i < 6; i++) cr_assert_eq(c[i], 0.0f);
   dw_backend_destroy(be);
 }

@@ -13,6 +13,14 @@
  *     guest never leaves a sticky CUDA error behind for other actors.
  *  4. matmul_f32 is full f32 (CUBLAS_PEDANTIC_MATH: no TF32), synchronous.
  *  5. pinned_bytes returns to zero when every memory is released.
+ *  6. Staging (see backend.h): SGEMM re-reads its operands once per output
+ *     tile, which over PCIe makes in-place GEMMs 5–16x slower than copying
+ *     from N = 512 up (bench/RESULTS.md). So a GEMM with m and n >= the
+ *     threshold DMAs A and B from the registered guest pages into a device
+ *     scratch buffer, computes there and DMAs C back: no host-side copy,
+ *     and reported as staged bytes (zero_copy = 0). Smaller GEMMs, GEMV-like
+ *     shapes (each operand read about once) and pageable-access devices
+ *     compute in place. If the scratch cannot be allocated, in place too.
  *
  * Threads: one context per process-wide device use; calls are serialised
  * on `lock` (one cuBLAS handle and stream).
@@ -36,6 +44,10 @@ typedef struct cuda_ctx {
   size_t total_mem;
   pthread_mutex_t lock;
   _Atomic int64_t pinned_bytes;
+  enum { STAGE_AUTO, STAGE_NEVER, STAGE_ALWAYS } staging;
+  uint32_t stage_min_dim;
+  uint8_t *scratch;       /* device memory for staged operands (under lock) */
+  size_t scratch_cap;
 } cuda_ctx;
 
 static dw_status cuda_fail(cudaError_t e, const char *what) {
@@ -70,22 +82,57 @@ static void cuda_unregister(void *vctx, void *ptr, size_t n) {
   else cudaGetLastError();
 }
 
+static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* Device buffers for A, B and C of one staged GEMM, or false (compute in
+ * place) when the policy says so or the memory is not there. */
+static bool stage_buffers(cuda_ctx *c, uint32_t m, uint32_t n, uint32_t k, float **da, float **db, float **dc) {
+  if (c->pageable || k == 0 || c->staging == STAGE_NEVER ||
+      (c->staging == STAGE_AUTO && (m < c->stage_min_dim || n < c->stage_min_dim)))
+    return false;
+  size_t na = align256((size_t)m * k * 4), nb = align256((size_t)k * n * 4), nc = align256((size_t)m * n * 4);
+  if (na + nb + nc > c->scratch_cap) {
+    cudaFree(c->scratch);
+    c->scratch = NULL, c->scratch_cap = 0;
+    if (cudaMalloc((void **)&c->scratch, na + nb + nc) != cudaSuccess) {
+      cudaGetLastError();
+      c->scratch = NULL;
+      return false;
+    }
+    c->scratch_cap = na + nb + nc;
+  }
+  *da = (float *)c->scratch, *db = (float *)(c->scratch + na), *dc = (float *)(c->scratch + na + nb);
+  return true;
+}
+
 static dw_status cuda_matmul(void *vctx, const float *a, const float *b, float *cm, uint32_t m, uint32_t n,
-                             uint32_t k) {
+                             uint32_t k, uint64_t *staged) {
   cuda_ctx *c = vctx;
   const float one = 1.0f, zero = 0.0f;
   dw_status st = DW_OK;
   pthread_mutex_lock(&c->lock);
   cudaSetDevice(c->device);
+  float *da, *db, *dc;
   if (k == 0) {
     cudaError_t e = cudaMemsetAsync(cm, 0, (size_t)m * n * sizeof(float), c->stream);
     if (e != cudaSuccess) st = cuda_fail(e, "memset");
   } else {
+    bool stage = stage_buffers(c, m, n, k, &da, &db, &dc);
+    size_t na = (size_t)m * k * 4, nb = (size_t)k * n * 4, nc = (size_t)m * n * 4;
+    cudaError_t e = cudaSuccess;
+    if (stage && ((e = cudaMemcpyAsync(da, a, na, cudaMemcpyHostToDevice, c->stream)) != cudaSuccess ||
+                  (e = cudaMemcpyAsync(db, b, nb, cudaMemcpyHostToDevice, c->stream)) != cudaSuccess))
+      st = cuda_fail(e, "DMA of the operands");
     /* Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: swap the operands. */
-    cublasStatus_t bs = cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, b, (int)n, a,
-                                    (int)k, &zero, cm, (int)n);
+    cublasStatus_t bs = st ? CUBLAS_STATUS_SUCCESS
+                           : cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one,
+                                         stage ? db : b, (int)n, stage ? da : a, (int)k, &zero, stage ? dc : cm,
+                                         (int)n);
     if (bs != CUBLAS_STATUS_SUCCESS)
       st = dw_error_set(DW_ERR_BACKEND, "cuda: cublasSgemm failed (%d)", (int)bs);
+    if (!st && stage && (e = cudaMemcpyAsync(cm, dc, nc, cudaMemcpyDeviceToHost, c->stream)) != cudaSuccess)
+      st = cuda_fail(e, "DMA of the result");
+    if (!st && stage) *staged = na + nb + nc;
   }
   cudaError_t e = cudaStreamSynchronize(c->stream);
   if (st == DW_OK && e != cudaSuccess) st = cuda_fail(e, "matmul");
@@ -97,9 +144,11 @@ static void cuda_describe(void *vctx, char *buf, size_t cap) {
   cuda_ctx *c = vctx;
   snprintf(buf, cap,
            "cuda: device %d: %s, compute capability %d.%d, %.1f GiB; pageable memory access: %s "
-           "(guest memory is %s); pinned now: %lld bytes",
+           "(guest memory is %s); pinned now: %lld bytes; matmul staging: %s (m, n >= %u)",
            c->device, c->name, c->cc_major, c->cc_minor, c->total_mem / 1073741824.0, c->pageable ? "yes" : "no",
-           c->pageable ? "used as it is" : "registered with cudaHostRegister", (long long)atomic_load(&c->pinned_bytes));
+           c->pageable ? "used as it is" : "registered with cudaHostRegister", (long long)atomic_load(&c->pinned_bytes),
+           c->pageable ? "off (pageable access)" : (const char *[]){"auto", "never", "always"}[c->staging],
+           c->stage_min_dim);
 }
 
 static void cuda_destroy(void *vctx) {
@@ -107,6 +156,7 @@ static void cuda_destroy(void *vctx) {
   if (!c) return;
   cudaSetDevice(c->device);
   if (c->blas) cublasDestroy(c->blas);
+  cudaFree(c->scratch);
   if (c->stream) cudaStreamDestroy(c->stream);
   pthread_mutex_destroy(&c->lock);
   free(c);
@@ -124,6 +174,28 @@ static const dw_backend_ops cuda_ops = {
 
 int64_t dw_backend_cuda_pinned_bytes(const dw_backend *b) {
   return b->ops == &cuda_ops ? atomic_load(&((cuda_ctx *)b->ctx)->pinned_bytes) : 0;
+}
+
+dw_status dw_backend_cuda_set_staging(dw_backend *b, const char *mode, uint32_t min_dim) {
+  if (b->ops != &cuda_ops) return dw_error_set(DW_ERR_UNSUPPORTED, "staging: not the CUDA backend");
+  cuda_ctx *c = b->ctx;
+  int s = !strcmp(mode, "auto") ? STAGE_AUTO : !strcmp(mode, "never") ? STAGE_NEVER
+                                              : !strcmp(mode, "always") ? STAGE_ALWAYS : -1;
+  if (s < 0) return dw_error_set(DW_ERR_INVALID_ARG, "CUDA staging '%s': choose auto, never or always", mode);
+  pthread_mutex_lock(&c->lock);
+  c->staging = s;
+  c->stage_min_dim = min_dim ? min_dim : DW_CUDA_STAGE_MIN_DIM;
+  pthread_mutex_unlock(&c->lock);
+  return DW_OK;
+}
+
+int64_t dw_backend_cuda_scratch_bytes(const dw_backend *b) {
+  if (b->ops != &cuda_ops) return 0;
+  cuda_ctx *c = b->ctx;
+  pthread_mutex_lock(&c->lock);
+  int64_t n = (int64_t)c->scratch_cap;
+  pthread_mutex_unlock(&c->lock);
+  return n;
 }
 
 dw_status dw_backend_cuda_reg(dw_backend *out) {
@@ -166,5 +238,12 @@ dw_status dw_backend_cuda_reg(dw_backend *out) {
   }
   out->ops = &cuda_ops;
   out->ctx = c;
+  const char *mode = getenv("DRIFTWOOD_CUDA_STAGING"), *dim = getenv("DRIFTWOOD_CUDA_STAGE_MIN_DIM");
+  st = dw_backend_cuda_set_staging(out, mode && *mode ? mode : "auto", dim ? (uint32_t)strtoul(dim, NULL, 10) : 0);
+  if (st != DW_OK) {
+    cuda_destroy(c);
+    out->ops = NULL, out->ctx = NULL;
+    return st;
+  }
   return DW_OK;
 }
