@@ -127,14 +127,19 @@ Test(cuda, large_gemms_are_staged_exactly_and_reported, .init = setup, .fini = t
   dw_abi_init(&abi, T.be, 1);
   bool pageable = dw_backend_cuda_pinned_bytes(T.be) == 0;
   uint64_t want = pageable ? 0 : 3ull * N * N * 4;
-  cr_assert_eq(dw_backend_cuda_set_staging(T.be, "auto", 256), DW_OK);
+  cr_assert_eq(dw_backend_cuda_set_staging(T.be, "auto", 0), DW_OK);
   check_product(&abi, mem, N, N, N);
   cr_assert_eq(abi.last.staged_bytes, want, "staged %llu", (unsigned long long)abi.last.staged_bytes);
   cr_assert_eq(abi.last.zero_copy, want == 0);
   cr_assert(pageable || dw_backend_cuda_scratch_bytes(T.be) >= (int64_t)want);
-  check_product(&abi, mem, 1, 1024, N); /* GEMV-like: m below the threshold stays in place */
+  check_product(&abi, mem, 1, 1024, N); /* a GEMV of 1.3 MB: staged too */
+  cr_assert_eq(abi.last.staged_bytes, pageable ? 0 : (N + N * 1024u + 1024u) * 4u);
+  check_product(&abi, mem, 128, 128, 128); /* 192 KiB: below the threshold, in place */
   cr_assert_eq(abi.last.staged_bytes, 0);
   cr_assert_eq(abi.last.zero_copy, 1);
+  cr_assert_eq(dw_backend_cuda_set_staging(T.be, "auto", 100), DW_OK);
+  check_product(&abi, mem, 4, 4, 4); /* 192 bytes >= a threshold of 100 */
+  cr_assert_eq(abi.last.staged_bytes, pageable ? 0 : 192u);
   cr_assert_eq(dw_backend_cuda_set_staging(T.be, "never", 0), DW_OK);
   check_product(&abi, mem, N, N, N);
   cr_assert_eq(abi.last.staged_bytes, 0);

@@ -77,15 +77,15 @@ DW_HIDDEN dw_status dw_backend_cpu_reg(int threads, dw_backend *out);
 DW_HIDDEN dw_status dw_backend_cuda_reg(dw_backend *out);
 /* Bytes currently pinned by the CUDA backend (0 for other backends). */
 DW_HIDDEN int64_t dw_backend_cuda_pinned_bytes(const dw_backend *b);
-/* matmul_f32's staging policy: "auto" (large GEMMs, both m and n >=
- * min_dim, are computed on device copies DMA'd from guest memory),
+/* matmul_f32's staging policy: "auto" (GEMMs whose A, B and C together
+ * reach min_bytes are computed on device copies DMA'd from guest memory),
  * "never" (always in place) or "always". The default is "auto" with
- * DW_CUDA_STAGE_MIN_DIM, overridden by DRIFTWOOD_CUDA_STAGING and
- * DRIFTWOOD_CUDA_STAGE_MIN_DIM. */
-DW_HIDDEN dw_status dw_backend_cuda_set_staging(dw_backend *b, const char *mode, uint32_t min_dim);
+ * DW_CUDA_STAGE_MIN_BYTES, overridden by DRIFTWOOD_CUDA_STAGING and
+ * DRIFTWOOD_CUDA_STAGE_MIN_BYTES; min_bytes 0 means the default. */
+DW_HIDDEN dw_status dw_backend_cuda_set_staging(dw_backend *b, const char *mode, uint64_t min_bytes);
 /* Device bytes held for staging (kept for reuse; freed with the backend). */
 DW_HIDDEN int64_t dw_backend_cuda_scratch_bytes(const dw_backend *b);
-#define DW_CUDA_STAGE_MIN_DIM 256u
+#define DW_CUDA_STAGE_MIN_BYTES (256u * 1024u)
 #endif
 
 #endif

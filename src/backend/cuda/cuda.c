@@ -14,13 +14,14 @@
  *  4. matmul_f32 is full f32 (CUBLAS_PEDANTIC_MATH: no TF32), synchronous.
  *  5. pinned_bytes returns to zero when every memory is released.
  *  6. Staging (see backend.h): SGEMM re-reads its operands once per output
- *     tile, which over PCIe makes in-place GEMMs 5–16x slower than copying
- *     from N = 512 up (bench/RESULTS.md). So a GEMM with m and n >= the
- *     threshold DMAs A and B from the registered guest pages into a device
- *     scratch buffer, computes there and DMAs C back: no host-side copy,
- *     and reported as staged bytes (zero_copy = 0). Smaller GEMMs, GEMV-like
- *     shapes (each operand read about once) and pageable-access devices
- *     compute in place. If the scratch cannot be allocated, in place too.
+ *     tile, and each re-read of guest memory crosses PCIe, so in place a
+ *     GEMM is 2–18x slower than copying its operands in once from 192³ up;
+ *     even a GEMV is 13% slower than a DMA (bench/RESULTS.md). So a GEMM
+ *     whose operands reach the threshold (256 KiB: 128³ stays in place)
+ *     DMAs A and B from the registered guest pages into a device scratch
+ *     buffer, computes there and DMAs C back: no host-side copy, reported
+ *     as staged bytes (zero_copy = 0). Pageable-access devices compute in
+ *     place; so does any GEMM whose scratch cannot be allocated.
  *
  * Threads: one context per process-wide device use; calls are serialised
  * on `lock` (one cuBLAS handle and stream).
@@ -45,7 +46,7 @@ typedef struct cuda_ctx {
   pthread_mutex_t lock;
   _Atomic int64_t pinned_bytes;
   enum { STAGE_AUTO, STAGE_NEVER, STAGE_ALWAYS } staging;
-  uint32_t stage_min_dim;
+  uint64_t stage_min_bytes;
   uint8_t *scratch;       /* device memory for staged operands (under lock) */
   size_t scratch_cap;
 } cuda_ctx;
@@ -87,10 +88,10 @@ static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 /* Device buffers for A, B and C of one staged GEMM, or false (compute in
  * place) when the policy says so or the memory is not there. */
 static bool stage_buffers(cuda_ctx *c, uint32_t m, uint32_t n, uint32_t k, float **da, float **db, float **dc) {
-  if (c->pageable || k == 0 || c->staging == STAGE_NEVER ||
-      (c->staging == STAGE_AUTO && (m < c->stage_min_dim || n < c->stage_min_dim)))
-    return false;
   size_t na = align256((size_t)m * k * 4), nb = align256((size_t)k * n * 4), nc = align256((size_t)m * n * 4);
+  if (c->pageable || k == 0 || c->staging == STAGE_NEVER ||
+      (c->staging == STAGE_AUTO && ((uint64_t)m * k + (uint64_t)k * n + (uint64_t)m * n) * 4 < c->stage_min_bytes))
+    return false;
   if (na + nb + nc > c->scratch_cap) {
     cudaFree(c->scratch);
     c->scratch = NULL, c->scratch_cap = 0;
@@ -144,11 +145,11 @@ static void cuda_describe(void *vctx, char *buf, size_t cap) {
   cuda_ctx *c = vctx;
   snprintf(buf, cap,
            "cuda: device %d: %s, compute capability %d.%d, %.1f GiB; pageable memory access: %s "
-           "(guest memory is %s); pinned now: %lld bytes; matmul staging: %s (m, n >= %u)",
+           "(guest memory is %s); pinned now: %lld bytes; matmul staging: %s (operands >= %llu bytes)",
            c->device, c->name, c->cc_major, c->cc_minor, c->total_mem / 1073741824.0, c->pageable ? "yes" : "no",
            c->pageable ? "used as it is" : "registered with cudaHostRegister", (long long)atomic_load(&c->pinned_bytes),
            c->pageable ? "off (pageable access)" : (const char *[]){"auto", "never", "always"}[c->staging],
-           c->stage_min_dim);
+           (unsigned long long)c->stage_min_bytes);
 }
 
 static void cuda_destroy(void *vctx) {
@@ -176,7 +177,7 @@ int64_t dw_backend_cuda_pinned_bytes(const dw_backend *b) {
   return b->ops == &cuda_ops ? atomic_load(&((cuda_ctx *)b->ctx)->pinned_bytes) : 0;
 }
 
-dw_status dw_backend_cuda_set_staging(dw_backend *b, const char *mode, uint32_t min_dim) {
+dw_status dw_backend_cuda_set_staging(dw_backend *b, const char *mode, uint64_t min_bytes) {
   if (b->ops != &cuda_ops) return dw_error_set(DW_ERR_UNSUPPORTED, "staging: not the CUDA backend");
   cuda_ctx *c = b->ctx;
   int s = !strcmp(mode, "auto") ? STAGE_AUTO : !strcmp(mode, "never") ? STAGE_NEVER
@@ -184,7 +185,7 @@ dw_status dw_backend_cuda_set_staging(dw_backend *b, const char *mode, uint32_t 
   if (s < 0) return dw_error_set(DW_ERR_INVALID_ARG, "CUDA staging '%s': choose auto, never or always", mode);
   pthread_mutex_lock(&c->lock);
   c->staging = s;
-  c->stage_min_dim = min_dim ? min_dim : DW_CUDA_STAGE_MIN_DIM;
+  c->stage_min_bytes = min_bytes ? min_bytes : DW_CUDA_STAGE_MIN_BYTES;
   pthread_mutex_unlock(&c->lock);
   return DW_OK;
 }
@@ -238,8 +239,8 @@ dw_status dw_backend_cuda_reg(dw_backend *out) {
   }
   out->ops = &cuda_ops;
   out->ctx = c;
-  const char *mode = getenv("DRIFTWOOD_CUDA_STAGING"), *dim = getenv("DRIFTWOOD_CUDA_STAGE_MIN_DIM");
-  st = dw_backend_cuda_set_staging(out, mode && *mode ? mode : "auto", dim ? (uint32_t)strtoul(dim, NULL, 10) : 0);
+  const char *mode = getenv("DRIFTWOOD_CUDA_STAGING"), *min = getenv("DRIFTWOOD_CUDA_STAGE_MIN_BYTES");
+  st = dw_backend_cuda_set_staging(out, mode && *mode ? mode : "auto", min ? strtoull(min, NULL, 10) : 0);
   if (st != DW_OK) {
     cuda_destroy(c);
     out->ops = NULL, out->ctx = NULL;
