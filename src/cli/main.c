@@ -51,7 +51,15 @@ static void usage(FILE *f) {
           "                            (and driftwood) guests, mapped when first loaded\n"
           "\n"
           "exit status of run: the guest's (0-125); 125 for a guest status outside 0-125;\n"
-          "126 when the module cannot be run; 134 when the guest traps.\n");
+          "126 when the module cannot be run; 134 when the guest traps.\n"
+          "\n"
+          "environment:\n"
+          "  DRIFTWOOD_CACHE           AOT cache directory (see --cache)\n"
+          "  DRIFTWOOD_CC              C compiler for ahead-of-time compilation (default cc)\n"
+          "  DRIFTWOOD_CUDA_STAGING    auto|never|always: whether CUDA matmuls DMA their operands\n"
+          "                            into device memory (auto: from 256 KiB of operands)\n"
+          "  DRIFTWOOD_CUDA_STAGE_MIN_BYTES  auto's threshold in bytes\n"
+          "  DRIFTWOOD_MEM_COW=0       copy snapshot memory on thaw and fork instead of mapping it\n");
 }
 
 typedef struct opts {
