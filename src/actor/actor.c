@@ -186,8 +186,9 @@ static void put_memory(dw_bytes *sec, const dw_mem *mem) {
 
 /* PAGES: u64 size | u32 chunk | u32 n_runs | n_runs x (u32 first, u32 count)
  * | u32 pad | pad zero bytes | the runs' chunks, starting 4 KiB-aligned in
- * the file. Runs bridge gaps of up to `gap` zero chunks; the gap doubles
- * until there are at most MAX_RUNS (each run is one mapping at thaw). */
+ * the file. Runs hold only non-zero chunks unless there would be more than
+ * MAX_RUNS of them (each run is one mapping at thaw): then runs bridge gaps
+ * of up to `gap` zero chunks, the gap doubling until they fit. */
 enum { MAX_RUNS = 256 };
 
 static uint32_t find_runs(const dw_mem *mem, uint64_t gap, uint32_t (*runs)[2]) {
@@ -207,7 +208,7 @@ static uint32_t find_runs(const dw_mem *mem, uint64_t gap, uint32_t (*runs)[2]) 
 
 static void put_pages(dw_bytes *sec, const dw_mem *mem, size_t payload_off) {
   uint32_t runs[MAX_RUNS][2], n;
-  for (uint64_t gap = 2; (n = find_runs(mem, gap, runs)) > MAX_RUNS; gap *= 2) {}
+  for (uint64_t gap = 0; (n = find_runs(mem, gap, runs)) > MAX_RUNS; gap = gap ? gap * 2 : 1) {}
   dw_put_u64(sec, mem ? mem->size : 0);
   dw_put_u32(sec, CHUNK);
   dw_put_u32(sec, n);

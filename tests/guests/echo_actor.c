@@ -1,7 +1,9 @@
 /*
  * echo_actor.c — a minimal actor for the snapshot tests: replies
  * "<n>: <message>" with a counter kept in its memory, traps on "trap",
- * grows its memory on "grow", and keeps a KV session on "llm" messages
+ * grows its memory on "grow", writes a byte into every other 4 KiB page of
+ * 4 MiB on "scatter" (more separate runs of pages than a snapshot maps one
+ * by one) and sums them back on "check", and keeps a KV session on "llm" messages
  * (decoding the message's tokens) so sessions can be checked.
  */
 #include <driftwood.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 
 static int counter;
+static volatile unsigned char *scat;
 static dw_session_t sess;
 static dw_model_t model;
 
@@ -22,6 +25,18 @@ __attribute__((export_name("dw_on_message"))) int32_t dw_on_message(char *msg, u
   if (len == 4 && !memcmp(msg, "grow", 4)) {
     volatile char *big = malloc(4 << 20);
     big[0] = 1, big[(4 << 20) - 1] = 2;
+  }
+  if (len == 7 && !memcmp(msg, "scatter", 7)) {
+    scat = malloc(4 << 20);
+    for (int i = 0; i < 512; i++) scat[i * 8192] = (unsigned char)(i % 255 + 1);
+  }
+  if (len == 5 && !memcmp(msg, "check", 5)) {
+    unsigned sum = 0, nonzero = 0;
+    for (int i = 0; scat && i < (4 << 20); i++) sum += scat[i] * (unsigned)(i + 1), nonzero += scat[i] != 0;
+    int k = snprintf(out, sizeof out, "%d: check %u %u\n", ++counter, sum, nonzero);
+    dw_emit(out, (uint32_t)k);
+    free(msg);
+    return 0;
   }
   if (len > 4 && !memcmp(msg, "llm ", 4)) {
     dw_model_info info;
