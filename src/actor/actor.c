@@ -397,7 +397,7 @@ static dw_status clear_memory(dw_actor *a, uint64_t size, uint32_t pages, dw_mem
   if ((mem ? mem->size : 0) != size)
     return BAD("the snapshot's memory (%llu bytes) does not fit the module's (%llu)", (unsigned long long)size,
                (unsigned long long)(mem ? mem->size : 0));
-  if (mem && madvise(mem->base, mem->size, MADV_DONTNEED) != 0) memset(mem->base, 0, mem->size);
+  if (mem) dw_mem_zero(mem, 0, mem->size);
   *out = mem;
   return DW_OK;
 }

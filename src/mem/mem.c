@@ -263,6 +263,19 @@ dw_status dw_mem_map_file(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64_t 
   return n ? map_private(m, off, n, fd, file_off) : DW_OK;
 }
 
+void dw_mem_zero(dw_mem *m, uint64_t off, uint64_t n) {
+  if (!n || off > m->size || n > m->size - off) return;
+  uint8_t *p = m->base + off;
+  if (m->hooks.pins) {
+    memset(p, 0, n);
+  } else if (m->mapped) { /* dropping file-backed pages would bring the file back */
+    if (mmap(p, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+      memset(p, 0, n);
+  } else if (madvise(p, n, MADV_DONTNEED) != 0) {
+    memset(p, 0, n);
+  }
+}
+
 static bool chunk_zero(const uint8_t *p) {
   const uint64_t *w = (const uint64_t *)p;
   uint64_t acc = 0;

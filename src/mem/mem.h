@@ -87,6 +87,12 @@ DW_HIDDEN dw_status dw_mem_map_file(dw_mem *m, uint64_t off, uint64_t n, int fd,
  * mapped (the caller copies instead). */
 DW_HIDDEN dw_status dw_mem_share(dw_mem *src, dw_mem *dst);
 
+/* Zeroes [off, off + n) (page-aligned, inside the size) as cheaply as the
+ * memory allows: dropped pages (they read back as zeros and cost no
+ * memory), anonymous pages over a file mapping, or memset where the pages
+ * are pinned (dropping them would leave a device seeing the old ones). */
+DW_HIDDEN void dw_mem_zero(dw_mem *m, uint64_t off, uint64_t n);
+
 /* The memory whose reservation starts at base, or NULL. */
 DW_HIDDEN dw_mem *dw_mem_from_base(const void *base);
 /* Whether addr lies inside any live reservation (async-signal-safe). */

@@ -103,6 +103,7 @@ Test(mem, many_memories) {
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static int pattern_file(size_t n) {
@@ -140,7 +141,9 @@ Test(mem, map_file_is_private_and_checked) {
   cr_assert_eq(dw_mem_map_file(m, 8192, 8192, fd, 4096), DW_OK);
   cr_assert(m->mapped);
   cr_assert_eq(m->base[0], 1, "bytes outside the mapped range are kept");
-  for (int i = 0; i < 8192; i++) cr_assert_eq(m->base[8192 + i], (uint8_t)((4096 + i) * 7 + 3));
+  dw_mem_zero(m, 12288, 4096); /* zeroing part of a mapping: zeros, not the file */
+  for (int i = 0; i < 4096; i++) cr_assert_eq(m->base[12288 + i], 0);
+  for (int i = 0; i < 4096; i++) cr_assert_eq(m->base[8192 + i], (uint8_t)((4096 + i) * 7 + 3));
   cr_assert_eq(m->base[16384], 0);
   m->base[8192] = 0xee; /* a write copies the page: the file keeps its byte */
   uint8_t b;
@@ -166,6 +169,19 @@ Test(mem, map_file_is_private_and_checked) {
   dw_mem_hooks h = {&c, on_commit, on_release, true};
   cr_assert_eq(dw_mem_create(1, 2, 0, &h, &m), DW_OK);
   cr_assert_eq(dw_mem_map_file(m, 0, 4096, fd, 0), DW_ERR_UNSUPPORTED);
+  m->base[5] = 7;
+  dw_mem_zero(m, 0, 4096); /* pinned: zeroed in place, the page stays resident */
+  unsigned char res = 0;
+  cr_assert_eq(mincore(m->base, 4096, &res), 0);
+  cr_assert(res & 1, "a pinned page was dropped");
+  cr_assert_eq(m->base[5], 0);
+  dw_mem_destroy(m);
+  cr_assert_eq(dw_mem_create(1, 2, 0, NULL, &m), DW_OK);
+  m->base[5] = 7;
+  dw_mem_zero(m, 0, 4096); /* unpinned: dropped */
+  cr_assert_eq(mincore(m->base, 4096, &res), 0);
+  cr_assert(!(res & 1), "an unpinned page was kept");
+  cr_assert_eq(m->base[5], 0);
   dw_mem_destroy(m);
   setenv("DRIFTWOOD_MEM_COW", "0", 1);
   cr_assert_eq(dw_mem_create(1, 2, 0, NULL, &m), DW_OK);
