@@ -3,14 +3,18 @@
  * growth while registered (operands across the seam), hostile arguments
  * refused before any CUDA call, 16 instances registered concurrently,
  * pinned-memory accounting back to zero (also after a trap), and large
- * GEMMs staged into device memory (exact, and reported). Without a device (or without the
+ * GEMMs staged into device memory (exact, and reported), and actors
+ * thawed or forked on CUDA computing on their restored memory. Without a device (or without the
  * CUDA build) every test reports as skipped.
  */
 #include "harness.h"
 
+#include "driftwood.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #ifdef DW_HAVE_CUDA
 static th T;
@@ -150,6 +154,53 @@ Test(cuda, large_gemms_are_staged_exactly_and_reported, .init = setup, .fini = t
   cr_assert_eq(dw_backend_cuda_set_staging(T.be, "sometimes", 0), DW_ERR_INVALID_ARG);
   cr_assert_eq(dw_backend_cuda_set_staging(T.be, "auto", 0), DW_OK);
   dw_mem_destroy(mem);
+}
+
+/* What an actor replies to msg. */
+static void ask(dw_actor *a, const char *msg, char *buf, size_t cap) {
+  int p[2];
+  cr_assert_eq(pipe(p), 0);
+  int32_t r;
+  cr_assert_eq(dw_actor_send(a, msg, strlen(msg), p[1], &r), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(r, 0);
+  close(p[1]);
+  ssize_t n = read(p[0], buf, cap - 1);
+  buf[n > 0 ? n : 0] = 0;
+  close(p[0]);
+}
+
+/* Thaw and fork write the restored bytes into memory the GPU has pinned:
+ * the pages must stay the ones registered (dropping or remapping them
+ * would leave the GPU computing on the old ones). */
+Test(cuda, thawed_and_forked_actors_compute_on_restored_memory) {
+  dw_runtime_config rc = {.backend = "cuda", .threads = 1};
+  dw_runtime *rt;
+  if (dw_runtime_create(&rc, &rt) != DW_OK) cr_skip_test("no CUDA device: %s", dw_last_error());
+  dw_module *m;
+  cr_assert_eq(dw_module_load(rt, GUEST("mm_actor"), &m, NULL), DW_OK, "%s", dw_last_error());
+  dw_actor *a, *t, *f;
+  char before[128], after[128];
+  cr_assert_eq(dw_actor_spawn(m, &a), DW_OK, "%s", dw_last_error());
+  ask(a, "fill", before, sizeof before);
+  ask(a, "mm", before, sizeof before);
+  cr_assert(!strncmp(before, "mm 0 ", 5) && strcmp(before, "mm 0 0.0\n"), "%s", before);
+  char path[] = "/tmp/dw-cuda-actor-XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert(fd >= 0);
+  close(fd);
+  cr_assert_eq(dw_actor_freeze_file(a, 0, path), DW_OK, "%s", dw_last_error());
+  dw_thaw_report rep;
+  cr_assert_eq(dw_actor_thaw_file(rt, m, path, &t, &rep), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(rep.memory_mapped, 0, "pinned memory is copied, not mapped");
+  ask(t, "mm", after, sizeof after);
+  cr_assert_str_eq(after, before, "the thawed actor's GPU matmul saw other bytes");
+  cr_assert_eq(dw_actor_fork(a, &f), DW_OK, "%s", dw_last_error());
+  ask(f, "mm", after, sizeof after);
+  cr_assert_str_eq(after, before, "the forked actor's GPU matmul saw other bytes");
+  dw_actor_destroy(a), dw_actor_destroy(t), dw_actor_destroy(f);
+  unlink(path);
+  dw_module_destroy(m);
+  dw_runtime_destroy(rt);
 }
 
 typedef struct job {
