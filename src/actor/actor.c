@@ -43,7 +43,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { CHUNK = 4096 };
+enum { CHUNK = DW_MEM_SMALL_PAGE };
 
 struct dw_actor {
   dw_runtime *rt;        /* borrowed */
@@ -166,22 +166,17 @@ dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, in
 
 /* ---- freeze ---------------------------------------------------------------------- */
 
-static bool chunk_zero(const uint8_t *p) {
-  static const uint8_t zero[CHUNK];
-  return memcmp(p, zero, CHUNK) == 0;
-}
-
 static void put_memory(dw_bytes *sec, const dw_mem *mem) {
   uint64_t size = mem ? mem->size : 0, n_chunks = size / CHUNK;
   uint32_t present = 0;
-  for (uint64_t c = 0; c < n_chunks; c++) present += !chunk_zero(mem->base + c * CHUNK);
+  for (uint64_t c = 0; c < n_chunks; c++) present += !dw_mem_page_is_zero(mem->base + c * CHUNK);
   dw_put_u64(sec, size);
   dw_put_u32(sec, CHUNK);
   dw_put_u32(sec, present);
   for (uint64_t c = 0; c < n_chunks; c++)
-    if (!chunk_zero(mem->base + c * CHUNK)) dw_put_u32(sec, (uint32_t)c);
+    if (!dw_mem_page_is_zero(mem->base + c * CHUNK)) dw_put_u32(sec, (uint32_t)c);
   for (uint64_t c = 0; c < n_chunks; c++)
-    if (!chunk_zero(mem->base + c * CHUNK)) dw_put(sec, mem->base + c * CHUNK, CHUNK);
+    if (!dw_mem_page_is_zero(mem->base + c * CHUNK)) dw_put(sec, mem->base + c * CHUNK, CHUNK);
 }
 
 /* PAGES: u64 size | u32 chunk | u32 n_runs | n_runs x (u32 first, u32 count)
@@ -195,7 +190,7 @@ static uint32_t find_runs(const dw_mem *mem, uint64_t gap, uint32_t (*runs)[2]) 
   uint64_t n_chunks = mem ? mem->size / CHUNK : 0;
   uint32_t n = 0;
   for (uint64_t c = 0; c < n_chunks; c++) {
-    if (chunk_zero(mem->base + c * CHUNK)) continue;
+    if (dw_mem_page_is_zero(mem->base + c * CHUNK)) continue;
     if (n && c - (runs[n - 1][0] + runs[n - 1][1]) <= gap) {
       runs[n - 1][1] = (uint32_t)(c + 1 - runs[n - 1][0]);
     } else {
@@ -391,6 +386,7 @@ static dw_status load_embedded(dw_runtime *rt, const dw_snap_sec *sec, dw_module
  * data segments go; dropped pages read back as zeros, so an idle thawed
  * actor's resident memory is what the snapshot holds). */
 static dw_status clear_memory(dw_actor *a, uint64_t size, uint32_t pages, dw_mem **out) {
+  *out = NULL;
   dw_status st = dw_instance_grow_to(a->inst, pages);
   if (st) return st;
   dw_mem *mem = dw_instance_memory(a->inst);
@@ -457,7 +453,7 @@ static dw_status restore_pages(dw_actor *a, const dw_snap_sec *sec, uint32_t pag
     total += count;
   }
   if (total * CHUNK != (uint64_t)(r.end - r.p)) return BAD("the pages section's data has the wrong length");
-  dw_mem *mem;
+  dw_mem *mem = NULL; /* NULL only for a module without memory: then n == 0 */
   dw_status st = clear_memory(a, size, pages, &mem);
   if (st) return st;
   const uint8_t *data = r.p;

@@ -239,7 +239,6 @@ bool dw_mem_can_map(const dw_mem *m) {
   return m && !m->hooks.pins && !(e && strcmp(e, "0") == 0);
 }
 
-enum { MAP_GRAIN = 4096 };
 
 static dw_status map_private(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64_t file_off) {
   void *tmp = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, (off_t)file_off);
@@ -256,7 +255,7 @@ static dw_status map_private(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64
 
 dw_status dw_mem_map_file(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64_t file_off) {
   if (!dw_mem_can_map(m)) return DW_ERR_UNSUPPORTED;
-  if (off % MAP_GRAIN || n % MAP_GRAIN || file_off % MAP_GRAIN || off > m->size || n > m->size - off)
+  if (off % DW_MEM_SMALL_PAGE || n % DW_MEM_SMALL_PAGE || file_off % DW_MEM_SMALL_PAGE || off > m->size || n > m->size - off)
     return dw_error_set(DW_ERR_INVALID_ARG, "map_file: range %llu+%llu (file %llu) is not 4 KiB-aligned "
                         "inside the memory", (unsigned long long)off, (unsigned long long)n,
                         (unsigned long long)file_off);
@@ -276,11 +275,9 @@ void dw_mem_zero(dw_mem *m, uint64_t off, uint64_t n) {
   }
 }
 
-static bool chunk_zero(const uint8_t *p) {
-  const uint64_t *w = (const uint64_t *)p;
-  uint64_t acc = 0;
-  for (int i = 0; i < MAP_GRAIN / 8; i++) acc |= w[i];
-  return acc == 0;
+bool dw_mem_page_is_zero(const uint8_t *p) {
+  static const uint8_t zero[DW_MEM_SMALL_PAGE];
+  return memcmp(p, zero, DW_MEM_SMALL_PAGE) == 0;
 }
 
 dw_status dw_mem_share(dw_mem *src, dw_mem *dst) {
@@ -300,8 +297,8 @@ dw_status dw_mem_share(dw_mem *src, dw_mem *dst) {
                       strerror(errno));
   } else {
     /* zero chunks stay holes: they cost nothing and read as zeros */
-    for (uint64_t o = 0; o < size; o += MAP_GRAIN)
-      if (!chunk_zero(src->base + o)) memcpy(w + o, src->base + o, MAP_GRAIN);
+    for (uint64_t o = 0; o < size; o += DW_MEM_SMALL_PAGE)
+      if (!dw_mem_page_is_zero(src->base + o)) memcpy(w + o, src->base + o, DW_MEM_SMALL_PAGE);
     munmap(w, size);
     /* dst first: if src's mapping then fails, src is untouched */
     if (!(st = map_private(dst, 0, size, fd, 0))) st = map_private(src, 0, size, fd, 0);

@@ -34,6 +34,7 @@
 #define DW_MEM_PAGE (64u * 1024u)
 #define DW_MEM_MAX_PAGES 65535u
 #define DW_MEM_RESERVE (8ull << 30)
+#define DW_MEM_SMALL_PAGE 4096u /* the OS page: the grain of mappings and snapshots */
 
 /* Called after a range becomes accessible / before it is unmapped. A commit
  * hook failure makes the grow fail and leaves the memory unchanged. */
@@ -87,6 +88,8 @@ DW_HIDDEN dw_status dw_mem_map_file(dw_mem *m, uint64_t off, uint64_t n, int fd,
  * mapped (the caller copies instead). */
 DW_HIDDEN dw_status dw_mem_share(dw_mem *src, dw_mem *dst);
 
+/* Whether the DW_MEM_SMALL_PAGE bytes at p are all zero. */
+DW_HIDDEN bool dw_mem_page_is_zero(const uint8_t *p);
 /* Zeroes [off, off + n) (page-aligned, inside the size) as cheaply as the
  * memory allows: dropped pages (they read back as zeros and cost no
  * memory), anonymous pages over a file mapping, or memset where the pages
