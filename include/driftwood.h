@@ -69,6 +69,10 @@ typedef struct dw_runtime_config {
                             $XDG_CACHE_HOME/driftwood, then ~/.cache/driftwood */
   bool progress;         /* print compile progress on stderr if it is a tty */
   int threads;           /* backend worker threads; 0 = one per core */
+  uint64_t time_limit_ms; /* each call into a guest (a command's run, an
+                             actor's message) traps after this long; time
+                             in host calls counts, but the trap waits for
+                             the guest's own code. 0 = no limit */
 } dw_runtime_config;
 
 DW_API dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out);

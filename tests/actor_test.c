@@ -137,6 +137,17 @@ Test(actor, a_crash_at_any_write_step_keeps_the_previous_snapshot) {
   cr_assert_str_eq(out, "9: end\n");
 }
 
+Test(actor, a_message_past_the_timeout_traps_and_the_snapshot_stays, .timeout = 120) {
+  cr_assert_eq(sh(DW " actor spawn --module " ECHO " --state %s/s.dws && " DW " actor send --state %s/s.dws one",
+                  dir, dir), 0, "%s", out);
+  cr_assert_eq(sh("cp %s/s.dws %s/before.dws", dir, dir), 0);
+  cr_assert_eq(sh(DW " actor send --timeout 0.5 --state %s/s.dws two spin three", dir), 134, "%s", out);
+  cr_assert(strstr(out, "2: two") && strstr(out, "time limit exceeded") && !strstr(out, "three"), "%s", out);
+  cr_assert_eq(sh("cmp %s/s.dws %s/before.dws", dir, dir), 0, "the snapshot changed: %s", out);
+  cr_assert_eq(sh(DW " actor send --timeout 30 --state %s/s.dws two", dir), 0, "%s", out);
+  cr_assert_str_eq(out, "2: two\n");
+}
+
 /* ---- the embedding API and hostile snapshots ---- */
 
 static dw_runtime *RT;

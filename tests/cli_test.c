@@ -106,6 +106,18 @@ Test(cli, directory_escapes_are_refused, .init = make_tree, .fini = remove_tree)
   cr_assert(strncmp(out, "denied", 6) == 0, "%s", out);
 }
 
+Test(cli, timeout_ends_a_guest_that_never_returns, .timeout = 120) {
+  cr_assert_eq(sh(DW " run --timeout 0.3 " DW_TEST_GUESTS "/spin.wasm"), 134, "%s", out);
+  cr_assert(strstr(out, "time limit exceeded"), "%s", out);
+  cr_assert_eq(sh(DW " run --timeout 300ms " DW_TEST_GUESTS "/spin.wasm"), 134, "%s", out);
+  cr_assert_eq(sh(DW " run --timeout 0 " DW_TEST_GUESTS "/spin.wasm"), 126, "%s", out);
+  cr_assert(strstr(out, "--timeout"), "%s", out);
+  cr_assert_eq(sh(DW " run --timeout soon " DW_TEST_GUESTS "/spin.wasm"), 126, "%s", out);
+  /* a guest that finishes in time is not affected */
+  cr_assert_eq(sh(DW " run --timeout 30 " DW_TEST_GUESTS "/trap_start.wasm"), 134, "%s", out);
+  cr_assert(strstr(out, "integer divide by zero"), "%s", out);
+}
+
 Test(cli, traps_and_refused_modules) {
   cr_assert_eq(sh(DW " run " DW_TEST_GUESTS "/trap_start.wasm"), 134, "%s", out);
   cr_assert(strstr(out, "integer divide by zero"), "%s", out);

@@ -4,6 +4,7 @@
  * many instances on many threads, malformed modules and the AOT cache.
  */
 #include "harness.h"
+#include "wasm/rt.h"
 
 #include <wasm-rt.h>
 
@@ -11,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 static th T;
@@ -75,6 +77,58 @@ Test(traps, wrong_export_or_signature) {
 }
 
 TestSuite(memory, .init = setup, .fini = teardown);
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* One instance of traps.wat with a time limit: calls `name`, which must
+ * end in a time trap after about the limit, then checks the instance still
+ * works. Returns NULL, or what went wrong (runs on other threads too). */
+static void *spin_until_limit(void *name) {
+  static _Thread_local char why[256];
+  dw_instance_config ic = {.time_limit_ms = 200};
+  ic.ctx[DW_SLOT_DRIFTWOOD] = &T.abi;
+  dw_instance *inst;
+  if (dw_instance_create(T.mod, &ic, &inst) != DW_OK) return "instantiate";
+  dw_call_result r;
+  double t0 = now_s();
+  dw_status st = dw_instance_call(inst, name, "v:", NULL, &r);
+  double dt = now_s() - t0;
+  uint64_t a[1] = {10};
+  why[0] = 0;
+  if (st != DW_ERR_TRAP || r.trap != DW_UNWIND_DEADLINE || !strstr(dw_last_error(), "time limit exceeded (200 ms)"))
+    snprintf(why, sizeof why, "%s: status %d, trap %d: %s", (const char *)name, st, r.trap, dw_last_error());
+  else if (dt < 0.19 || dt > 5)
+    snprintf(why, sizeof why, "%s trapped after %.3f s", (const char *)name, dt);
+  else if (dw_instance_call(inst, "sumsq", "i:i", a, &r) != DW_OK || r.value != 285)
+    snprintf(why, sizeof why, "the instance does not work after a time trap");
+  usleep(300 * 1000); /* a timer left armed would fire here */
+  dw_instance_destroy(inst);
+  return why[0] ? why : NULL;
+}
+
+Test(traps, time_limit_ends_a_spinning_guest, .timeout = 60) {
+  const char *why = spin_until_limit("spin");
+  cr_assert_null(why, "%s", why);
+  /* most interrupts land in memset (host code): the trap waits for guest code */
+  why = spin_until_limit("spin_fill");
+  cr_assert_null(why, "%s", why);
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, spin_until_limit, i % 2 ? "spin" : "spin_fill");
+  for (int i = 0; i < 4; i++) {
+    void *w;
+    pthread_join(t[i], &w);
+    cr_expect_null(w, "thread %d: %s", i, (const char *)w);
+  }
+  /* without a limit nothing changes */
+  dw_call_result r;
+  uint64_t a[1] = {4};
+  cr_assert_eq(dw_instance_call(T.inst, "sumsq", "i:i", a, &r), DW_OK);
+  cr_assert_eq(r.value, 14);
+}
 
 Test(memory, grow_commits_and_keeps_base) {
   dw_call_result r;

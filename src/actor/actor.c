@@ -79,7 +79,7 @@ static dw_status actor_new(dw_module *m, dw_actor **out) {
   dw_abi_init(&a->abi, m->rt->backend, 1);
   a->abi.reg = &m->rt->models;
   a->abi.pool = m->rt->pool;
-  dw_instance_config ic = {.hooks = dw_rt_hooks(m->rt)};
+  dw_instance_config ic = {.hooks = dw_rt_hooks(m->rt), .time_limit_ms = m->rt->time_limit_ms};
   ic.ctx[DW_SLOT_WASI] = a->wasi;
   ic.ctx[DW_SLOT_DRIFTWOOD] = &a->abi;
   ic.ctx[DW_SLOT_NN] = a->nn;

@@ -16,6 +16,7 @@ struct dw_runtime {
   char *cache_dir;          /* owned, may be NULL */
   dw_host_set hosts;
   dw_registry models;       /* models guests may open */
+  uint64_t time_limit_ms;   /* per guest call; 0 = none */
 };
 
 struct dw_module {

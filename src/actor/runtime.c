@@ -39,6 +39,7 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   }
   rt->wcfg.cache_dir = rt->cache_dir;
   rt->wcfg.progress = cfg->progress;
+  rt->time_limit_ms = cfg->time_limit_ms;
   dw_registry_init(&rt->models);
   rt->hosts.tables = host_tables;
   rt->hosts.n_tables = 4;
@@ -128,7 +129,7 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
   if ((st = dw_nn_create(&m->rt->models, m->rt->pool, cfg->stdout_fd, &nn)) != DW_OK) goto done;
   abi.pool = m->rt->pool;
   dw_instance_config ic = {.max_memory_bytes = cfg->max_memory_bytes,
-                           .hooks = dw_rt_hooks(m->rt)};
+                           .hooks = dw_rt_hooks(m->rt), .time_limit_ms = m->rt->time_limit_ms};
   ic.ctx[DW_SLOT_WASI] = wasi;
   ic.ctx[DW_SLOT_DRIFTWOOD] = &abi;
   ic.ctx[DW_SLOT_NN] = nn;

@@ -15,7 +15,8 @@ static void actor_usage(void) {
           "       driftwood actor send --state S.dws [--module M.wasm] [--model NAME=PATH]... MESSAGE...\n"
           "       driftwood actor fork --state S.dws --to T.dws\n"
           "       driftwood actor inspect S.dws\n"
-          "common options: --threads N, --cache DIR, --nn-preload A:GGML:TARGET:PATH\n"
+          "common options: --threads N, --cache DIR, --nn-preload A:GGML:TARGET:PATH, --timeout SECONDS\n"
+          "  (--timeout: a message whose handling runs longer traps; the snapshot stays as it was)\n"
           "snapshot memory: stored raw and page-aligned, so a thaw maps it copy-on-write; --compress-memory\n"
           "  stores it zstd-compressed instead (smaller files, thaw copies). send and fork keep the snapshot's\n"
           "  choice unless --compress-memory is given.\n");
@@ -26,6 +27,7 @@ typedef struct aopts {
   const char **models, **preloads, **msgs;
   int n_models, n_preloads, n_msgs, threads;
   int no_embed, compress;
+  unsigned long long timeout_ms;
 } aopts;
 
 static int parse(int argc, char **argv, aopts *o) {
@@ -43,6 +45,9 @@ static int parse(int argc, char **argv, aopts *o) {
     else if (!strcmp(a, "--model") && has) o->models[o->n_models++] = argv[++i];
     else if (!strcmp(a, "--nn-preload") && has) o->preloads[o->n_preloads++] = argv[++i];
     else if (!strcmp(a, "--threads") && has) o->threads = atoi(argv[++i]);
+    else if (!strcmp(a, "--timeout") && has) {
+      if (!dw_cli_parse_timeout(argv[++i], &o->timeout_ms)) return 0;
+    }
     else if (!strcmp(a, "--no-embed-module")) o->no_embed = 1;
     else if (!strcmp(a, "--compress-memory")) o->compress = 1;
     else if (!strcmp(a, "--")) {
@@ -56,7 +61,8 @@ static int parse(int argc, char **argv, aopts *o) {
 }
 
 static dw_runtime *runtime(const aopts *o) {
-  dw_runtime_config rc = {.backend = "cpu", .cache_dir = o->cache, .progress = true, .threads = o->threads};
+  dw_runtime_config rc = {.backend = "cpu", .cache_dir = o->cache, .progress = true, .threads = o->threads,
+                          .time_limit_ms = o->timeout_ms};
   dw_runtime *rt;
   if (dw_runtime_create(&rc, &rt)) return NULL;
   for (int i = 0; i < o->n_models; i++) {

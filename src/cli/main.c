@@ -44,6 +44,7 @@ static void usage(FILE *f) {
           "  --cache DIR               AOT cache (default $DRIFTWOOD_CACHE, then\n"
           "                            $XDG_CACHE_HOME/driftwood, then ~/.cache/driftwood)\n"
           "  --threads N               worker threads (default: one per core)\n"
+          "  --timeout SECONDS         trap the guest once it has run this long (e.g. 2, 0.5, 1500ms)\n"
           "  --model NAME=PATH         register a GGUF model guests open by NAME (repeatable;\n"
           "                            an empty name in model_open means the first one)\n"
           "  --nn-preload A:GGML:TARGET:PATH\n"
@@ -74,8 +75,22 @@ typedef struct opts {
   int n_preloads;
   uint64_t max_memory;
   int threads;
+  unsigned long long timeout_ms;
   int first_arg; /* index in argv of the module */
 } opts;
+
+int dw_cli_parse_timeout(const char *text, unsigned long long *ms) {
+  char *end;
+  double v = strtod(text, &end);
+  double scale = !strcmp(end, "ms") ? 1 : (!*end || !strcmp(end, "s")) ? 1000 : -1;
+  if (end == text || scale < 0 || !(v > 0) || v * scale > 1e12) {
+    fprintf(stderr, "driftwood: --timeout '%s': give seconds (2, 0.5, 2s) or milliseconds (1500ms)\n", text);
+    return 0;
+  }
+  *ms = (unsigned long long)(v * scale + 0.5);
+  if (*ms == 0) *ms = 1;
+  return 1;
+}
 
 static int need(int i, int argc, const char *flag) {
   if (i + 1 >= argc) {
@@ -161,6 +176,8 @@ static int parse(int argc, char **argv, int start, opts *o, int allow_run_opts) 
         fprintf(stderr, "driftwood: --max-memory: %s\n", dw_last_error());
         return 0;
       }
+    } else if (allow_run_opts && !strcmp(a, "--timeout")) {
+      if (!need(i, argc, a) || !dw_cli_parse_timeout(argv[++i], &o->timeout_ms)) return 0;
     } else if (allow_run_opts && !strcmp(a, "--threads")) {
       if (!need(i, argc, a)) return 0;
       o->threads = atoi(argv[++i]);
@@ -187,7 +204,8 @@ static int cmd_run(int argc, char **argv) {
     free(o.preloads);
     return EXIT_CANNOT_RUN;
   }
-  dw_runtime_config rc = {.backend = o.backend, .cache_dir = o.cache, .progress = true, .threads = o.threads};
+  dw_runtime_config rc = {.backend = o.backend, .cache_dir = o.cache, .progress = true, .threads = o.threads,
+                          .time_limit_ms = o.timeout_ms};
   dw_runtime *rt = NULL;
   dw_module *m = NULL;
   int code = EXIT_CANNOT_RUN;

@@ -14,6 +14,7 @@
  *  3. The bytes compiled are the bytes hashed (copied into the temp dir).
  */
 #define _GNU_SOURCE
+#include "wasm/rt.h"
 #include "wasm/w2c.h"
 
 #include <dirent.h>
@@ -256,6 +257,7 @@ dw_status dw_wasm_module_load(const char *path, const dw_wasm_config *cfg, const
   st = resolve_imports(m, hosts);
   if (st != DW_OK) goto fail;
   free(bytes);
+  dw_rt_code_add(m->desc, m);
   m->desc->init_module();
   *out = m;
   return DW_OK;
@@ -267,6 +269,7 @@ fail:
 
 void dw_wasm_module_destroy(dw_wasm_module *m) {
   if (!m) return;
+  dw_rt_code_remove(m);
   if (m->dl) dlclose(m->dl);
   free(m->imports);
   free(m);
@@ -286,6 +289,7 @@ struct dw_instance {
   void *w2c;                /* owned: the wasm2c instance struct */
   dw_mem *mem;              /* the instance's memory (owned through w2c), or NULL */
   bool live;                /* instantiate completed: free_instance is safe */
+  uint64_t time_limit_ms;   /* per outermost call; 0 = none */
 };
 
 static const dw_w2c_export *find_export(const dw_wasm_module *m, const char *name) {
@@ -316,11 +320,12 @@ dw_status dw_instance_create(dw_wasm_module *m, const dw_instance_config *cfg, d
   inst->imports = m->imports;
   inst->module = m;
   if (cfg) memcpy(inst->ctx, cfg->ctx, sizeof inst->ctx);
+  inst->time_limit_ms = cfg ? cfg->time_limit_ms : 0;
   dw_rt_alloc_ctx actx = {.limit_bytes = cfg ? cfg->max_memory_bytes : 0};
   if (cfg) actx.hooks = cfg->hooks;
   dw_rt_set_alloc_ctx(&actx);
   dw_call_result res;
-  dw_status st = dw_rt_guard(do_instantiate, inst, &res);
+  dw_status st = dw_rt_guard(do_instantiate, inst, cfg ? cfg->time_limit_ms : 0, &res);
   dw_rt_set_alloc_ctx(NULL);
   if (st == DW_OK && res.outcome == DW_EXITED)
     st = dw_error_set(DW_ERR_TRAP, "guest exited (status %d) during instantiation", res.exit_code);
@@ -405,7 +410,7 @@ dw_status dw_instance_call(dw_instance *inst, const char *name, const char *sig,
     return dw_error_set(DW_ERR_INVALID_ARG, "export '%s' has signature %s, expected %s", name, e->sig, sig);
   static const uint64_t none[1];
   call_args c = {inst, e, args ? args : none, 0};
-  dw_status st = dw_rt_guard(do_call, &c, res);
+  dw_status st = dw_rt_guard(do_call, &c, inst->time_limit_ms, res);
   res->value = c.value;
   return st;
 }

@@ -15,6 +15,13 @@
  *     stack overflow can still be handled.
  *  4. The function-type registry is global (types compare by index across
  *     modules) and locked.
+ *  5. Time limits: an outermost guarded call with a limit arms a one-shot
+ *     per-thread timer (SIGEV_THREAD_ID). When it fires, the call is ended
+ *     with a trap only if the thread was interrupted inside compiled guest
+ *     code (a registered code range): there it holds no host lock and owns
+ *     no host allocation. Inside host code (an import, the runtime, libc)
+ *     the timer is re-armed for 1 ms, so the trap lands once the guest is
+ *     back in its own code. Unsupported architectures never trap for time.
  */
 #define _GNU_SOURCE
 #include "wasm/rt.h"
@@ -27,8 +34,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <link.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #if WASM_RT_USE_STACK_DEPTH_COUNT || !WASM_RT_MEMCHECK_SIGNAL_HANDLER
 #error "Driftwood's runtime expects wasm2c's signal-handler bounds checks"
@@ -47,6 +59,9 @@ typedef struct rt_tls {
   uintptr_t stack_lo;                   /* lowest usable stack address */
   void *alt_stack;                      /* owned, when we installed it */
   const dw_rt_alloc_ctx *alloc;
+  bool has_timer;
+  timer_t timer;                        /* fires DEADLINE_SIG at this thread */
+  volatile sig_atomic_t deadline_armed;
   uint32_t exc_tag, exc_size;
   uint8_t exc[MAX_EXCEPTION_BYTES];
 } rt_tls;
@@ -80,8 +95,108 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
   chain(sig, si, uc);
 }
 
+/* ---- code ranges and time limits ----------------------------------------- */
+
+#define N_CODE 4096
+static struct {
+  _Atomic(uintptr_t) lo, hi;
+  const void *key;
+} code[N_CODE];
+static _Atomic int code_hwm;
+static pthread_mutex_t code_lock = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct find_ctx {
+  uintptr_t addr;
+  const void *key;
+} find_ctx;
+
+/* dl_iterate_phdr callback: in the object whose loaded segments contain
+ * f->addr, registers every executable segment. */
+static int add_segments(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  find_ctx *f = arg;
+  bool mine = false;
+  for (int i = 0; i < info->dlpi_phnum && !mine; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+    mine = ph->p_type == PT_LOAD && f->addr >= lo && f->addr < lo + ph->p_memsz;
+  }
+  if (!mine) return 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+    for (int k = 0; k < N_CODE; k++) {
+      if (atomic_load_explicit(&code[k].hi, memory_order_relaxed)) continue;
+      code[k].key = f->key;
+      atomic_store_explicit(&code[k].lo, info->dlpi_addr + ph->p_vaddr, memory_order_relaxed);
+      atomic_store_explicit(&code[k].hi, info->dlpi_addr + ph->p_vaddr + ph->p_memsz, memory_order_release);
+      if (k >= atomic_load(&code_hwm)) atomic_store(&code_hwm, k + 1);
+      break;
+    }
+  }
+  return 1;
+}
+
+void dw_rt_code_add(const void *any_symbol, const void *key) {
+  pthread_mutex_lock(&code_lock);
+  find_ctx f = {(uintptr_t)any_symbol, key};
+  dl_iterate_phdr(add_segments, &f);
+  pthread_mutex_unlock(&code_lock);
+}
+
+void dw_rt_code_remove(const void *key) {
+  pthread_mutex_lock(&code_lock);
+  for (int k = 0, n = atomic_load(&code_hwm); k < n; k++)
+    if (code[k].key == key) {
+      atomic_store_explicit(&code[k].hi, 0, memory_order_release);
+      atomic_store_explicit(&code[k].lo, 0, memory_order_relaxed);
+      code[k].key = NULL;
+    }
+  pthread_mutex_unlock(&code_lock);
+}
+
+static bool in_guest_code(uintptr_t pc) {
+  for (int k = 0, n = atomic_load_explicit(&code_hwm, memory_order_acquire); k < n; k++) {
+    uintptr_t hi = atomic_load_explicit(&code[k].hi, memory_order_acquire);
+    if (hi && pc >= atomic_load_explicit(&code[k].lo, memory_order_relaxed) && pc < hi) return true;
+  }
+  return false;
+}
+
+static uintptr_t interrupted_pc(const void *uc) {
+#if defined(__x86_64__)
+  return (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+  return (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.pc;
+#else
+  (void)uc;
+  return 0; /* never "in guest code": no time traps */
+#endif
+}
+
+#define DEADLINE_SIG (SIGRTMIN + 4)
+
+static void arm(uint64_t ns) {
+  struct itimerspec it = {{0, 0}, {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)}};
+  timer_settime(tls.timer, 0, &it, NULL);
+}
+
+static void on_deadline(int sig, siginfo_t *si, void *uc) {
+  (void)sig, (void)si;
+  if (!tls.deadline_armed || !tls.trap_target) return;
+  if (in_guest_code(interrupted_pc(uc))) {
+    tls.deadline_armed = 0;
+    siglongjmp(*tls.trap_target, DW_UNWIND_DEADLINE);
+  }
+  arm(1000000); /* in host code: try again in 1 ms */
+}
+
 static void thread_exit(void *p) {
   (void)p;
+  if (tls.has_timer) {
+    timer_delete(tls.timer);
+    tls.has_timer = false;
+  }
   if (tls.alt_stack) {
     stack_t off = {.ss_flags = SS_DISABLE};
     sigaltstack(&off, NULL);
@@ -98,6 +213,12 @@ static void install(void) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGSEGV, &sa, &prev_segv);
   sigaction(SIGBUS, &sa, &prev_bus);
+  struct sigaction dl;
+  memset(&dl, 0, sizeof dl);
+  dl.sa_sigaction = on_deadline;
+  dl.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+  sigemptyset(&dl.sa_mask);
+  sigaction(DEADLINE_SIG, &dl, NULL);
   pthread_key_create(&thread_key, thread_exit);
 }
 
@@ -131,22 +252,43 @@ static void thread_prepare(void) {
 
 /* ---- guarded calls ----------------------------------------------------- */
 
-dw_status dw_rt_guard(void (*body)(void *), void *arg, dw_call_result *res) {
+static bool thread_timer(void) {
+  if (tls.has_timer) return true;
+  struct sigevent ev;
+  memset(&ev, 0, sizeof ev);
+  ev.sigev_notify = SIGEV_THREAD_ID;
+  ev.sigev_signo = DEADLINE_SIG;
+  ev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+  if (timer_create(CLOCK_MONOTONIC, &ev, &tls.timer) != 0) return false;
+  tls.has_timer = true;
+  pthread_setspecific(thread_key, &tls); /* deleted at thread exit */
+  return true;
+}
+
+dw_status dw_rt_guard(void (*body)(void *), void *arg, uint64_t limit_ms, dw_call_result *res) {
   thread_prepare();
   WASM_RT_UNWIND_TARGET buf;
   WASM_RT_UNWIND_TARGET *volatile prev_trap = tls.trap_target;
   WASM_RT_UNWIND_TARGET *volatile prev_unwind = tls.unwind_target;
+  /* only the outermost guarded call keeps time */
+  volatile bool timed = limit_ms && !prev_trap && thread_timer();
   memset(res, 0, sizeof *res);
   int code = WASM_RT_SETJMP(buf);
   if (code == 0) {
     tls.trap_target = &buf;
     tls.unwind_target = &buf;
+    if (timed) {
+      tls.deadline_armed = 1;
+      arm(limit_ms * 1000000u);
+    }
     body(arg);
+    if (timed) tls.deadline_armed = 0, arm(0);
     tls.trap_target = prev_trap;
     tls.unwind_target = prev_unwind;
     res->outcome = DW_RAN;
     return DW_OK;
   }
+  if (timed) tls.deadline_armed = 0, arm(0);
   tls.trap_target = prev_trap;
   tls.unwind_target = prev_unwind;
   if (code == DW_UNWIND_EXIT) {
@@ -157,6 +299,8 @@ dw_status dw_rt_guard(void (*body)(void *), void *arg, dw_call_result *res) {
   if (code == DW_UNWIND_HOSTERR) return tls.host_status;
   res->outcome = DW_TRAPPED;
   res->trap = code;
+  if (code == DW_UNWIND_DEADLINE)
+    return dw_error_set(DW_ERR_TRAP, "wasm trap: %s (%llu ms)", dw_trap_str(code), (unsigned long long)limit_ms);
   return dw_error_set(DW_ERR_TRAP, "wasm trap: %s", dw_trap_str(code));
 }
 
@@ -189,6 +333,7 @@ const char *dw_trap_str(int trap) {
   case WASM_RT_TRAP_CALL_INDIRECT: return "indirect call type mismatch or null";
   case WASM_RT_TRAP_UNCAUGHT_EXCEPTION: return "uncaught exception";
   case WASM_RT_TRAP_EXHAUSTION: return "call stack exhausted";
+  case DW_UNWIND_DEADLINE: return "time limit exceeded";
   }
   return "unknown trap";
 }

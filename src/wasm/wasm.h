@@ -66,6 +66,8 @@ typedef struct dw_instance_config {
   uint64_t max_memory_bytes;  /* 0: only the module's maximum */
   dw_mem_hooks hooks;         /* commit/release of memory ranges */
   void *ctx[DW_N_SLOTS];      /* borrowed: per-host-module state */
+  uint64_t time_limit_ms;     /* each call (and instantiation) traps after
+                                 this long in guest code; 0 = no limit */
 } dw_instance_config;
 
 typedef enum dw_outcome {

@@ -1,7 +1,7 @@
 /*
  * echo_actor.c — a minimal actor for the snapshot tests: replies
  * "<n>: <message>" with a counter kept in its memory, traps on "trap",
- * grows its memory on "grow", writes a byte into every other 4 KiB page of
+ * grows its memory on "grow", never returns from "spin", writes a byte into every other 4 KiB page of
  * 4 MiB on "scatter" (more separate runs of pages than a snapshot maps one
  * by one) and sums them back on "check", and keeps a KV session on "llm" messages
  * (decoding the message's tokens) so sessions can be checked.
@@ -22,6 +22,8 @@ __attribute__((export_name("dw_alloc"))) void *dw_alloc(uint32_t len) { return m
 __attribute__((export_name("dw_on_message"))) int32_t dw_on_message(char *msg, uint32_t len) {
   char out[512];
   if (len == 4 && !memcmp(msg, "trap", 4)) __builtin_trap();
+  if (len == 4 && !memcmp(msg, "spin", 4))
+    for (volatile int i = 0;; i++) counter += i & 1;
   if (len == 4 && !memcmp(msg, "grow", 4)) {
     volatile char *big = malloc(4 << 20);
     big[0] = 1, big[(4 << 20) - 1] = 2;

@@ -26,6 +26,8 @@
              (call $rec (i32.add (local.get 0) (i32.const 2)))))
   (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
   (func (export "size") (result i32) memory.size)
+  (func (export "spin") (loop $l (br $l)))
+  (func (export "spin_fill") (loop $l (memory.fill (i32.const 0) (i32.const 0) (i32.const 65536)) (br $l)))
   (func (export "store") (param i32 i32) (i32.store (local.get 0) (local.get 1)))
   (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
   (func (export "fill_oob") (memory.fill (i32.const 65000) (i32.const 0) (i32.const 1000)))
