@@ -200,7 +200,8 @@ static float dot_q8_0(const uint8_t *w, const float *x, int64_t n) {
   return s;
 }
 
-static inline float dot_q4_0(const uint8_t *w, const float *x, int64_t n) {
+/* unused where AVX-512 is on (dot_q4_0_512 replaces it below) */
+__attribute__((unused)) static inline float dot_q4_0(const uint8_t *w, const float *x, int64_t n) {
   float s = 0;
 #ifdef DW_X86
   __m256 acc = _mm256_setzero_ps();
