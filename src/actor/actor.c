@@ -448,7 +448,8 @@ static dw_status restore_pages(dw_actor *a, const dw_snap_sec *sec, uint32_t pag
   uint64_t next = 0, total = 0;
   for (uint32_t i = 0; i < n; i++) {
     uint64_t first = rd32(runs + 8 * i), count = rd32(runs + 8 * i + 4);
-    if (!count || first < next || first + count > size / CHUNK) return BAD("a run of memory pages is out of order or range");
+    if (!count || first < next || first + count > size / CHUNK)
+      return BAD("a run of memory pages is out of order or range");
     next = first + count;
     total += count;
   }
@@ -624,8 +625,9 @@ static dw_status thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t l
   dw_snap s;
   dw_status st = dw_snap_parse(buf, len, &s);
   if (st) return st;
-  const dw_snap_sec *meta = find(&s, DW_SEC_META), *mem = find(&s, DW_SEC_MEMORY), *pgs = find(&s, DW_SEC_PAGES), *glob = find(&s, DW_SEC_GLOBALS),
-                    *models = find(&s, DW_SEC_MODELS), *modsec = find(&s, DW_SEC_MODULE);
+  const dw_snap_sec *meta = find(&s, DW_SEC_META), *mem = find(&s, DW_SEC_MEMORY), *pgs = find(&s, DW_SEC_PAGES),
+                    *glob = find(&s, DW_SEC_GLOBALS), *models = find(&s, DW_SEC_MODELS),
+                    *modsec = find(&s, DW_SEC_MODULE);
   dw_module *own = NULL;
   uint8_t *own_bytes = NULL;
   dw_actor *a = NULL;

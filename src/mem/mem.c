@@ -239,7 +239,6 @@ bool dw_mem_can_map(const dw_mem *m) {
   return m && !m->hooks.pins && !(e && strcmp(e, "0") == 0);
 }
 
-
 static dw_status map_private(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64_t file_off) {
   void *tmp = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, (off_t)file_off);
   if (tmp == MAP_FAILED) return dw_error_set(DW_ERR_IO, "map %llu bytes into linear memory: %s",
@@ -255,7 +254,8 @@ static dw_status map_private(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64
 
 dw_status dw_mem_map_file(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64_t file_off) {
   if (!dw_mem_can_map(m)) return DW_ERR_UNSUPPORTED;
-  if (off % DW_MEM_SMALL_PAGE || n % DW_MEM_SMALL_PAGE || file_off % DW_MEM_SMALL_PAGE || off > m->size || n > m->size - off)
+  if (off % DW_MEM_SMALL_PAGE || n % DW_MEM_SMALL_PAGE || file_off % DW_MEM_SMALL_PAGE || off > m->size ||
+      n > m->size - off)
     return dw_error_set(DW_ERR_INVALID_ARG, "map_file: range %llu+%llu (file %llu) is not 4 KiB-aligned "
                         "inside the memory", (unsigned long long)off, (unsigned long long)n,
                         (unsigned long long)file_off);
@@ -268,8 +268,8 @@ void dw_mem_zero(dw_mem *m, uint64_t off, uint64_t n) {
   if (m->hooks.pins) {
     memset(p, 0, n);
   } else if (m->mapped) { /* dropping file-backed pages would bring the file back */
-    if (mmap(p, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
-      memset(p, 0, n);
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE;
+    if (mmap(p, n, PROT_READ | PROT_WRITE, flags, -1, 0) == MAP_FAILED) memset(p, 0, n);
   } else if (madvise(p, n, MADV_DONTNEED) != 0) {
     memset(p, 0, n);
   }
