@@ -84,6 +84,15 @@ Test(actor, function_tables_round_trip) {
   cr_assert_str_eq(out, "B", "the swapped table survived freeze and thaw");
   cr_assert_eq(sh(DW " actor inspect %s/t.dws", dir), 0, "%s", out);
   cr_assert(strstr(out, "section tables"), "%s", out);
+  /* a function that was in no table at instantiation (ref.func) */
+  cr_assert_eq(sh(DW " actor send --state %s/t.dws ref call call", dir), 0, "%s", out);
+  cr_assert_str_eq(out, "CC");
+  cr_assert_eq(sh(DW " actor send --state %s/t.dws n call n", dir), 0, "%s", out);
+  cr_assert_str_eq(out, "2C3", "the ref.func'd function survived freeze and thaw, bound to this actor");
+  /* forked: each actor's table calls the function on its own memory */
+  cr_assert_eq(sh(DW " actor fork --state %s/t.dws --to %s/u.dws && " DW " actor send --state %s/u.dws call call n && "
+                  DW " actor send --state %s/t.dws n", dir, dir, dir, dir), 0, "%s", out);
+  cr_assert_str_eq(out, "CC53");
 }
 
 Test(actor, inspect_and_module_checks) {
@@ -306,6 +315,36 @@ Test(snapshot, thaw_maps_memory_copy_on_write_and_fork_shares_it) {
   reply(a, "still here", r1, sizeof r1);
   dw_actor_destroy(a);
   sh("rm -rf %s", d);
+}
+
+Test(snapshot, in_process_fork_binds_declared_functions_to_the_fork) {
+  dw_module *m;
+  cr_assert_eq(dw_module_load(RT, DW_TEST_GUESTS "/table_actor.wasm", &m, NULL), DW_OK, "%s", dw_last_error());
+  dw_actor *a, *f, *t;
+  char r[64];
+  cr_assert_eq(dw_actor_spawn(m, &a), DW_OK);
+  reply(a, "ref", r, sizeof r);
+  reply(a, "call", r, sizeof r);
+  cr_assert_str_eq(r, "C");
+  cr_assert_eq(dw_actor_fork(a, &f), DW_OK, "%s", dw_last_error());
+  reply(f, "call", r, sizeof r);
+  reply(f, "call", r, sizeof r);
+  reply(f, "n", r, sizeof r);
+  cr_assert_str_eq(r, "3");
+  reply(a, "n", r, sizeof r);
+  cr_assert_str_eq(r, "1", "the fork's calls went to the parent's memory");
+  uint8_t *buf;
+  size_t n;
+  cr_assert_eq(dw_actor_freeze(f, 0, &buf, &n), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_actor_thaw(RT, m, buf, n, &t, NULL), DW_OK, "%s", dw_last_error());
+  reply(t, "call", r, sizeof r);
+  reply(t, "n", r, sizeof r);
+  cr_assert_str_eq(r, "4");
+  reply(f, "n", r, sizeof r);
+  cr_assert_str_eq(r, "3");
+  free(buf);
+  dw_actor_destroy(a), dw_actor_destroy(f), dw_actor_destroy(t);
+  dw_module_destroy(m);
 }
 
 Test(snapshot, truncated_and_corrupted_snapshots_are_refused) {

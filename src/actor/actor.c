@@ -16,8 +16,10 @@
  *   SESSION  one per live KV session: slot, model handle, n_ctx, tokens,
  *            K and V as f32 in the canonical [layer][pos][kv_dim] layout
  *   TABLES   each funcref table's size and elements, as indices into the
- *            table as instantiated (function pointers are not portable);
- *            a table holding a function it did not start with is refused
+ *            table as instantiated (function pointers are not portable), or
+ *            for a function it did not start with (put there by ref.func or
+ *            table.init), REF_TAG | its index among the functions the
+ *            element segments declare (dw_instance_ref)
  * Open files and the WASI fd table are not saved: a thaw re-instantiates
  * the module, then overwrites memory, globals and tables; stdio is the
  * host's.
@@ -61,6 +63,20 @@ struct dw_actor {
   dw_abi abi;
   dw_instance *inst;
 };
+
+/* Table elements that are not in the table as instantiated are stored as
+ * REF_TAG | their index among the element segments' functions. */
+#define REF_TAG 0x80000000u
+
+/* f's index among inst's element-segment functions, or UINT32_MAX. */
+static uint32_t ref_index(dw_instance *inst, const wasm_rt_funcref_t *f) {
+  wasm_rt_funcref_t r;
+  for (unsigned k = 0, n = dw_instance_n_refs(inst); k < n && k < REF_TAG; k++)
+    if (dw_instance_ref(inst, k, &r) && r.func == f->func && r.func_type == f->func_type &&
+        r.module_instance == f->module_instance)
+      return k;
+  return UINT32_MAX;
+}
 
 static dw_status actor_new(dw_module *m, dw_actor **out) {
   *out = NULL;
@@ -277,9 +293,10 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
       if (f->func) {
         for (uint32_t k = 0; k < a->init_size[i] && idx == UINT32_MAX; k++)
           if (a->init_tab[i][k].func == f->func && a->init_tab[i][k].func_type == f->func_type) idx = k;
+        if (idx == UINT32_MAX && (idx = ref_index(a->inst, f)) != UINT32_MAX) idx |= REF_TAG;
         if (idx == UINT32_MAX) {
-          st = dw_error_set(DW_ERR_UNSUPPORTED, "freeze: table %u holds a function that was not in it at "
-                                                "instantiation; such tables cannot be saved", i);
+          st = dw_error_set(DW_ERR_UNSUPPORTED, "freeze: table %u element %u is a function the module does not "
+                                                "declare; it cannot be saved", i, e);
           break;
         }
       }
@@ -514,11 +531,20 @@ static dw_status restore_tables(dw_actor *a, const dw_snap_sec *sec) {
     }
     for (uint32_t e = 0; e < size; e++) {
       uint32_t idx = dw_get_u32(&r);
-      if (idx != UINT32_MAX && idx >= a->init_size[i]) {
+      if (idx == UINT32_MAX) {
+        t->data[e] = wasm_rt_funcref_null_value;
+      } else if (idx & REF_TAG) {
+        if (!dw_instance_ref(a->inst, idx & ~REF_TAG, &t->data[e])) {
+          st = BAD("table %u element %u refers to declared function %u of %u", i, e, idx & ~REF_TAG,
+                   dw_instance_n_refs(a->inst));
+          break;
+        }
+      } else if (idx < a->init_size[i]) {
+        t->data[e] = a->init_tab[i][idx];
+      } else {
         st = BAD("table %u element %u refers to %u", i, e, idx);
         break;
       }
-      t->data[e] = idx == UINT32_MAX ? wasm_rt_funcref_null_value : a->init_tab[i][idx];
     }
   }
   if (owned) free((void *)raw);
@@ -748,9 +774,19 @@ dw_status dw_actor_fork(dw_actor *a, dw_actor **out) {
         wasm_rt_grow_funcref_table(dst, src->size - dst->size, wasm_rt_funcref_null_value) == UINT32_MAX)
       st = dw_error_set(DW_ERR_LIMIT, "fork: table %u cannot grow", i);
     for (uint32_t e = 0; !st && e < src->size; e++) {
-      dst->data[e] = src->data[e];
-      for (uint32_t k = 0; src->data[e].func && k < a->init_size[i]; k++)
-        if (a->init_tab[i][k].func == src->data[e].func) dst->data[e] = f->init_tab[i][k];
+      /* the same function, closed over the fork: never the parent's instance */
+      const wasm_rt_funcref_t *fe = &src->data[e];
+      bool bound = !fe->func;
+      dst->data[e] = wasm_rt_funcref_null_value;
+      for (uint32_t k = 0; !bound && k < a->init_size[i]; k++)
+        if (a->init_tab[i][k].func == fe->func && a->init_tab[i][k].func_type == fe->func_type &&
+            a->init_tab[i][k].module_instance == fe->module_instance)
+          dst->data[e] = f->init_tab[i][k], bound = true;
+      uint32_t k = bound ? UINT32_MAX : ref_index(a->inst, fe);
+      if (k != UINT32_MAX) bound = dw_instance_ref(f->inst, k, &dst->data[e]);
+      if (!bound)
+        st = dw_error_set(DW_ERR_UNSUPPORTED, "fork: table %u element %u is a function the module does not declare", i,
+                          e);
     }
   }
   for (int i = 0; !st && i < DW_ABI_MAX_SESSIONS; i++)

@@ -371,6 +371,12 @@ unsigned dw_instance_n_globals(const dw_instance *inst) { return inst->module->d
 
 unsigned dw_instance_n_tables(const dw_instance *inst) { return inst->module->desc->n_tables; }
 
+unsigned dw_instance_n_refs(const dw_instance *inst) { return inst->module->desc->n_refs; }
+
+bool dw_instance_ref(dw_instance *inst, unsigned idx, void *funcref_out) {
+  return idx < inst->module->desc->n_refs && inst->module->desc->ref(idx, inst->w2c, funcref_out);
+}
+
 void *dw_instance_table(const dw_instance *inst, unsigned i) {
   return (uint8_t *)inst->w2c + inst->module->desc->tables[i].offset;
 }

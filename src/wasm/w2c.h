@@ -6,7 +6,9 @@
  * "shim" translation unit that #includes the generated C and exposes one
  * descriptor, dw_w2c_desc_v1, with a version-independent shape: instance
  * size, instantiate/free, the memory, exports behind uniform invokers, the
- * import list, and every global's offset (exported or not).
+ * import list, every global's and table's offset (exported or not), and the
+ * functions the element segments declare (what ref.func and table.init can
+ * put into a table), so a table element can be named by an index.
  *
  * Imports are not linked by symbol name: the shim defines each imported
  * function as a trampoline through the host context's import table, whose
@@ -18,7 +20,7 @@
 #include "wasm/wasm.h"
 
 #define DW_W2C_VERSION "1.0.32"
-#define DW_W2C_ABI 2
+#define DW_W2C_ABI 3
 
 /* The descriptor types, written once and pasted into every shim as text. */
 #define DW_W2C_TYPES                                                           \
@@ -56,6 +58,10 @@
     unsigned n_globals;                                                        \
     const dw_w2c_table *tables;                                                \
     unsigned n_tables;                                                         \
+    /* the idx-th function of the element segments (all, in order) as a     \
+     * wasm_rt_funcref_t closed over inst, into out; 0 when idx >= n_refs */ \
+    int (*ref)(unsigned idx, void *inst, void *out);                           \
+    unsigned n_refs;                                                           \
   } dw_w2c_desc;
 
 DW_W2C_TYPES

@@ -111,5 +111,11 @@ DW_HIDDEN void *dw_instance_global(const dw_instance *inst, unsigned i, const ch
 /* The module's funcref tables (wasm_rt_funcref_table_t) in the instance. */
 DW_HIDDEN unsigned dw_instance_n_tables(const dw_instance *inst);
 DW_HIDDEN void *dw_instance_table(const dw_instance *inst, unsigned i);
+/* The functions the module's element segments declare (all segments, in
+ * order: what ref.func and table.init can put into a table): their count,
+ * and the idx-th as a wasm_rt_funcref_t closed over inst (false past the
+ * end). Indices are the same in every instance and process. */
+DW_HIDDEN unsigned dw_instance_n_refs(const dw_instance *inst);
+DW_HIDDEN bool dw_instance_ref(dw_instance *inst, unsigned idx, void *funcref_out);
 
 #endif
