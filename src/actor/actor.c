@@ -68,13 +68,25 @@ struct dw_actor {
  * REF_TAG | their index among the element segments' functions. */
 #define REF_TAG 0x80000000u
 
+static bool same_ref(const wasm_rt_funcref_t *x, const wasm_rt_funcref_t *y) {
+  return x->func == y->func && x->func_type == y->func_type && x->module_instance == y->module_instance;
+}
+
 /* f's index among inst's element-segment functions, or UINT32_MAX. */
 static uint32_t ref_index(dw_instance *inst, const wasm_rt_funcref_t *f) {
   wasm_rt_funcref_t r;
   for (unsigned k = 0, n = dw_instance_n_refs(inst); k < n && k < REF_TAG; k++)
-    if (dw_instance_ref(inst, k, &r) && r.func == f->func && r.func_type == f->func_type &&
-        r.module_instance == f->module_instance)
-      return k;
+    if (dw_instance_ref(inst, k, &r) && same_ref(&r, f)) return k;
+  return UINT32_MAX;
+}
+
+/* Where f (element e of table i) was in table i as instantiated, or
+ * UINT32_MAX; element e itself is tried first (a table mostly keeps its
+ * elements in place). */
+static uint32_t init_index(const dw_actor *a, unsigned i, uint32_t e, const wasm_rt_funcref_t *f) {
+  if (e < a->init_size[i] && same_ref(&a->init_tab[i][e], f)) return e;
+  for (uint32_t k = 0; k < a->init_size[i]; k++)
+    if (same_ref(&a->init_tab[i][k], f)) return k;
   return UINT32_MAX;
 }
 
@@ -291,8 +303,7 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
       const wasm_rt_funcref_t *f = &t->data[e];
       uint32_t idx = UINT32_MAX; /* null */
       if (f->func) {
-        for (uint32_t k = 0; k < a->init_size[i] && idx == UINT32_MAX; k++)
-          if (a->init_tab[i][k].func == f->func && a->init_tab[i][k].func_type == f->func_type) idx = k;
+        idx = init_index(a, i, e, f);
         if (idx == UINT32_MAX && (idx = ref_index(a->inst, f)) != UINT32_MAX) idx |= REF_TAG;
         if (idx == UINT32_MAX) {
           st = dw_error_set(DW_ERR_UNSUPPORTED, "freeze: table %u element %u is a function the module does not "
@@ -778,11 +789,9 @@ dw_status dw_actor_fork(dw_actor *a, dw_actor **out) {
       const wasm_rt_funcref_t *fe = &src->data[e];
       bool bound = !fe->func;
       dst->data[e] = wasm_rt_funcref_null_value;
-      for (uint32_t k = 0; !bound && k < a->init_size[i]; k++)
-        if (a->init_tab[i][k].func == fe->func && a->init_tab[i][k].func_type == fe->func_type &&
-            a->init_tab[i][k].module_instance == fe->module_instance)
-          dst->data[e] = f->init_tab[i][k], bound = true;
-      uint32_t k = bound ? UINT32_MAX : ref_index(a->inst, fe);
+      uint32_t k = bound ? UINT32_MAX : init_index(a, i, e, fe);
+      if (k != UINT32_MAX) dst->data[e] = f->init_tab[i][k], bound = true;
+      k = bound ? UINT32_MAX : ref_index(a->inst, fe);
       if (k != UINT32_MAX) bound = dw_instance_ref(f->inst, k, &dst->data[e]);
       if (!bound)
         st = dw_error_set(DW_ERR_UNSUPPORTED, "fork: table %u element %u is a function the module does not declare", i,
