@@ -40,9 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 enum { CHUNK = DW_MEM_SMALL_PAGE };
@@ -742,24 +740,16 @@ dw_status dw_actor_thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t
 
 dw_status dw_actor_thaw_file(dw_runtime *rt, dw_module *m, const char *path, dw_actor **out, dw_thaw_report *rep) {
   *out = NULL;
-  /* mapped, not read: the page cache is used in place */
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return dw_error_set(DW_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    close(fd);
-    return dw_error_set(DW_ERR_IO, "%s: not a regular file", path);
-  }
-  size_t n = (size_t)sb.st_size;
-  void *buf = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : NULL;
-  if (n && buf == MAP_FAILED) {
-    close(fd);
-    return dw_error_set(DW_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
-  }
-  /* memory pages are mapped from fd too; those mappings outlive it */
-  dw_status st = thaw(rt, m, buf ? buf : (const uint8_t *)"", n, fd, out, rep);
+  /* mapped, not read: the page cache is used in place; memory pages are
+   * mapped from fd too, and those mappings outlive it */
+  const uint8_t *buf;
+  size_t n;
+  int fd;
+  dw_status st = dw_file_map(path, true, &buf, &n, &fd);
+  if (st) return st;
+  st = thaw(rt, m, buf ? buf : (const uint8_t *)"", n, fd, out, rep);
   close(fd);
-  if (buf) munmap(buf, n);
+  if (buf) munmap((void *)buf, n);
   if (st) dw_error_wrap(st, "%s", path);
   return st;
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,17 +62,27 @@ dw_status dw_error_wrap(dw_status st, const char *fmt, ...) {
   return st;
 }
 
+/* Opens path, which must be a regular file; *n gets its size. */
+static dw_status open_regular(const char *path, int *fd, size_t *n) {
+  *fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (*fd < 0) return dw_error_set(DW_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+  struct stat sb;
+  if (fstat(*fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    close(*fd);
+    *fd = -1;
+    return dw_error_set(DW_ERR_IO, "%s is not a regular file", path);
+  }
+  *n = (size_t)sb.st_size;
+  return DW_OK;
+}
+
 dw_status dw_file_read(const char *path, uint8_t **out, size_t *out_bytes) {
   *out = NULL;
   *out_bytes = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return dw_error_set(DW_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    close(fd);
-    return dw_error_set(DW_ERR_IO, "%s is not a regular file", path);
-  }
-  size_t n = (size_t)sb.st_size;
+  int fd;
+  size_t n;
+  dw_status st = open_regular(path, &fd, &n);
+  if (st) return st;
   uint8_t *buf = malloc(n ? n : 1);
   if (!buf) {
     close(fd);
@@ -91,6 +102,27 @@ dw_status dw_file_read(const char *path, uint8_t **out, size_t *out_bytes) {
   close(fd);
   *out = buf;
   *out_bytes = n;
+  return DW_OK;
+}
+
+dw_status dw_file_map(const char *path, bool populate, const uint8_t **data, size_t *n, int *fd_out) {
+  *data = NULL;
+  *n = 0;
+  if (fd_out) *fd_out = -1;
+  int fd;
+  size_t len;
+  dw_status st = open_regular(path, &fd, &len);
+  if (st) return st;
+  void *p = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0) : NULL;
+  if (p == MAP_FAILED) {
+    st = dw_error_set(DW_ERR_IO, "cannot map %s: %s", path, strerror(errno));
+    close(fd);
+    return st;
+  }
+  if (fd_out) *fd_out = fd;
+  else close(fd);
+  *data = p;
+  *n = len;
   return DW_OK;
 }
 

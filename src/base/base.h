@@ -9,6 +9,7 @@
 
 #include "driftwood.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,11 @@ DW_HIDDEN dw_status dw_error_wrap(dw_status st, const char *fmt, ...) DW_PRINTF(
 
 /* Reads a whole file into a malloc'd buffer (owned by the caller). */
 DW_HIDDEN dw_status dw_file_read(const char *path, uint8_t **out, size_t *out_bytes);
+/* Maps a whole regular file read-only and private (populated when asked).
+ * *data is NULL for an empty file, else release it with munmap(*data, *n).
+ * With fd non-NULL the descriptor stays open for the caller to close (to
+ * map parts of the file again); otherwise it is closed. */
+DW_HIDDEN dw_status dw_file_map(const char *path, bool populate, const uint8_t **data, size_t *n, int *fd);
 /* Writes data to path atomically: temp file in the same directory, fsync,
  * rename over path, fsync the directory. On failure path is untouched. */
 DW_HIDDEN dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_bytes);

@@ -9,11 +9,9 @@
 #define _GNU_SOURCE
 #include "llm/gguf.h"
 
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- type tables ------------------------------------------------------- */
@@ -319,20 +317,12 @@ dw_status dw_gguf_parse(const uint8_t *buf, size_t size, dw_gguf **out) {
 
 dw_status dw_gguf_open(const char *path, bool populate, dw_gguf **out) {
   *out = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return dw_error_set(DW_ERR_IO, "%s: cannot open: %m", path);
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    close(fd);
-    return dw_error_set(DW_ERR_IO, "%s: not a regular file", path);
-  }
-  size_t n = (size_t)sb.st_size;
-  void *m = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0) : NULL;
-  close(fd);
-  if (n && m == MAP_FAILED) return dw_error_set(DW_ERR_IO, "%s: cannot map: %m", path);
-  dw_status st = dw_gguf_parse(m ? m : (const uint8_t *)"", n, out);
-  if (st) {
-    if (m) munmap(m, n);
+  const uint8_t *m;
+  size_t n;
+  dw_status st = dw_file_map(path, populate, &m, &n, NULL);
+  if (st) return st;
+  if ((st = dw_gguf_parse(m ? m : (const uint8_t *)"", n, out))) {
+    if (m) munmap((void *)m, n);
     return dw_error_wrap(st, "%s", path);
   }
   (*out)->mapped = m != NULL;
