@@ -19,9 +19,11 @@
  *     per-thread timer (SIGEV_THREAD_ID). When it fires, the call is ended
  *     with a trap only if the thread was interrupted inside compiled guest
  *     code (a registered code range): there it holds no host lock and owns
- *     no host allocation. Inside host code (an import, the runtime, libc)
- *     the timer is re-armed for 1 ms, so the trap lands once the guest is
- *     back in its own code. Unsupported architectures never trap for time.
+ *     no host allocation; likewise inside the memset/memmove that guest
+ *     code calls for memory.fill/copy (the shim flags them: dw_rt_bulk).
+ *     Inside host code (an import, the runtime) the timer is re-armed for
+ *     1 ms, so the trap lands once the guest is back in its own code.
+ *     Unsupported architectures never trap for time.
  */
 #define _GNU_SOURCE
 #include "wasm/rt.h"
@@ -62,6 +64,7 @@ typedef struct rt_tls {
   bool has_timer;
   timer_t timer;                        /* fires DEADLINE_SIG at this thread */
   volatile sig_atomic_t deadline_armed;
+  volatile sig_atomic_t in_bulk;        /* guest code is in memset/memmove */
   uint32_t exc_tag, exc_size;
   uint8_t exc[MAX_EXCEPTION_BYTES];
 } rt_tls;
@@ -184,12 +187,16 @@ static void arm(uint64_t ns) {
 static void on_deadline(int sig, siginfo_t *si, void *uc) {
   (void)sig, (void)si;
   if (!tls.deadline_armed || !tls.trap_target) return;
-  if (in_guest_code(interrupted_pc(uc))) {
+  if (tls.in_bulk || in_guest_code(interrupted_pc(uc))) {
+    tls.in_bulk = 0;
     tls.deadline_armed = 0;
     siglongjmp(*tls.trap_target, DW_UNWIND_DEADLINE);
   }
   arm(1000000); /* in host code: try again in 1 ms */
 }
+
+/* Called by the shim around the memset/memmove of memory.fill/copy. */
+__attribute__((visibility("default"))) void dw_rt_bulk(int on) { tls.in_bulk = on; }
 
 static void thread_exit(void *p) {
   (void)p;
@@ -289,6 +296,7 @@ dw_status dw_rt_guard(void (*body)(void *), void *arg, uint64_t limit_ms, dw_cal
     return DW_OK;
   }
   if (timed) tls.deadline_armed = 0, arm(0);
+  tls.in_bulk = 0;
   tls.trap_target = prev_trap;
   tls.unwind_target = prev_unwind;
   if (code == DW_UNWIND_EXIT) {

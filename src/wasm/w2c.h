@@ -20,7 +20,7 @@
 #include "wasm/wasm.h"
 
 #define DW_W2C_VERSION "1.0.32"
-#define DW_W2C_ABI 3
+#define DW_W2C_ABI 4
 
 /* The descriptor types, written once and pasted into every shim as text. */
 #define DW_W2C_TYPES                                                           \
