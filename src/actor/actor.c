@@ -56,10 +56,7 @@ struct dw_actor {
   unsigned n_tables;
   wasm_rt_funcref_t **init_tab;
   uint32_t *init_size;
-  dw_wasi *wasi;
-  dw_nn *nn;
-  dw_abi abi;
-  dw_instance *inst;
+  dw_guest g;             /* WASI, WASI-NN, the driftwood ABI, the instance */
 };
 
 /* Table elements that are not in the table as instantiated are stored as
@@ -96,24 +93,12 @@ static dw_status actor_new(dw_module *m, dw_actor **out) {
   a->module = m;
   static const char *const argv[] = {"actor"};
   dw_wasi_config wc = {.argc = 1, .argv = argv, .stdin_fd = 0, .stdout_fd = 1, .stderr_fd = 2};
-  dw_status st = dw_wasi_create(&wc, &a->wasi);
-  if (!st) st = dw_nn_create(&m->rt->models, m->rt->pool, 1, &a->nn);
+  dw_status st = dw_guest_create(m, &wc, 0, &a->g);
   if (st) {
     dw_actor_destroy(a);
     return st;
   }
-  dw_abi_init(&a->abi, m->rt->backend, 1);
-  a->abi.reg = &m->rt->models;
-  a->abi.pool = m->rt->pool;
-  dw_instance_config ic = {.hooks = dw_rt_hooks(m->rt), .time_limit_ms = m->rt->time_limit_ms};
-  ic.ctx[DW_SLOT_WASI] = a->wasi;
-  ic.ctx[DW_SLOT_DRIFTWOOD] = &a->abi;
-  ic.ctx[DW_SLOT_NN] = a->nn;
-  if ((st = dw_instance_create(m->wasm, &ic, &a->inst))) {
-    dw_actor_destroy(a);
-    return st;
-  }
-  a->n_tables = dw_instance_n_tables(a->inst);
+  a->n_tables = dw_instance_n_tables(a->g.inst);
   a->init_tab = calloc(a->n_tables + 1, sizeof *a->init_tab);
   a->init_size = calloc(a->n_tables + 1, sizeof *a->init_size);
   if (!a->init_tab || !a->init_size) {
@@ -121,7 +106,7 @@ static dw_status actor_new(dw_module *m, dw_actor **out) {
     return dw_error_set(DW_ERR_NOMEM, "actor");
   }
   for (unsigned i = 0; i < a->n_tables; i++) {
-    const wasm_rt_funcref_table_t *t = dw_instance_table(a->inst, i);
+    const wasm_rt_funcref_table_t *t = dw_instance_table(a->g.inst, i);
     a->init_size[i] = t->size;
     if (!(a->init_tab[i] = malloc((t->size ? t->size : 1) * sizeof **a->init_tab))) {
       dw_actor_destroy(a);
@@ -139,10 +124,7 @@ static dw_status actor_new(dw_module *m, dw_actor **out) {
 
 void dw_actor_destroy(dw_actor *a) {
   if (!a) return;
-  dw_instance_destroy(a->inst);
-  dw_abi_fini(&a->abi);
-  dw_nn_destroy(a->nn);
-  dw_wasi_destroy(a->wasi);
+  dw_guest_destroy(&a->g);
   dw_module_destroy(a->own_module);
   free(a->mod_bytes);
   for (unsigned i = 0; a->init_tab && i < a->n_tables; i++) free(a->init_tab[i]);
@@ -153,7 +135,7 @@ void dw_actor_destroy(dw_actor *a) {
 
 static dw_status call(dw_actor *a, const char *name, const char *sig, const uint64_t *args, uint64_t *value) {
   dw_call_result r;
-  dw_status st = dw_instance_call(a->inst, name, sig, args, &r);
+  dw_status st = dw_instance_call(a->g.inst, name, sig, args, &r);
   if (st == DW_ERR_TRAP || (st == DW_OK && r.outcome == DW_TRAPPED))
     return dw_error_set(DW_ERR_TRAP, "actor: %s trapped: %s", name, dw_trap_str(r.trap));
   if (st) return st;
@@ -178,12 +160,12 @@ dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, in
   dw_status st = call(a, "dw_alloc", "i:i", args, &ptr);
   if (st) return st;
   void *p;
-  dw_mem *mem = dw_instance_memory(a->inst);
+  dw_mem *mem = dw_instance_memory(a->g.inst);
   if (!mem || dw_mem_view(mem, (uint32_t)ptr, len, &p) != DW_OK)
     return dw_error_set(DW_ERR_OUT_OF_BOUNDS, "actor: dw_alloc(%zu) returned %llu, outside memory", len,
                         (unsigned long long)ptr);
   memcpy(p, msg, len);
-  a->abi.emit_fd = out_fd;
+  a->g.abi.emit_fd = out_fd;
   args[0] = ptr, args[1] = len;
   st = call(a, "dw_on_message", "i:ii", args, &rv);
   if (!st && result) *result = (int32_t)rv;
@@ -246,10 +228,10 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   *buf = NULL, *len = 0;
   dw_bytes out, sec = {0};
   dw_status st = DW_OK;
-  dw_mem *mem = dw_instance_memory(a->inst);
+  dw_mem *mem = dw_instance_memory(a->g.inst);
   const char *hash = dw_wasm_module_hash(a->module->wasm);
   int n_sessions = 0;
-  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) n_sessions += a->abi.sessions[i] != NULL;
+  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) n_sessions += a->g.abi.sessions[i] != NULL;
   dw_snap_begin(&out);
   /* META */
   dw_put(&sec, hash, 64);
@@ -278,13 +260,13 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   }
   /* GLOBALS */
   sec.n = 0;
-  unsigned ng = dw_instance_n_globals(a->inst);
+  unsigned ng = dw_instance_n_globals(a->g.inst);
   dw_put_u32(&sec, ng);
   for (unsigned i = 0; i < ng; i++) {
     const char *name;
     char type;
     unsigned nb;
-    const void *p = dw_instance_global(a->inst, i, &name, &type, &nb);
+    const void *p = dw_instance_global(a->g.inst, i, &name, &type, &nb);
     dw_put_str(&sec, name);
     dw_put_u32(&sec, (uint32_t)(uint8_t)type);
     dw_put_u32(&sec, nb);
@@ -295,14 +277,14 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   sec.n = 0;
   dw_put_u32(&sec, a->n_tables);
   for (unsigned i = 0; i < a->n_tables && !st; i++) {
-    const wasm_rt_funcref_table_t *t = dw_instance_table(a->inst, i);
+    const wasm_rt_funcref_table_t *t = dw_instance_table(a->g.inst, i);
     dw_put_u32(&sec, t->size);
     for (uint32_t e = 0; e < t->size; e++) {
       const wasm_rt_funcref_t *f = &t->data[e];
       uint32_t idx = UINT32_MAX; /* null */
       if (f->func) {
         idx = init_index(a, i, e, f);
-        if (idx == UINT32_MAX && (idx = ref_index(a->inst, f)) != UINT32_MAX) idx |= REF_TAG;
+        if (idx == UINT32_MAX && (idx = ref_index(a->g.inst, f)) != UINT32_MAX) idx |= REF_TAG;
         if (idx == UINT32_MAX) {
           st = dw_error_set(DW_ERR_UNSUPPORTED, "freeze: table %u element %u is a function the module does not "
                                                 "declare; it cannot be saved", i, e);
@@ -332,7 +314,7 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   dw_snap_add(&out, DW_SEC_MODELS, sec.p, sec.n, false);
   /* SESSIONS */
   for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) {
-    const dw_session *s = a->abi.sessions[i];
+    const dw_session *s = a->g.abi.sessions[i];
     if (!s) continue;
     int midx = -1;
     for (int r = 0; r < reg->n; r++)
@@ -413,9 +395,9 @@ static dw_status load_embedded(dw_runtime *rt, const dw_snap_sec *sec, dw_module
  * actor's resident memory is what the snapshot holds). */
 static dw_status clear_memory(dw_actor *a, uint64_t size, uint32_t pages, dw_mem **out) {
   *out = NULL;
-  dw_status st = dw_instance_grow_to(a->inst, pages);
+  dw_status st = dw_instance_grow_to(a->g.inst, pages);
   if (st) return st;
-  dw_mem *mem = dw_instance_memory(a->inst);
+  dw_mem *mem = dw_instance_memory(a->g.inst);
   if ((mem ? mem->size : 0) != size)
     return BAD("the snapshot's memory (%llu bytes) does not fit the module's (%llu)", (unsigned long long)size,
                (unsigned long long)(mem ? mem->size : 0));
@@ -502,14 +484,14 @@ static dw_status restore_globals(dw_actor *a, const dw_snap_sec *sec) {
   dw_reader r = {sec->stored, sec->stored + sec->stored_len, false};
   if (sec->flags) return BAD("the globals section must not be compressed");
   unsigned ng = dw_get_u32(&r);
-  if (r.bad || ng != dw_instance_n_globals(a->inst)) return BAD("the module has %u globals, the snapshot %u",
-                                                                dw_instance_n_globals(a->inst), ng);
+  if (r.bad || ng != dw_instance_n_globals(a->g.inst)) return BAD("the module has %u globals, the snapshot %u",
+                                                                dw_instance_n_globals(a->g.inst), ng);
   for (unsigned i = 0; i < ng; i++) {
     char name[256];
     const char *want;
     char type;
     unsigned nb;
-    void *p = dw_instance_global(a->inst, i, &want, &type, &nb);
+    void *p = dw_instance_global(a->g.inst, i, &want, &type, &nb);
     dw_get_str(&r, name, sizeof name);
     uint32_t t = dw_get_u32(&r), n = dw_get_u32(&r);
     const uint8_t *v = n == nb ? dw_get(&r, n) : NULL;
@@ -528,7 +510,7 @@ static dw_status restore_tables(dw_actor *a, const dw_snap_sec *sec) {
   uint32_t n = dw_get_u32(&r);
   if (r.bad || n != a->n_tables) st = BAD("the module has %u tables, the snapshot %u", a->n_tables, n);
   for (uint32_t i = 0; !st && i < n; i++) {
-    wasm_rt_funcref_table_t *t = dw_instance_table(a->inst, i);
+    wasm_rt_funcref_table_t *t = dw_instance_table(a->g.inst, i);
     uint32_t size = dw_get_u32(&r);
     if (r.bad || size < a->init_size[i] || (uint64_t)size * 4 > (uint64_t)(r.end - r.p)) {
       st = BAD("table %u's size is inconsistent", i);
@@ -543,9 +525,9 @@ static dw_status restore_tables(dw_actor *a, const dw_snap_sec *sec) {
       if (idx == UINT32_MAX) {
         t->data[e] = wasm_rt_funcref_null_value;
       } else if (idx & REF_TAG) {
-        if (!dw_instance_ref(a->inst, idx & ~REF_TAG, &t->data[e])) {
+        if (!dw_instance_ref(a->g.inst, idx & ~REF_TAG, &t->data[e])) {
           st = BAD("table %u element %u refers to declared function %u of %u", i, e, idx & ~REF_TAG,
-                   dw_instance_n_refs(a->inst));
+                   dw_instance_n_refs(a->g.inst));
           break;
         }
       } else if (idx < a->init_size[i]) {
@@ -591,7 +573,7 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
   if (sec->flags) return BAD("a session section must not be compressed");
   uint32_t slot = dw_get_u32(&r), mh = dw_get_u32(&r), n_ctx = dw_get_u32(&r), n_past = dw_get_u32(&r);
   uint32_t n_layer = dw_get_u32(&r), kvd = dw_get_u32(&r);
-  if (r.bad || slot < 1 || slot > DW_ABI_MAX_SESSIONS || a->abi.sessions[slot - 1] || mh < 1 || n_past > n_ctx)
+  if (r.bad || slot < 1 || slot > DW_ABI_MAX_SESSIONS || a->g.abi.sessions[slot - 1] || mh < 1 || n_past > n_ctx)
     return BAD("a session header is invalid");
   /* the fingerprint the session was computed with */
   dw_reader mr = {models->stored, models->stored + models->stored_len, false};
@@ -648,7 +630,7 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
     dw_sess_free(s);
     return st;
   }
-  a->abi.sessions[slot - 1] = s;
+  a->g.abi.sessions[slot - 1] = s;
   if (rep) rep->sessions++;
   return DW_OK;
 }
@@ -759,18 +741,18 @@ dw_status dw_actor_fork(dw_actor *a, dw_actor **out) {
   dw_actor *f;
   dw_status st = actor_new(a->module, &f);
   if (st) return st;
-  dw_mem *src = dw_instance_memory(a->inst), *dst = dw_instance_memory(f->inst);
-  if (src && ((st = dw_instance_grow_to(f->inst, src->pages)) || dst->size != src->size))
+  dw_mem *src = dw_instance_memory(a->g.inst), *dst = dw_instance_memory(f->g.inst);
+  if (src && ((st = dw_instance_grow_to(f->g.inst, src->pages)) || dst->size != src->size))
     st = st ? st : dw_error_set(DW_ERR_INVALID_ARG, "fork: memory sizes differ");
   if (!st && src && dw_mem_share(src, dst) != DW_OK) memcpy(dst->base, src->base, src->size);
-  for (unsigned i = 0; !st && i < dw_instance_n_globals(a->inst); i++) {
+  for (unsigned i = 0; !st && i < dw_instance_n_globals(a->g.inst); i++) {
     unsigned nb;
-    void *to = dw_instance_global(f->inst, i, NULL, NULL, &nb);
-    memcpy(to, dw_instance_global(a->inst, i, NULL, NULL, NULL), nb);
+    void *to = dw_instance_global(f->g.inst, i, NULL, NULL, &nb);
+    memcpy(to, dw_instance_global(a->g.inst, i, NULL, NULL, NULL), nb);
   }
   for (unsigned i = 0; !st && i < a->n_tables; i++) { /* same elements, closed over the new instance */
-    const wasm_rt_funcref_table_t *src = dw_instance_table(a->inst, i);
-    wasm_rt_funcref_table_t *dst = dw_instance_table(f->inst, i);
+    const wasm_rt_funcref_table_t *src = dw_instance_table(a->g.inst, i);
+    wasm_rt_funcref_table_t *dst = dw_instance_table(f->g.inst, i);
     if (src->size > dst->size &&
         wasm_rt_grow_funcref_table(dst, src->size - dst->size, wasm_rt_funcref_null_value) == UINT32_MAX)
       st = dw_error_set(DW_ERR_LIMIT, "fork: table %u cannot grow", i);
@@ -781,15 +763,15 @@ dw_status dw_actor_fork(dw_actor *a, dw_actor **out) {
       dst->data[e] = wasm_rt_funcref_null_value;
       uint32_t k = bound ? UINT32_MAX : init_index(a, i, e, fe);
       if (k != UINT32_MAX) dst->data[e] = f->init_tab[i][k], bound = true;
-      k = bound ? UINT32_MAX : ref_index(a->inst, fe);
-      if (k != UINT32_MAX) bound = dw_instance_ref(f->inst, k, &dst->data[e]);
+      k = bound ? UINT32_MAX : ref_index(a->g.inst, fe);
+      if (k != UINT32_MAX) bound = dw_instance_ref(f->g.inst, k, &dst->data[e]);
       if (!bound)
         st = dw_error_set(DW_ERR_UNSUPPORTED, "fork: table %u element %u is a function the module does not declare", i,
                           e);
     }
   }
   for (int i = 0; !st && i < DW_ABI_MAX_SESSIONS; i++)
-    if (a->abi.sessions[i]) st = dw_sess_fork(a->abi.sessions[i], &f->abi.sessions[i]);
+    if (a->g.abi.sessions[i]) st = dw_sess_fork(a->g.abi.sessions[i], &f->g.abi.sessions[i]);
   if (st) {
     dw_actor_destroy(f);
     return st;

@@ -1,11 +1,14 @@
 /*
  * internal.h — what the actor layer's files share: the runtime object
- * (backend, LLM worker pool, registered models, host modules).
+ * (backend, LLM worker pool, registered models, host modules) and the
+ * host-side set-up of one guest (commands and actors alike).
  */
 #ifndef DW_ACTOR_INTERNAL_H
 #define DW_ACTOR_INTERNAL_H
 
 #include "abi/abi.h"
+#include "abi/wasi_nn.h"
+#include "wasi/wasi.h"
 #include "base/pool.h"
 #include "llm/model.h"
 
@@ -27,5 +30,19 @@ struct dw_module {
 
 /* What every instance of a runtime gets: memory hooks to its backend. */
 DW_HIDDEN dw_mem_hooks dw_rt_hooks(dw_runtime *rt);
+
+/* One guest's host side: its WASI and WASI-NN state, its `driftwood` ABI
+ * state (emit goes to the WASI stdout) and its instance. */
+typedef struct dw_guest {
+  dw_wasi *wasi;            /* owned */
+  dw_nn *nn;                /* owned */
+  dw_abi abi;
+  dw_instance *inst;        /* owned */
+} dw_guest;
+
+/* Creates g's host state and instantiates m with it (the runtime's models,
+ * pool, memory hooks and time limit). On failure g holds nothing. */
+DW_HIDDEN dw_status dw_guest_create(dw_module *m, const dw_wasi_config *wc, uint64_t max_memory_bytes, dw_guest *g);
+DW_HIDDEN void dw_guest_destroy(dw_guest *g);
 
 #endif

@@ -101,6 +101,33 @@ dw_mem_hooks dw_rt_hooks(dw_runtime *rt) {
   return (dw_mem_hooks){rt->backend, commit_hook, release_hook, dw_backend_pins_memory(rt->backend)};
 }
 
+dw_status dw_guest_create(dw_module *m, const dw_wasi_config *wc, uint64_t max_memory_bytes, dw_guest *g) {
+  memset(g, 0, sizeof *g);
+  dw_abi_init(&g->abi, m->rt->backend, wc->stdout_fd);
+  g->abi.reg = &m->rt->models;
+  g->abi.pool = m->rt->pool;
+  dw_status st = dw_wasi_create(wc, &g->wasi);
+  if (!st) st = dw_nn_create(&m->rt->models, m->rt->pool, wc->stdout_fd, &g->nn);
+  if (!st) {
+    dw_instance_config ic = {.max_memory_bytes = max_memory_bytes, .hooks = dw_rt_hooks(m->rt),
+                             .time_limit_ms = m->rt->time_limit_ms};
+    ic.ctx[DW_SLOT_WASI] = g->wasi;
+    ic.ctx[DW_SLOT_DRIFTWOOD] = &g->abi;
+    ic.ctx[DW_SLOT_NN] = g->nn;
+    st = dw_instance_create(m->wasm, &ic, &g->inst);
+  }
+  if (st) dw_guest_destroy(g);
+  return st;
+}
+
+void dw_guest_destroy(dw_guest *g) {
+  dw_instance_destroy(g->inst);
+  dw_abi_fini(&g->abi);
+  dw_nn_destroy(g->nn);
+  dw_wasi_destroy(g->wasi);
+  memset(g, 0, sizeof *g);
+}
+
 dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *out) {
   memset(out, 0, sizeof *out);
   const char **dh = calloc((size_t)cfg->n_dirs + 1, sizeof *dh), **dg = calloc((size_t)cfg->n_dirs + 1, sizeof *dg);
@@ -116,31 +143,17 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
   dw_wasi_config wc = {.argc = cfg->argc, .argv = cfg->argv, .n_env = cfg->n_env, .env = cfg->env,
                        .n_dirs = cfg->n_dirs, .dir_host = dh, .dir_guest = dg,
                        .stdin_fd = cfg->stdin_fd, .stdout_fd = cfg->stdout_fd, .stderr_fd = cfg->stderr_fd};
-  dw_wasi *wasi = NULL;
-  dw_nn *nn = NULL;
-  dw_instance *inst = NULL;
-  dw_abi abi;
-  dw_status st = dw_wasi_create(&wc, &wasi);
+  dw_guest g;
+  dw_status st = dw_guest_create(m, &wc, cfg->max_memory_bytes, &g);
   free(dh);
   free(dg);
   if (st != DW_OK) return st;
-  dw_abi_init(&abi, m->rt->backend, cfg->stdout_fd);
-  abi.reg = &m->rt->models;
-  if ((st = dw_nn_create(&m->rt->models, m->rt->pool, cfg->stdout_fd, &nn)) != DW_OK) goto done;
-  abi.pool = m->rt->pool;
-  dw_instance_config ic = {.max_memory_bytes = cfg->max_memory_bytes,
-                           .hooks = dw_rt_hooks(m->rt), .time_limit_ms = m->rt->time_limit_ms};
-  ic.ctx[DW_SLOT_WASI] = wasi;
-  ic.ctx[DW_SLOT_DRIFTWOOD] = &abi;
-  ic.ctx[DW_SLOT_NN] = nn;
-  st = dw_instance_create(m->wasm, &ic, &inst);
-  if (st != DW_OK) goto done;
   if (!dw_wasm_export_sig(m->wasm, "_start")) {
-    st = dw_error_set(DW_ERR_NOT_FOUND, "not a WASI command: the module exports no _start function");
-    goto done;
+    dw_guest_destroy(&g);
+    return dw_error_set(DW_ERR_NOT_FOUND, "not a WASI command: the module exports no _start function");
   }
   dw_call_result res;
-  st = dw_instance_call(inst, "_start", "v:", NULL, &res);
+  st = dw_instance_call(g.inst, "_start", "v:", NULL, &res);
   if (st == DW_ERR_TRAP || res.outcome == DW_TRAPPED) {
     out->trapped = true;
     out->exit_code = 134;
@@ -149,10 +162,6 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
   } else if (st == DW_OK) {
     out->exit_code = res.outcome == DW_EXITED ? res.exit_code : 0;
   }
-done:
-  dw_instance_destroy(inst);
-  dw_abi_fini(&abi);
-  dw_nn_destroy(nn);
-  dw_wasi_destroy(wasi);
+  dw_guest_destroy(&g);
   return st;
 }
