@@ -174,17 +174,50 @@ dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, in
 
 /* ---- freeze ---------------------------------------------------------------------- */
 
-static void put_memory(dw_bytes *sec, const dw_mem *mem) {
-  uint64_t size = mem ? mem->size : 0, n_chunks = size / CHUNK;
+/* Runs of 4 KiB chunks of linear memory: [i][0] the first chunk, [i][1]
+ * how many. */
+typedef struct runs {
+  uint32_t (*v)[2];
+  uint32_t n;
+} runs;
+
+/* The maximal runs of non-zero chunks: the one scan of memory a freeze
+ * makes. */
+static dw_status scan_runs(const dw_mem *mem, runs *r) {
+  uint64_t n_chunks = mem ? mem->size / CHUNK : 0;
+  uint32_t cap = 0;
+  r->v = NULL, r->n = 0;
+  for (uint64_t c = 0; c < n_chunks; c++) {
+    if (dw_mem_page_is_zero(mem->base + c * CHUNK)) continue;
+    if (r->n && r->v[r->n - 1][0] + r->v[r->n - 1][1] == c) {
+      r->v[r->n - 1][1]++;
+      continue;
+    }
+    if (r->n == cap) {
+      uint32_t (*v)[2] = realloc(r->v, (cap = cap ? cap * 2 : 64) * sizeof *v);
+      if (!v) {
+        free(r->v);
+        r->v = NULL, r->n = 0;
+        return dw_error_set(DW_ERR_NOMEM, "freeze: memory runs");
+      }
+      r->v = v;
+    }
+    r->v[r->n][0] = (uint32_t)c, r->v[r->n][1] = 1, r->n++;
+  }
+  return DW_OK;
+}
+
+/* MEMORY: u64 size | u32 chunk | u32 present | present x u32 chunk index |
+ * the chunks (the section is compressed when it pays). */
+static void put_memory(dw_bytes *sec, const dw_mem *mem, const runs *r) {
   uint32_t present = 0;
-  for (uint64_t c = 0; c < n_chunks; c++) present += !dw_mem_page_is_zero(mem->base + c * CHUNK);
-  dw_put_u64(sec, size);
+  for (uint32_t i = 0; i < r->n; i++) present += r->v[i][1];
+  dw_put_u64(sec, mem ? mem->size : 0);
   dw_put_u32(sec, CHUNK);
   dw_put_u32(sec, present);
-  for (uint64_t c = 0; c < n_chunks; c++)
-    if (!dw_mem_page_is_zero(mem->base + c * CHUNK)) dw_put_u32(sec, (uint32_t)c);
-  for (uint64_t c = 0; c < n_chunks; c++)
-    if (!dw_mem_page_is_zero(mem->base + c * CHUNK)) dw_put(sec, mem->base + c * CHUNK, CHUNK);
+  for (uint32_t i = 0; i < r->n; i++)
+    for (uint32_t c = r->v[i][0]; c < r->v[i][0] + r->v[i][1]; c++) dw_put_u32(sec, c);
+  for (uint32_t i = 0; i < r->n; i++) dw_put(sec, mem->base + (uint64_t)r->v[i][0] * CHUNK, (size_t)r->v[i][1] * CHUNK);
 }
 
 /* PAGES: u64 size | u32 chunk | u32 n_runs | n_runs x (u32 first, u32 count)
@@ -194,33 +227,31 @@ static void put_memory(dw_bytes *sec, const dw_mem *mem) {
  * of up to `gap` zero chunks, the gap doubling until they fit. */
 enum { MAX_RUNS = 256 };
 
-static uint32_t find_runs(const dw_mem *mem, uint64_t gap, uint32_t (*runs)[2]) {
-  uint64_t n_chunks = mem ? mem->size / CHUNK : 0;
-  uint32_t n = 0;
-  for (uint64_t c = 0; c < n_chunks; c++) {
-    if (dw_mem_page_is_zero(mem->base + c * CHUNK)) continue;
-    if (n && c - (runs[n - 1][0] + runs[n - 1][1]) <= gap) {
-      runs[n - 1][1] = (uint32_t)(c + 1 - runs[n - 1][0]);
-    } else {
-      if (n == MAX_RUNS) return MAX_RUNS + 1;
-      runs[n][0] = (uint32_t)c, runs[n][1] = 1, n++;
+static void merge_runs(runs *r) {
+  for (uint64_t gap = 1; r->n > MAX_RUNS; gap *= 2) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->n; i++) {
+      if (n && r->v[i][0] - (r->v[n - 1][0] + r->v[n - 1][1]) <= gap) {
+        r->v[n - 1][1] = r->v[i][0] + r->v[i][1] - r->v[n - 1][0];
+      } else {
+        r->v[n][0] = r->v[i][0], r->v[n][1] = r->v[i][1];
+        n++;
+      }
     }
+    r->n = n;
   }
-  return n;
 }
 
-static void put_pages(dw_bytes *sec, const dw_mem *mem, size_t payload_off) {
-  uint32_t runs[MAX_RUNS][2], n;
-  for (uint64_t gap = 0; (n = find_runs(mem, gap, runs)) > MAX_RUNS; gap = gap ? gap * 2 : 1) {}
+static void put_pages(dw_bytes *sec, const dw_mem *mem, const runs *r, size_t payload_off) {
   dw_put_u64(sec, mem ? mem->size : 0);
   dw_put_u32(sec, CHUNK);
-  dw_put_u32(sec, n);
-  for (uint32_t i = 0; i < n; i++) dw_put_u32(sec, runs[i][0]), dw_put_u32(sec, runs[i][1]);
+  dw_put_u32(sec, r->n);
+  for (uint32_t i = 0; i < r->n; i++) dw_put_u32(sec, r->v[i][0]), dw_put_u32(sec, r->v[i][1]);
   uint32_t pad = (uint32_t)((CHUNK - (payload_off + sec->n + 4) % CHUNK) % CHUNK);
   static const uint8_t zero[CHUNK];
   dw_put_u32(sec, pad);
   dw_put(sec, zero, pad);
-  for (uint32_t i = 0; i < n; i++) dw_put(sec, mem->base + (uint64_t)runs[i][0] * CHUNK, (size_t)runs[i][1] * CHUNK);
+  for (uint32_t i = 0; i < r->n; i++) dw_put(sec, mem->base + (uint64_t)r->v[i][0] * CHUNK, (size_t)r->v[i][1] * CHUNK);
 }
 
 dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *len) {
@@ -251,13 +282,17 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   }
   /* PAGES, or MEMORY when asked to compress */
   sec.n = 0;
+  runs r;
+  if ((st = scan_runs(mem, &r))) goto fail;
   if (flags & DW_FREEZE_COMPRESS_MEMORY) {
-    put_memory(&sec, mem);
+    put_memory(&sec, mem, &r);
     dw_snap_add(&out, DW_SEC_MEMORY, sec.p, sec.n, true);
   } else {
-    put_pages(&sec, mem, dw_snap_next_payload(&out));
+    merge_runs(&r);
+    put_pages(&sec, mem, &r, dw_snap_next_payload(&out));
     dw_snap_add(&out, DW_SEC_PAGES, sec.p, sec.n, false);
   }
+  free(r.v);
   /* GLOBALS */
   sec.n = 0;
   unsigned ng = dw_instance_n_globals(a->g.inst);
