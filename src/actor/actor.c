@@ -441,10 +441,6 @@ static dw_status clear_memory(dw_actor *a, uint64_t size, uint32_t pages, dw_mem
   return DW_OK;
 }
 
-static uint32_t rd32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static dw_status restore_memory(dw_actor *a, const dw_snap_sec *sec, uint32_t pages, dw_thaw_report *rep) {
   const uint8_t *raw;
   bool owned;
@@ -461,8 +457,9 @@ static dw_status restore_memory(dw_actor *a, const dw_snap_sec *sec, uint32_t pa
   }
   if ((st = clear_memory(a, size, pages, &mem))) goto out;
   const uint8_t *idx = dw_get(&r, (size_t)present * 4), *data = r.p;
+  dw_reader ir = {idx, idx + (size_t)present * 4, false};
   for (uint32_t i = 0; i < present; i++) {
-    uint32_t c = rd32(idx + 4 * i);
+    uint32_t c = dw_get_u32(&ir);
     if ((uint64_t)c >= size / CHUNK) {
       st = BAD("a memory chunk index is out of range");
       goto out;
@@ -482,20 +479,20 @@ static dw_status restore_pages(dw_actor *a, const dw_snap_sec *sec, uint32_t pag
                                dw_thaw_report *rep) {
   dw_reader r = {sec->stored, sec->stored + sec->stored_len, false};
   uint64_t size = dw_get_u64(&r);
-  uint32_t chunk = dw_get_u32(&r), n = dw_get_u32(&r);
-  const uint8_t *runs = dw_get(&r, (size_t)n * 8);
-  uint32_t pad = dw_get_u32(&r);
-  dw_get(&r, pad);
-  if (sec->flags || r.bad || chunk != CHUNK || size != (uint64_t)pages * 65536 || n > MAX_RUNS || pad >= CHUNK)
-    return BAD("the pages section is inconsistent");
+  uint32_t chunk = dw_get_u32(&r), n = dw_get_u32(&r), runs[MAX_RUNS][2];
+  if (r.bad || n > MAX_RUNS) return BAD("the pages section is inconsistent");
   uint64_t next = 0, total = 0;
   for (uint32_t i = 0; i < n; i++) {
-    uint64_t first = rd32(runs + 8 * i), count = rd32(runs + 8 * i + 4);
-    if (!count || first < next || first + count > size / CHUNK)
+    runs[i][0] = dw_get_u32(&r), runs[i][1] = dw_get_u32(&r);
+    if (!runs[i][1] || runs[i][0] < next || (uint64_t)runs[i][0] + runs[i][1] > size / CHUNK)
       return BAD("a run of memory pages is out of order or range");
-    next = first + count;
-    total += count;
+    next = (uint64_t)runs[i][0] + runs[i][1];
+    total += runs[i][1];
   }
+  uint32_t pad = dw_get_u32(&r);
+  dw_get(&r, pad);
+  if (sec->flags || r.bad || chunk != CHUNK || size != (uint64_t)pages * 65536 || pad >= CHUNK)
+    return BAD("the pages section is inconsistent");
   if (total * CHUNK != (uint64_t)(r.end - r.p)) return BAD("the pages section's data has the wrong length");
   dw_mem *mem = NULL; /* NULL only for a module without memory: then n == 0 */
   dw_status st = clear_memory(a, size, pages, &mem);
@@ -503,7 +500,7 @@ static dw_status restore_pages(dw_actor *a, const dw_snap_sec *sec, uint32_t pag
   const uint8_t *data = r.p;
   uint64_t mapped = 0;
   for (uint32_t i = 0; i < n; i++) {
-    uint64_t off = (uint64_t)rd32(runs + 8 * i) * CHUNK, len = (uint64_t)rd32(runs + 8 * i + 4) * CHUNK;
+    uint64_t off = (uint64_t)runs[i][0] * CHUNK, len = (uint64_t)runs[i][1] * CHUNK;
     uint64_t file_off = (uint64_t)(data - file);
     if (fd >= 0 && file_off % CHUNK == 0 && dw_mem_map_file(mem, off, len, fd, file_off) == DW_OK)
       mapped += len;
