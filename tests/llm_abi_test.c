@@ -21,23 +21,23 @@
 static th T;
 static int pipefd[2];
 static dw_model *M;
-static dw_pool *P;
+static dw_engine *P;
 static dw_registry reg;
 
 static void setup(void) {
   cr_assert_eq(pipe2(pipefd, O_NONBLOCK), 0);
   th_open(&T, GUEST("llm_calls"), pipefd[1]);
-  cr_assert_eq(dw_pool_create(2, &P), DW_OK);
+  cr_assert_eq(dw_engine_create("cpu", 2, &P), DW_OK);
   dw_registry_init(&reg);
   cr_assert_eq(dw_registry_add(&reg, "demo", DEMO_MODEL, true), DW_OK, "%s", dw_last_error());
   M = dw_registry_loaded(&reg, 0);
   T.abi.reg = &reg;
-  T.abi.pool = P;
+  T.abi.engine = P;
 }
 static void teardown(void) {
   th_close(&T);
   dw_registry_fini(&reg);
-  dw_pool_destroy(P);
+  dw_engine_destroy(P);
   close(pipefd[0]);
   close(pipefd[1]);
 }

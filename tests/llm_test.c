@@ -5,7 +5,7 @@
  * sessions (batched vs incremental decode, fork, truncate, limits) and the
  * SDK sampler.
  */
-#include "llm/model.h"
+#include "llm/session.h"
 #include "llm/quant.h"
 
 #include <criterion/criterion.h>
@@ -458,14 +458,14 @@ Test(kernels, silu_mul_matches_libm) {
 /* ---- sessions ---------------------------------------------------------------------- */
 
 static dw_model *M;
-static dw_pool *P;
+static dw_engine *P;
 static void sess_setup(void) {
   cr_assert_eq(dw_model_load(DEMO_MODEL, false, &M), DW_OK, "%s", dw_last_error());
-  cr_assert_eq(dw_pool_create(2, &P), DW_OK);
+  cr_assert_eq(dw_engine_create("cpu", 2, &P), DW_OK);
 }
 static void sess_teardown(void) {
+  dw_engine_destroy(P);
   dw_model_release(M);
-  dw_pool_destroy(P);
 }
 TestSuite(session, .init = sess_setup, .fini = sess_teardown);
 

@@ -15,8 +15,7 @@
 #define DW_ABI_H
 
 #include "backend/backend.h"
-#include "base/pool.h"
-#include "llm/model.h"
+#include "llm/session.h"
 #include "wasm/wasm.h"
 
 #include <pthread.h>
@@ -61,7 +60,7 @@ typedef struct dw_abi {
   int emit_fd;            /* where emit() writes; borrowed */
   dw_op_info last;        /* last compute op */
   dw_registry *reg;       /* borrowed: model handle = index + 1 */
-  dw_pool *pool;          /* borrowed: where decode runs */
+  dw_engine *engine;      /* borrowed: where decode runs */
   dw_session *sessions[DW_ABI_MAX_SESSIONS]; /* owned: session handle = index + 1 */
 } dw_abi;
 

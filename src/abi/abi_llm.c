@@ -151,7 +151,7 @@ static uint32_t h_session_new(dw_instance *inst, uint32_t model, uint32_t n_ctx,
   if (!m) return DW_ERR_NOT_FOUND;
   if ((st = view(inst, out, 1, 4, 4, &p))) return st;
   if ((int32_t)n_ctx < 0) return DW_ERR_INVALID_ARG;
-  if ((st = dw_sess_new(m, a->pool, (int)n_ctx, &s))) return st;
+  if ((st = dw_sess_new(m, a->engine, (int)n_ctx, &s))) return st;
   return put_session(inst, a, s, out);
 }
 

@@ -45,7 +45,7 @@ typedef struct nn_graph {
 
 typedef struct nn_ctx {
   bool live;
-  dw_pool *pool;
+  dw_engine *engine;
   int graph;
   dw_model *model;
   nn_cfg cfg;
@@ -64,7 +64,7 @@ typedef struct nn_ctx {
 
 struct dw_nn {
   dw_registry *reg;
-  dw_pool *pool;
+  dw_engine *engine;
   int stdout_fd;
   nn_graph *graphs;
   int n_graphs;
@@ -74,10 +74,10 @@ struct dw_nn {
 
 #define NN(inst) ((dw_nn *)dw_instance_ctx((inst), DW_SLOT_NN))
 
-dw_status dw_nn_create(dw_registry *reg, dw_pool *pool, int stdout_fd, dw_nn **out) {
+dw_status dw_nn_create(dw_registry *reg, dw_engine *engine, int stdout_fd, dw_nn **out) {
   dw_nn *nn = calloc(1, sizeof *nn);
   if (!nn) return dw_error_set(DW_ERR_NOMEM, "wasi-nn");
-  nn->reg = reg, nn->pool = pool, nn->stdout_fd = stdout_fd;
+  nn->reg = reg, nn->engine = engine, nn->stdout_fd = stdout_fd;
   *out = nn;
   return DW_OK;
 }
@@ -268,7 +268,7 @@ static uint32_t h_init_execution_context(dw_instance *inst, uint32_t graph, uint
   nn_ctx *c = &nn->ctxs[nn->n_ctxs];
   memset(c, 0, sizeof *c);
   c->live = true;
-  c->pool = nn->pool;
+  c->engine = nn->engine;
   c->graph = (int)graph;
   c->model = g->model;
   c->cfg = g->cfg;
@@ -353,7 +353,7 @@ static int begin(nn_ctx *c) {
     dw_sess_free(c->sess);
     c->sess = NULL;
   }
-  if (!c->sess && dw_sess_new((dw_model *)m, c->pool, (int)c->cfg.ctx_size, &c->sess) != DW_OK) return NN_INVALID_ARG;
+  if (!c->sess && dw_sess_new((dw_model *)m, c->engine, (int)c->cfg.ctx_size, &c->sess) != DW_OK) return NN_INVALID_ARG;
   dw_sess_truncate(c->sess, 0);
   if (!c->logits && !(c->logits = malloc((size_t)m->hp.n_vocab * sizeof *c->logits))) return NN_RUNTIME;
   dws_free(&c->smp);

@@ -364,9 +364,18 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
     dw_put_u32(&sec, (uint32_t)hp->n_layer);
     dw_put_u32(&sec, (uint32_t)(row / sizeof(float)));
     for (int t = 0; t < s->n_past; t++) dw_put_u32(&sec, (uint32_t)s->tokens[t]);
-    for (int kv = 0; kv < 2; kv++)
-      for (int l = 0; l < hp->n_layer; l++)
-        for (int p = 0; p < s->n_past; p++) dw_put(&sec, dw_sess_kv(s, l, p, kv), row);
+    size_t half = (size_t)hp->n_layer * s->n_past * row; /* K, then V: [layer][pos][kv_dim] */
+    float *kv = malloc(2 * half + 1);
+    if (!kv) {
+      st = dw_error_set(DW_ERR_NOMEM, "freeze: %zu bytes of KV", 2 * half);
+      goto fail;
+    }
+    if ((st = dw_sess_export(s, kv, (float *)((uint8_t *)kv + half)))) {
+      free(kv);
+      goto fail;
+    }
+    dw_put(&sec, kv, 2 * half);
+    free(kv);
     dw_snap_add(&out, DW_SEC_SESSION, sec.p, sec.n, false);
   }
   if (sec.oom) out.oom = true;
@@ -644,7 +653,7 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
   if (!ids) return dw_error_set(DW_ERR_NOMEM, "thaw");
   memcpy(ids, tok, (size_t)n_past * 4);
   dw_session *s;
-  if ((st = dw_sess_new(m, a->rt->pool, (int)n_ctx, &s))) {
+  if ((st = dw_sess_new(m, a->rt->engine, (int)n_ctx, &s))) {
     free(ids);
     return st;
   }

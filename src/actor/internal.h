@@ -1,6 +1,6 @@
 /*
  * internal.h — what the actor layer's files share: the runtime object
- * (backend, LLM worker pool, registered models, host modules) and the
+ * (backend, LLM engine, registered models, host modules) and the
  * host-side set-up of one guest (commands and actors alike).
  */
 #ifndef DW_ACTOR_INTERNAL_H
@@ -9,12 +9,11 @@
 #include "abi/abi.h"
 #include "abi/wasi_nn.h"
 #include "wasi/wasi.h"
-#include "base/pool.h"
-#include "llm/model.h"
+#include "llm/session.h"
 
 struct dw_runtime {
   dw_backend *backend;      /* owned */
-  dw_pool *pool;            /* owned: LLM forward passes */
+  dw_engine *engine;        /* owned: LLM forward passes */
   dw_wasm_config wcfg;
   char *cache_dir;          /* owned, may be NULL */
   dw_host_set hosts;
@@ -41,7 +40,7 @@ typedef struct dw_guest {
 } dw_guest;
 
 /* Creates g's host state and instantiates m with it (the runtime's models,
- * pool, memory hooks and time limit). On failure g holds nothing. */
+ * engine, memory hooks and time limit). On failure g holds nothing. */
 DW_HIDDEN dw_status dw_guest_create(dw_module *m, const dw_wasi_config *wc, uint64_t max_memory_bytes, dw_guest *g);
 DW_HIDDEN void dw_guest_destroy(dw_guest *g);
 

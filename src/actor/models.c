@@ -4,7 +4,7 @@
  *
  * A dw_model handle is the engine's reference-counted model: close drops the
  * caller's reference, sessions hold their own. Sessions decode on the
- * runtime's worker pool, so the runtime must outlive them.
+ * runtime's LLM engine, so the runtime must outlive them.
  */
 #define _GNU_SOURCE
 #include "actor/internal.h"
@@ -85,7 +85,7 @@ dw_status dw_runtime_add_nn_preload(dw_runtime *rt, const char *spec) {
 }
 
 dw_status dw_session_create(dw_runtime *rt, dw_model *m, int n_ctx, dw_session **out) {
-  return dw_sess_new(m, rt->pool, n_ctx, out);
+  return dw_sess_new(m, rt->engine, n_ctx, out);
 }
 
 void dw_session_destroy(dw_session *s) { dw_sess_free(s); }

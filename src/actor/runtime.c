@@ -29,7 +29,7 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
     free(rt);
     return st;
   }
-  if ((st = dw_pool_create(cfg->threads, &rt->pool)) != DW_OK) {
+  if ((st = dw_engine_create(dw_backend_name(rt->backend), cfg->threads, &rt->engine)) != DW_OK) {
     dw_runtime_destroy(rt);
     return st;
   }
@@ -50,23 +50,24 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
 void dw_runtime_destroy(dw_runtime *rt) {
   if (!rt) return;
   dw_registry_fini(&rt->models);
-  dw_pool_destroy(rt->pool);
+  dw_engine_destroy(rt->engine);
   dw_backend_destroy(rt->backend);
   free(rt->cache_dir);
   free(rt);
 }
 
 void dw_runtime_describe(const dw_runtime *rt, char *buf, size_t cap) {
-  char dev[1024], cache[1024];
+  char dev[1024], cache[1024], llm[256];
   dw_backend_describe(rt->backend, dev, sizeof dev);
+  dw_engine_describe(rt->engine, llm, sizeof llm);
   if (dw_wasm_cache_dir(&rt->wcfg, cache, sizeof cache) != DW_OK) snprintf(cache, sizeof cache, "(none)");
   snprintf(buf, cap,
            "backends compiled in: %s\n"
            "active backend: %s\n"
            "%s\n"
            "wasm: ahead-of-time via wasm2c 1.0.32, cache %s\n"
-           "llm: CPU engine, %d threads\n",
-           dw_backend_list(), dw_backend_name(rt->backend), dev, cache, dw_pool_size(rt->pool));
+           "llm: %s\n",
+           dw_backend_list(), dw_backend_name(rt->backend), dev, cache, llm);
 }
 
 dw_status dw_module_load(dw_runtime *rt, const char *path, dw_module **out, bool *cache_hit) {
@@ -105,9 +106,9 @@ dw_status dw_guest_create(dw_module *m, const dw_wasi_config *wc, uint64_t max_m
   memset(g, 0, sizeof *g);
   dw_abi_init(&g->abi, m->rt->backend, wc->stdout_fd);
   g->abi.reg = &m->rt->models;
-  g->abi.pool = m->rt->pool;
+  g->abi.engine = m->rt->engine;
   dw_status st = dw_wasi_create(wc, &g->wasi);
-  if (!st) st = dw_nn_create(&m->rt->models, m->rt->pool, wc->stdout_fd, &g->nn);
+  if (!st) st = dw_nn_create(&m->rt->models, m->rt->engine, wc->stdout_fd, &g->nn);
   if (!st) {
     dw_instance_config ic = {.max_memory_bytes = max_memory_bytes, .hooks = dw_rt_hooks(m->rt),
                              .time_limit_ms = m->rt->time_limit_ms};

@@ -5,15 +5,12 @@
  * Built by `make fuzz` (clang, ASan + UBSan); seeds: tests/fuzz/seeds/ and
  * the demo model.
  */
-#include "llm/model.h"
+#include "llm/session.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static dw_pool *pool;
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (!pool && dw_pool_create(1, &pool) != DW_OK) abort();
   dw_gguf *g;
   if (dw_gguf_parse(data, size, &g) != DW_OK) return 0;
   dw_model *m;
@@ -29,13 +26,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dw_token_piece(m->tok, ids[i], piece, sizeof piece, &pl);
   }
   dw_session *s;
-  if (!vocab_only && m->hp.n_vocab > 0 && dw_sess_new(m, pool, 8, &s) == DW_OK) {
+  dw_engine *e = NULL; /* one per input: an engine keeps the models it prepared */
+  if (!vocab_only && m->hp.n_vocab > 0 && dw_engine_create("cpu", 1, &e) != DW_OK) abort();
+  if (e && dw_sess_new(m, e, 8, &s) == DW_OK) {
     int32_t t[2] = {0, m->hp.n_vocab - 1};
     float *logits = malloc((size_t)m->hp.n_vocab * sizeof(float));
     if (logits) dw_decode(s, t, 2, logits, NULL);
     free(logits);
     dw_sess_free(s);
   }
+  dw_engine_destroy(e);
   dw_model_release(m);
   return 0;
 }

@@ -1,0 +1,494 @@
+/*
+ * cpu_engine.c — the CPU engine (engine.h): weights read in place from the
+ * file mapping, KV blocks in anonymous mappings, and the batched forward
+ * pass on a dw_pool of host threads.
+ *
+ * Forward pass per micro-batch of T tokens (spec §4): embeddings; per layer
+ * RMSNorm → fused Q/K/V projection (+bias) → RoPE (NORM or NEOX) → K/V
+ * written to the session's blocks → causal GQA attention → output
+ * projection added to the residual → RMSNorm → fused gate/up with SiLU →
+ * down projection added to the residual; final RMSNorm and the output
+ * projection for the positions asked for. Each projection is one pool job.
+ *
+ * Threads: steps run one at a time per pool (dw_pool_run queues them).
+ */
+#define _GNU_SOURCE
+#include "llm/quant.h"
+#include "llm/session.h"
+#include "base/pool.h"
+
+#include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+enum { UBATCH = 256, RB = 48 };
+
+typedef struct cpu_engine {
+  dw_pool *pool; /* owned */
+} cpu_engine;
+
+/* ---- KV blocks --------------------------------------------------------------- */
+
+/* KV blocks are mapped directly, populated in one go: faulting megabytes
+ * in page by page costs more than filling them. */
+static void *block_alloc(size_t bytes) {
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static dw_status kv_alloc(void *ctx, size_t bytes, void **out) {
+  (void)ctx;
+  if (!(*out = block_alloc(bytes))) return dw_error_set(DW_ERR_NOMEM, "kv cache: %zu bytes", bytes);
+  return DW_OK;
+}
+
+static void kv_free(void *ctx, void *blk, size_t bytes) {
+  (void)ctx;
+  if (blk) munmap(blk, bytes);
+}
+
+static dw_status kv_copy(void *ctx, void *dst, const void *src, size_t bytes) {
+  (void)ctx;
+  memcpy(dst, src, bytes);
+  return DW_OK;
+}
+
+/* The K (v false) or V row of a position in a block (engine.h invariant 2). */
+static inline float *block_row(const dw_hparams *hp, void *block, int layer, int pos, bool v) {
+  size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+  size_t off = ((size_t)layer * DW_KV_BLOCK + pos % DW_KV_BLOCK) * kvd;
+  if (v) off += (size_t)hp->n_layer * DW_KV_BLOCK * kvd;
+  return (float *)block + off;
+}
+
+static inline float *kv_row(const dw_session *s, int layer, int pos, bool v) {
+  return block_row(&s->model->hp, s->blocks[pos / DW_KV_BLOCK]->data, layer, pos, v);
+}
+
+/* ---- kernels as pool jobs ------------------------------------------------- */
+
+typedef enum { MM_STORE, MM_ADD, MM_GLU } mm_mode;
+
+typedef struct mm_item {
+  const dw_wt *w;
+  const float *bias;
+  float *y;           /* [nt][w->n_out] */
+} mm_item;
+
+typedef struct mm_job {
+  const float *x;     /* [nt][n_in] */
+  const float *xt;    /* x transposed, [n_in][ntp] (nt > 2 only) */
+  const float *zero;  /* [n_in] zeros */
+  int nt, ntp, n_items;
+  mm_mode mode;       /* MM_GLU: items 0 (gate) and 1 (up), output in items[0].y */
+  mm_item it[3];
+  float *scratch;     /* per worker: RB*n_in + 2*RB*nt floats */
+  size_t scratch_per_worker;
+  _Atomic int64_t next; /* next chunk of RB rows to take */
+} mm_job;
+
+/* out[t*RB + i] = row (r0 + i) of w · token t, for i < nr. */
+static void mm_rows(const mm_job *J, const dw_wt *w, int r0, int nr, float *wbuf, float *out) {
+  int64_t n = w->n_in;
+  if (J->nt <= 2) {
+    for (int i = 0; i < nr; i++)
+      for (int t = 0; t < J->nt; t++)
+        out[t * RB + i] = dw_vec_dot(w->type, w->data + (size_t)(r0 + i) * w->row_bytes, J->x + t * n, n);
+    return;
+  }
+  for (int i = 0; i < nr; i++) dw_dequant_row(w->type, w->data + (size_t)(r0 + i) * w->row_bytes, wbuf + i * n, n);
+  dw_gemm_xt(wbuf, nr, n, J->xt, J->nt, J->ntp, J->zero, out, RB);
+}
+
+static void mm_worker(void *arg, int wi, int nw) {
+  mm_job *J = arg;
+  float *wbuf = J->scratch + (size_t)wi * J->scratch_per_worker;
+  float *o1 = wbuf + (size_t)RB * J->it[0].w->n_in, *o2 = o1 + (size_t)RB * J->nt;
+  int n_items = J->mode == MM_GLU ? 1 : J->n_items;
+  int64_t start[4] = {0}, total;
+  for (int i = 0; i < n_items; i++) start[i + 1] = start[i] + (J->it[i].w->n_out + RB - 1) / RB;
+  total = start[n_items];
+  /* Batches take chunks dynamically, so a slow worker never holds the
+   * others up; one or two tokens are bandwidth-bound, and each worker
+   * streams one contiguous run of rows instead (longer prefetch streams). */
+  bool contiguous = J->nt <= 2;
+  int64_t c_end = contiguous ? total * (wi + 1) / nw : total;
+  for (int64_t c = contiguous ? total * wi / nw - 1 : 0;;) {
+    c = contiguous ? c + 1 : atomic_fetch_add(&J->next, 1);
+    if (c >= c_end) break;
+    int i = 0;
+    while (c >= start[i + 1]) i++;
+    const mm_item *I = &J->it[i];
+    int r0 = (int)((c - start[i]) * RB), nr = (int)(I->w->n_out - r0 < RB ? I->w->n_out - r0 : RB);
+    int64_t ld = I->w->n_out;
+    mm_rows(J, I->w, r0, nr, wbuf, o1);
+    if (J->mode == MM_GLU) {
+      mm_rows(J, J->it[1].w, r0, nr, wbuf, o2);
+      for (int t = 0; t < J->nt; t++) dw_silu_mul(I->y + t * ld + r0, o1 + t * RB, o2 + t * RB, nr);
+      continue;
+    }
+    for (int t = 0; t < J->nt; t++) {
+      float *y = I->y + t * ld + r0;
+      const float *o = o1 + t * RB, *b = I->bias ? I->bias + r0 : NULL;
+      if (J->mode == MM_ADD)
+        for (int r = 0; r < nr; r++) y[r] += o[r] + (b ? b[r] : 0.f);
+      else
+        for (int r = 0; r < nr; r++) y[r] = o[r] + (b ? b[r] : 0.f);
+    }
+  }
+}
+
+typedef struct fwd {
+  dw_pool *pool;
+  dw_session *s;
+  const dw_model *m;
+  int nt, p0, layer;
+  float *x, *xn, *q, *k, *v, *att, *h;
+  float *scratch, *scores, *xt, *zero;
+  const float *cs, *sn;   /* RoPE cos/sin per token */
+  size_t scratch_per_worker;
+} fwd;
+
+/* ---- per-token preparation, parallel over tokens ---------------------------- */
+
+typedef enum { PREP_NORM, PREP_TRANSPOSE, PREP_ROPE } prep_kind;
+
+typedef struct prep_job {
+  fwd *F;
+  prep_kind kind;
+  const float *src;   /* NORM: x; TRANSPOSE: the input [nt][n] */
+  const float *w;     /* NORM: the norm weight */
+  float *dst;         /* NORM: xn */
+  int64_t n;
+  const float *cs, *sn;
+} prep_job;
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+static void rope(float *v, int n_heads, int hd, int n_rot, bool neox, const float *cs, const float *sn);
+
+static void prep_worker(void *arg, int wi, int nw) {
+  const prep_job *P = arg;
+  fwd *F = P->F;
+  const dw_hparams *hp = &F->m->hp;
+  if (P->kind == PREP_TRANSPOSE) {
+    /* each worker owns a range of columns */
+    dw_transpose_x(P->src, F->nt, P->n, P->n * wi / nw, P->n * (wi + 1) / nw, F->xt, (F->nt + 31) / 32 * 32);
+    return;
+  }
+  for (int t = F->nt * wi / nw; t < F->nt * (wi + 1) / nw; t++) {
+    if (P->kind == PREP_NORM) {
+      rmsnorm(P->dst + (size_t)t * P->n, P->src + (size_t)t * P->n, P->w, (int)P->n, hp->eps);
+    } else {
+      int hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, half = hp->n_rot / 2;
+      const float *c = P->cs + (size_t)t * half, *sn = P->sn + (size_t)t * half;
+      rope(F->q + (size_t)t * qd, hp->n_head, hd, hp->n_rot, hp->rope_neox, c, sn);
+      rope(F->k + (size_t)t * kvd, hp->n_head_kv, hd, hp->n_rot, hp->rope_neox, c, sn);
+      memcpy(kv_row(F->s, F->layer, F->p0 + t, false), F->k + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+      memcpy(kv_row(F->s, F->layer, F->p0 + t, true), F->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+    }
+  }
+}
+
+static void prep(fwd *F, prep_kind kind, const float *src, const float *w, float *dst, int64_t n) {
+  prep_job P = {F, kind, src, w, dst, n, F->cs, F->sn};
+  if (F->nt <= 2) { /* too little work to hand out; one or two tokens need no transposed copy */
+    if (kind != PREP_TRANSPOSE) prep_worker(&P, 0, 1);
+    return;
+  }
+  dw_pool_run(F->pool, prep_worker, &P);
+  if (kind == PREP_NORM) { /* then the normed rows, transposed, for the matmul */
+    P = (prep_job){F, PREP_TRANSPOSE, dst, NULL, NULL, n, F->cs, F->sn};
+    dw_pool_run(F->pool, prep_worker, &P);
+  }
+}
+
+/* The input must have been through prep (NORM or TRANSPOSE) when nt > 2. */
+static void matmul(fwd *F, const float *x, int nt, mm_mode mode, int n, const mm_item *items) {
+  mm_job J = {.x = x, .nt = nt, .ntp = (nt + 31) / 32 * 32, .n_items = n, .mode = mode, .xt = F->xt,
+              .zero = F->zero, .scratch = F->scratch, .scratch_per_worker = F->scratch_per_worker};
+  memcpy(J.it, items, (size_t)n * sizeof *items);
+  atomic_init(&J.next, 0);
+  dw_pool_run(F->pool, mm_worker, &J);
+}
+
+static void attn_worker(void *arg, int wi, int nw) {
+  const fwd *F = arg;
+  const dw_hparams *hp = &F->m->hp;
+  int hd = hp->head_dim, H = hp->n_head, g = H / hp->n_head_kv, qd = H * hd;
+  float *sc = F->scores + (size_t)wi * F->s->n_ctx;
+  float scale = 1.f / sqrtf((float)hd);
+  int total = F->nt * H;
+  for (int item = wi; item < total; item += nw) { /* interleaved: causal rows grow with t */
+    int t = item / H, h = item % H, p = F->p0 + t, kvo = (h / g) * hd;
+    const float *q = F->q + (size_t)t * qd + (size_t)h * hd;
+    float *o = F->att + (size_t)t * qd + (size_t)h * hd;
+#if defined(__AVX512F__)
+    if (hd % 16 == 0 && hd <= 128) { /* q and the output row stay in registers */
+      int nv = hd / 16;
+      __m512 qv[8], ov[8];
+      for (int i = 0; i < nv; i++) qv[i] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * i), _mm512_set1_ps(scale));
+      float mx = -INFINITY;
+      for (int j = 0; j <= p; j++) {
+        const float *kr = kv_row(F->s, F->layer, j, false) + kvo;
+        __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
+        for (int i = 1; i < nv; i++) acc = _mm512_fmadd_ps(qv[i], _mm512_loadu_ps(kr + 16 * i), acc);
+        sc[j] = _mm512_reduce_add_ps(acc);
+        if (sc[j] > mx) mx = sc[j];
+      }
+      float inv = 1.f / dw_exp_sum(sc, p + 1, mx);
+      for (int i = 0; i < nv; i++) ov[i] = _mm512_setzero_ps();
+      for (int j = 0; j <= p; j++) {
+        const float *vr = kv_row(F->s, F->layer, j, true) + kvo;
+        __m512 a = _mm512_set1_ps(sc[j] * inv);
+        for (int i = 0; i < nv; i++) ov[i] = _mm512_fmadd_ps(a, _mm512_loadu_ps(vr + 16 * i), ov[i]);
+      }
+      for (int i = 0; i < nv; i++) _mm512_storeu_ps(o + 16 * i, ov[i]);
+      continue;
+    }
+#endif
+    float mx = -INFINITY;
+    for (int j = 0; j <= p; j++) {
+      sc[j] = dw_dot_f32(q, kv_row(F->s, F->layer, j, false) + kvo, hd) * scale;
+      if (sc[j] > mx) mx = sc[j];
+    }
+    float inv = 1.f / dw_exp_sum(sc, p + 1, mx);
+    memset(o, 0, (size_t)hd * sizeof *o);
+    for (int j = 0; j <= p; j++) {
+      const float *vr = kv_row(F->s, F->layer, j, true) + kvo;
+      float a = sc[j] * inv;
+      for (int d = 0; d < hd; d++) o[d] += a * vr[d];
+    }
+  }
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+  double ss = 0;
+  for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+  float r = (float)(1.0 / sqrt(ss / n + eps));
+  for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+static void rope(float *v, int n_heads, int hd, int n_rot, bool neox, const float *cs, const float *sn) {
+  for (int h = 0; h < n_heads; h++) {
+    float *x = v + (size_t)h * hd;
+    for (int i = 0; i < n_rot / 2; i++) {
+      int ia = neox ? i : 2 * i, ib = neox ? i + n_rot / 2 : 2 * i + 1;
+      float a = x[ia], b = x[ib];
+      x[ia] = a * cs[i] - b * sn[i];
+      x[ib] = a * sn[i] + b * cs[i];
+    }
+  }
+}
+
+static void forward_layer(fwd *F, int l) {
+  const dw_model *m = F->m;
+  const dw_hparams *hp = &m->hp;
+  const dw_layer *L = &m->layers[l];
+  int nt = F->nt, dim = hp->dim;
+  F->layer = l;
+  prep(F, PREP_NORM, F->x, L->attn_norm, F->xn, dim);
+  mm_item qkv[3] = {{&L->wq, L->bq, F->q}, {&L->wk, L->bk, F->k}, {&L->wv, L->bv, F->v}};
+  matmul(F, F->xn, nt, MM_STORE, 3, qkv);
+  prep(F, PREP_ROPE, NULL, NULL, NULL, 0);
+  dw_pool_run(F->pool, attn_worker, F);
+  prep(F, PREP_TRANSPOSE, F->att, NULL, NULL, hp->n_head * hp->head_dim);
+  mm_item o = {&L->wo, L->bo, F->x};
+  matmul(F, F->att, nt, MM_ADD, 1, &o);
+  prep(F, PREP_NORM, F->x, L->ffn_norm, F->xn, dim);
+  mm_item glu[2] = {{&L->gate, NULL, F->h}, {&L->up, NULL, NULL}};
+  matmul(F, F->xn, nt, MM_GLU, 2, glu);
+  prep(F, PREP_TRANSPOSE, F->h, NULL, NULL, hp->n_ff);
+  mm_item d = {&L->down, NULL, F->x};
+  matmul(F, F->h, nt, MM_ADD, 1, &d);
+}
+
+/* One micro-batch of nt <= UBATCH tokens at positions [s->n_past, +nt). */
+static dw_status forward(dw_pool *pool, dw_session *s, const int32_t *tok, int nt, float *logits, float *all,
+                         double *embd_sum) {
+  const dw_model *m = s->model;
+  const dw_hparams *hp = &m->hp;
+  int dim = hp->dim, qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim, half = hp->n_rot / 2;
+  int nw = dw_pool_size(pool), max_in = hp->n_ff > qd ? hp->n_ff : qd;
+  if (dim > max_in) max_in = dim;
+  fwd F = {.pool = pool, .s = s, .m = m, .nt = nt, .p0 = s->n_past};
+  int ntp = (nt + 31) / 32 * 32;
+  F.scratch_per_worker = (size_t)RB * max_in + 2 * (size_t)RB * nt;
+  size_t nfl = (size_t)nt * (2 * dim + 2 * qd + 2 * kvd + hp->n_ff) + 2 * (size_t)nt * half +
+               F.scratch_per_worker * nw + (size_t)s->n_ctx * nw + (size_t)max_in * ntp + (size_t)max_in;
+  float *buf = malloc(nfl * sizeof(float));
+  if (!buf) return dw_error_set(DW_ERR_NOMEM, "decode: %zu bytes of activations", nfl * sizeof(float));
+  float *p = buf;
+  F.x = p, p += (size_t)nt * dim;
+  F.xn = p, p += (size_t)nt * dim;
+  F.q = p, p += (size_t)nt * qd;
+  F.att = p, p += (size_t)nt * qd;
+  F.k = p, p += (size_t)nt * kvd;
+  F.v = p, p += (size_t)nt * kvd;
+  F.h = p, p += (size_t)nt * hp->n_ff;
+  float *cs = p, *sn = p + (size_t)nt * half;
+  p += 2 * (size_t)nt * half;
+  F.scratch = p, p += F.scratch_per_worker * nw;
+  F.xt = p, p += (size_t)max_in * ntp;
+  F.zero = p, p += max_in;
+  memset(F.zero, 0, (size_t)max_in * sizeof(float));
+  F.scores = p;
+  for (int t = 0; t < nt; t++) {
+    dw_dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)tok[t] * m->tok_embd.row_bytes, F.x + (size_t)t * dim,
+                   dim);
+    double pos = F.p0 + t;
+    for (int i = 0; i < half; i++) {
+      double a = pos * (double)m->inv_freq[i];
+      cs[(size_t)t * half + i] = (float)cos(a);
+      sn[(size_t)t * half + i] = (float)sin(a);
+    }
+  }
+  F.cs = cs, F.sn = sn;
+  for (int l = 0; l < hp->n_layer; l++) forward_layer(&F, l);
+  for (int t = 0; embd_sum && t < nt; t++) { /* the final-normed hidden states, summed */
+    rmsnorm(F.xn, F.x + (size_t)t * dim, m->output_norm, dim, hp->eps);
+    for (int i = 0; i < dim; i++) embd_sum[i] += F.xn[i];
+  }
+  int first = all ? 0 : nt - 1;
+  if (all || logits) {
+    float *y = all ? all : logits;
+    mm_item o = {&m->output, NULL, y};
+    if (all) {
+      prep(&F, PREP_NORM, F.x, m->output_norm, F.xn, dim);
+    } else {
+      rmsnorm(F.xn, F.x + (size_t)(nt - 1) * dim, m->output_norm, dim, hp->eps);
+      F.nt = 1;
+    }
+    matmul(&F, F.xn, nt - first, MM_STORE, 1, &o);
+    if (all && logits) memcpy(logits, all + (size_t)(nt - 1) * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
+  }
+  free(buf);
+  return DW_OK;
+}
+
+
+typedef struct restore_job {
+  const dw_model *m;
+  void **blocks;
+  int n;
+  const uint8_t *k, *v;
+  _Atomic bool failed;
+} restore_job;
+
+/* Blocks are split between the workers: each maps its blocks (populated
+ * in one go) and copies their rows, so both halves of the work scale. */
+static void restore_worker(void *arg, int wi, int nw) {
+  restore_job *J = arg;
+  const dw_hparams *hp = &J->m->hp;
+  size_t row = (size_t)hp->n_head_kv * hp->head_dim * sizeof(float), bytes = dw_kv_block_bytes(J->m);
+  int nb = (J->n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
+  for (int b = nb * wi / nw; b < nb * (wi + 1) / nw; b++) {
+    void *blk = block_alloc(bytes);
+    if (!blk) {
+      atomic_store(&J->failed, true);
+      continue;
+    }
+    J->blocks[b] = blk;
+    int p0 = b * DW_KV_BLOCK, np = J->n - p0 < DW_KV_BLOCK ? J->n - p0 : DW_KV_BLOCK;
+    for (int l = 0; l < hp->n_layer; l++) { /* rows of one layer and block are contiguous on both sides */
+      memcpy(block_row(hp, blk, l, p0, false), J->k + ((size_t)l * J->n + p0) * row, (size_t)np * row);
+      memcpy(block_row(hp, blk, l, p0, true), J->v + ((size_t)l * J->n + p0) * row, (size_t)np * row);
+    }
+  }
+}
+
+
+static dw_status kv_import(void *ctx, const dw_model *m, void **blocks, int n, const void *k, const void *v) {
+  cpu_engine *c = ctx;
+  restore_job J = {m, blocks, n, k, v, false};
+  dw_pool_run(c->pool, restore_worker, &J);
+  if (!atomic_load(&J.failed)) return DW_OK;
+  for (int b = 0; b < (n + DW_KV_BLOCK - 1) / DW_KV_BLOCK; b++) {
+    kv_free(ctx, blocks[b], dw_kv_block_bytes(m));
+    blocks[b] = NULL;
+  }
+  return dw_error_set(DW_ERR_NOMEM, "session restore: kv cache");
+}
+
+static dw_status kv_export(void *ctx, const dw_model *m, void *const *blocks, int n, float *k, float *v) {
+  (void)ctx;
+  const dw_hparams *hp = &m->hp;
+  size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+  for (int b = 0; b < (n + DW_KV_BLOCK - 1) / DW_KV_BLOCK; b++) {
+    int p0 = b * DW_KV_BLOCK, np = n - p0 < DW_KV_BLOCK ? n - p0 : DW_KV_BLOCK;
+    for (int l = 0; l < hp->n_layer; l++) {
+      memcpy(k + ((size_t)l * n + p0) * kvd, block_row(hp, blocks[b], l, p0, false), np * kvd * sizeof(float));
+      memcpy(v + ((size_t)l * n + p0) * kvd, block_row(hp, blocks[b], l, p0, true), np * kvd * sizeof(float));
+    }
+  }
+  return DW_OK;
+}
+
+/* ---- the engine ------------------------------------------------------------- */
+
+/* The weights are the model's own views into the file mapping. */
+static dw_status weights_load(void *ctx, dw_model *m, void **out, uint64_t *device_bytes) {
+  (void)ctx;
+  *out = m;
+  *device_bytes = 0;
+  return DW_OK;
+}
+
+static void weights_free(void *ctx, void *w) { (void)ctx, (void)w; }
+
+/* Sequences run one after another: each is its own batched pass. */
+static dw_status cpu_forward(void *ctx, void *weights, dw_step_seq *seqs, int n_seqs, dw_step_info *info) {
+  cpu_engine *c = ctx;
+  (void)weights;
+  *info = (dw_step_info){.zero_copy = true};
+  for (int i = 0; i < n_seqs; i++) {
+    dw_step_seq *q = &seqs[i];
+    dw_status st = forward(c->pool, q->s, q->tokens, q->n, q->logits, q->all_logits, q->embd_sum);
+    if (st) return st;
+  }
+  return DW_OK;
+}
+
+static void cpu_describe(void *ctx, char *buf, size_t cap) {
+  cpu_engine *c = ctx;
+  snprintf(buf, cap, "CPU engine, %d threads", dw_pool_size(c->pool));
+}
+
+static void cpu_destroy(void *ctx) {
+  cpu_engine *c = ctx;
+  dw_pool_destroy(c->pool);
+  free(c);
+}
+
+static const dw_engine_ops cpu_ops = {
+    /* .version = */ DW_ENGINE_OPS_VERSION,
+    /* .name = */ "cpu",
+    /* .weights_load = */ weights_load,
+    /* .weights_free = */ weights_free,
+    /* .kv_alloc = */ kv_alloc,
+    /* .kv_free = */ kv_free,
+    /* .kv_copy = */ kv_copy,
+    /* .kv_export = */ kv_export,
+    /* .kv_import = */ kv_import,
+    /* .forward = */ cpu_forward,
+    /* .describe = */ cpu_describe,
+    /* .destroy = */ cpu_destroy,
+};
+
+dw_status dw_engine_cpu_reg(int threads, dw_engine *out) {
+  cpu_engine *c = calloc(1, sizeof *c);
+  if (!c) return dw_error_set(DW_ERR_NOMEM, "cpu engine");
+  dw_status st = dw_pool_create(threads, &c->pool);
+  if (st) {
+    free(c);
+    return st;
+  }
+  out->ops = &cpu_ops;
+  out->ctx = c;
+  out->max_step_tokens = UBATCH;
+  return DW_OK;
+}

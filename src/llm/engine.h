@@ -1,0 +1,113 @@
+/*
+ * engine.h — the LLM engine interface: where a model's weights live, where
+ * a session's KV blocks live, and how one forward step runs. Model loading
+ * (model.c), tokenizers and session bookkeeping (session.c) know no device;
+ * cpu/ (host threads) and cuda/ (HBM, our kernels, cuBLAS) implement this
+ * vtable, and every caller (the ABI, WASI-NN, actors, the CLI) reaches an
+ * engine only through the dw_engine_* wrappers.
+ *
+ * Invariants:
+ *  1. Weights are prepared once per (engine, model) and cached on the
+ *     engine until it is destroyed; every session of that model on that
+ *     engine shares them. The cache holds a model reference.
+ *  2. KV blocks are opaque engine memory of dw_kv_block_bytes(m) bytes in
+ *     the canonical layout [layer][DW_KV_BLOCK][kv_dim] f32, K then V, so
+ *     a block means the same on every engine; kv_export/kv_import convert
+ *     between blocks and the snapshot layout [layer][pos][kv_dim].
+ *  3. forward runs one step over many sequences; each sequence's tokens
+ *     were validated and its blocks for the new positions are present and
+ *     exclusively owned (session.c sees to both). It does not advance
+ *     n_past: the caller does, once the step succeeded.
+ *  4. Output pointers (logits) may be guest memory registered with the
+ *     runtime's backend: engines write them in place or by DMA, never
+ *     through a host staging copy.
+ *
+ * Threads: an engine may be called from many threads; each engine
+ * serialises its own steps. A session is used by one thread at a time.
+ */
+#ifndef DW_ENGINE_H
+#define DW_ENGINE_H
+
+#include "llm/model.h"
+
+#include <pthread.h>
+
+#define DW_ENGINE_OPS_VERSION 1
+
+typedef struct dw_session dw_session;
+
+/* One sequence's share of a forward step: its n tokens go to positions
+ * [s->n_past, s->n_past + n). */
+typedef struct dw_step_seq {
+  dw_session *s;            /* borrowed */
+  const int32_t *tokens;    /* [n], each < n_vocab */
+  int n;
+  float *logits;            /* [n_vocab]: the last token's logits, or NULL */
+  float *all_logits;        /* [n][n_vocab], or NULL */
+  double *embd_sum;         /* [dim] += each token's final-normed hidden state, or NULL */
+} dw_step_seq;
+
+/* What the last step did (reported to guests through last_op_info). */
+typedef struct dw_step_info {
+  bool zero_copy;           /* outputs were written straight into the caller's memory */
+  uint64_t staged_bytes;    /* bytes moved through staging buffers (0 = none) */
+} dw_step_info;
+
+typedef struct dw_engine_ops {
+  uint32_t version;         /* DW_ENGINE_OPS_VERSION */
+  const char *name;         /* "cpu", "cuda" */
+  /* Prepares m's weights (views into the mapping, or device copies);
+   * *device_bytes gets the device memory they take (0 on the host). */
+  dw_status (*weights_load)(void *ctx, dw_model *m, void **out, uint64_t *device_bytes);
+  void (*weights_free)(void *ctx, void *w);
+  /* A KV block of `bytes`; contents undefined. */
+  dw_status (*kv_alloc)(void *ctx, size_t bytes, void **out);
+  void (*kv_free)(void *ctx, void *blk, size_t bytes);
+  dw_status (*kv_copy)(void *ctx, void *dst, const void *src, size_t bytes);
+  /* Blocks [0, ceil(n_pos / DW_KV_BLOCK)) → k, v, each [n_layer][n_pos][kv_dim] f32. */
+  dw_status (*kv_export)(void *ctx, const dw_model *m, void *const *blocks, int n_pos, float *k, float *v);
+  /* Allocates blocks[0 .. ceil(n_pos / DW_KV_BLOCK)) and fills them from k, v
+   * (same layout, read with memcpy: may be unaligned). On failure every
+   * block it allocated is freed and the slots are NULL. */
+  dw_status (*kv_import)(void *ctx, const dw_model *m, void **blocks, int n_pos, const void *k, const void *v);
+  /* One step (invariant 3). */
+  dw_status (*forward)(void *ctx, void *weights, dw_step_seq *seqs, int n_seqs, dw_step_info *info);
+  /* One line about the engine. Optional. */
+  void (*describe)(void *ctx, char *buf, size_t cap);
+  void (*destroy)(void *ctx);
+} dw_engine_ops;
+
+typedef struct dw_engine_weights {
+  dw_model *model;          /* counted reference */
+  void *w;                  /* owned by the engine's ops */
+  uint64_t device_bytes;
+  double load_ms;
+  struct dw_engine_weights *next;
+} dw_engine_weights;
+
+typedef struct dw_engine {
+  const dw_engine_ops *ops; /* static */
+  void *ctx;                /* owned */
+  int max_step_tokens;      /* tokens one forward step takes at most */
+  pthread_mutex_t lock;     /* the weights cache */
+  pthread_mutex_t load_lock; /* one weights load at a time, outside `lock` */
+  dw_engine_weights *cache; /* owned list; entries never move */
+} dw_engine;
+
+/* "cpu", "cuda" or "auto" (CUDA when a device is present). threads: the
+ * CPU engine's workers (<= 0: one per core). */
+DW_HIDDEN dw_status dw_engine_create(const char *name, int threads, dw_engine **out);
+DW_HIDDEN void dw_engine_destroy(dw_engine *e);
+DW_HIDDEN const char *dw_engine_name(const dw_engine *e);
+DW_HIDDEN void dw_engine_describe(const dw_engine *e, char *buf, size_t cap);
+/* m's weights on e, prepared on first use (invariant 1); borrowed while e lives. */
+DW_HIDDEN dw_status dw_engine_weights_for(dw_engine *e, dw_model *m, const dw_engine_weights **out);
+
+/* Plug-ins. */
+DW_HIDDEN dw_status dw_engine_cpu_reg(int threads, dw_engine *out);
+#ifdef DW_HAVE_CUDA_ENGINE
+/* DW_ERR_UNSUPPORTED when no device is present. */
+DW_HIDDEN dw_status dw_engine_cuda_reg(dw_engine *out);
+#endif
+
+#endif
