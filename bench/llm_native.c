@@ -3,7 +3,9 @@
  * llm_loop.h, the same as llm_guest.c's) through the public C API, with
  * the SDK sampler compiled natively.
  *
- *   bench_llm_native MODEL.gguf N_PROMPT N_DECODE [REPS] [THREADS]
+ *   bench_llm_native MODEL.gguf N_PROMPT N_DECODE [REPS] [THREADS] [BACKEND]
+ *
+ * BACKEND: cpu (default), cuda or auto.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "driftwood.h"
@@ -26,11 +28,11 @@ static int n_empty(void *ctx) { return dw_session_truncate(((native *)ctx)->sess
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: bench_llm_native MODEL.gguf [N_PROMPT] [N_DECODE] [REPS] [THREADS]\n");
+    fprintf(stderr, "usage: bench_llm_native MODEL.gguf [N_PROMPT] [N_DECODE] [REPS] [THREADS] [BACKEND]\n");
     return 2;
   }
   int np = argc > 2 ? atoi(argv[2]) : 128, nd = argc > 3 ? atoi(argv[3]) : 64, reps = argc > 4 ? atoi(argv[4]) : 3;
-  dw_runtime_config rc = {.backend = "cpu", .threads = argc > 5 ? atoi(argv[5]) : 0};
+  dw_runtime_config rc = {.backend = argc > 6 ? argv[6] : "cpu", .threads = argc > 5 ? atoi(argv[5]) : 0};
   dw_runtime *rt;
   native g = {0};
   dw_model_info info;

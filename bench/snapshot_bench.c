@@ -8,6 +8,8 @@
  * how much resident memory the thawed, idle actor added (RSS growth).
  *
  *   bench_snapshot MODEL.gguf KV_ACTOR.wasm DIR [REPS] [N...]
+ *
+ * DW_BENCH_BACKEND=cuda runs it on the CUDA backend and LLM engine.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "driftwood.h"
@@ -51,7 +53,8 @@ int main(int argc, char **argv) {
     nl = 0;
     for (int i = 5; i < argc && nl < 16; i++) lens[nl++] = atoi(argv[i]);
   }
-  dw_runtime_config rc = {.backend = "cpu"};
+  const char *be = getenv("DW_BENCH_BACKEND"); /* cpu (default), cuda */
+  dw_runtime_config rc = {.backend = be && *be ? be : "cpu"};
   dw_runtime *rt;
   dw_module *m;
   CHECK(dw_runtime_create(&rc, &rt));

@@ -184,6 +184,10 @@ DW_API int dw_session_length(const dw_session *s);
 DW_API dw_status dw_session_truncate(dw_session *s, int n_keep);
 /* A new session sharing s's KV blocks copy-on-write. */
 DW_API dw_status dw_session_fork(const dw_session *s, dw_session **out);
+/* One line: the engine the session runs on ("cpu", "cuda"), the device
+ * memory its model's weights and buffers take there (shared by every
+ * session of that model on the runtime) and how long preparing them took. */
+DW_API void dw_session_describe(const dw_session *s, char *buf, size_t cap);
 
 /* ---- actors and snapshots --------------------------------------------
  *

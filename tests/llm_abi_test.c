@@ -10,6 +10,7 @@
 #include "harness.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -24,10 +25,16 @@ static dw_model *M;
 static dw_engine *P;
 static dw_registry reg;
 
+/* DW_TEST_LLM_ENGINE=cuda runs the suite on the CUDA backend and engine. */
+static const char *engine_name(void) {
+  const char *e = getenv("DW_TEST_LLM_ENGINE");
+  return e && *e ? e : "cpu";
+}
+
 static void setup(void) {
   cr_assert_eq(pipe2(pipefd, O_NONBLOCK), 0);
-  th_open(&T, GUEST("llm_calls"), pipefd[1]);
-  cr_assert_eq(dw_engine_create("cpu", 2, &P), DW_OK);
+  cr_assert(th_open_on(&T, GUEST("llm_calls"), pipefd[1], engine_name()), "%s", dw_last_error());
+  cr_assert_eq(dw_engine_create(engine_name(), 2, &P), DW_OK, "%s", dw_last_error());
   dw_registry_init(&reg);
   cr_assert_eq(dw_registry_add(&reg, "demo", DEMO_MODEL, true), DW_OK, "%s", dw_last_error());
   M = dw_registry_loaded(&reg, 0);
@@ -217,4 +224,19 @@ Test(llm_abi, decode_in_place_and_hostile) {
   cr_assert_eq(call("session_truncate", "i:ii", s, 2), DW_OK);
   cr_assert_eq(call("session_len", "i:ii", s, 600), DW_OK);
   cr_assert_eq(rd32(600), 2);
+}
+
+/* On an engine this machine lacks, the suite is skipped (exit 77). */
+int main(int argc, char **argv) {
+  dw_engine *e;
+  if (dw_engine_create(engine_name(), 1, &e) != DW_OK) {
+    printf("llm_abi_test: skipped: %s\n", dw_last_error());
+    return 77;
+  }
+  dw_engine_destroy(e);
+  struct criterion_test_set *tests = criterion_initialize();
+  int result = 0;
+  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
+  criterion_finalize(tests);
+  return result;
 }

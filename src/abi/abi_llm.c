@@ -164,7 +164,12 @@ static uint32_t h_decode(dw_instance *inst, uint32_t session, uint32_t tokens, u
   if ((st = view(inst, tokens, n, 4, 4, &pt)) || (st = view(inst, logits, nv, 4, 4, &pl))) return st;
   if (overlaps(tokens, (uint64_t)n * 4, logits, nv * 4)) return DW_ERR_INVALID_ARG;
   if (n > (uint32_t)INT32_MAX) return DW_ERR_LIMIT;
-  return dw_decode(s, pt, (int)n, pl, NULL);
+  dw_abi *a = ABI(inst);
+  st = dw_decode(s, pt, (int)n, pl, NULL);
+  /* what reached the guest's logits: written in place, or DMA'd from the engine's buffer */
+  a->last = (dw_op_info){.zero_copy = !st && s->last.zero_copy, .status = st,
+                         .staged_bytes = st ? 0 : s->last.staged_bytes};
+  return st;
 }
 
 static uint32_t h_session_len(dw_instance *inst, uint32_t session, uint32_t out) {

@@ -97,3 +97,8 @@ dw_status dw_session_decode(dw_session *s, const int32_t *tokens, int n, float *
 int dw_session_length(const dw_session *s) { return s->n_past; }
 dw_status dw_session_truncate(dw_session *s, int n_keep) { return dw_sess_truncate(s, n_keep); }
 dw_status dw_session_fork(const dw_session *s, dw_session **out) { return dw_sess_fork(s, out); }
+
+void dw_session_describe(const dw_session *s, char *buf, size_t cap) {
+  snprintf(buf, cap, "engine %s: weights and buffers %.1f MiB of device memory, prepared in %.1f ms",
+           dw_engine_name(s->engine), (double)s->w->device_bytes / (1 << 20), s->w->load_ms);
+}

@@ -156,12 +156,13 @@ int dw_cli_generate(int argc, char **argv) {
     for (int i = 2; i < argc; i++) help |= !strcmp(argv[i], "-h") || !strcmp(argv[i], "--help");
     fprintf(help ? stdout : stderr, "usage: driftwood generate --model M.gguf --prompt TEXT [-n N] [--temp T] [--top-k K]\n"
                     "         [--top-p P] [--min-p M] [--repeat-penalty R] [--seed S] [--threads N]\n"
-                    "         [--ctx N] [--ignore-eos] [--dump-logits FILE] [--quiet]\n"
+                    "         [--ctx N] [--backend cpu|cuda|auto] [--ignore-eos] [--dump-logits FILE] [--quiet]\n"
                     "defaults: -n 32, --temp 0.8 (0 = greedy), --top-k 40, --top-p 0.95, --min-p 0.05,\n"
-                    "          --repeat-penalty 1 (off), --seed 0, --ctx: the model's context\n");
+                    "          --repeat-penalty 1 (off), --seed 0, --ctx: the model's context,\n"
+                    "          --backend auto (the GPU when there is one)\n");
     return help ? 0 : DW_EXIT_USAGE;
   }
-  dw_runtime_config rc = {.backend = backend ? backend : "cpu", .threads = threads};
+  dw_runtime_config rc = {.backend = backend ? backend : "auto", .threads = threads};
   dw_runtime *rt = NULL;
   dw_model *m = NULL;
   dw_session *s = NULL;
@@ -181,6 +182,11 @@ int dw_cli_generate(int argc, char **argv) {
     goto out;
   }
   if (dw_session_create(rt, m, n_ctx, &s)) goto fail;
+  if (!quiet) {
+    char desc[256];
+    dw_session_describe(s, desc, sizeof desc);
+    fprintf(stderr, "driftwood: %s\n", desc);
+  }
   if (dump && !(df = fopen(dump, "wb"))) {
     fprintf(stderr, "driftwood: %s: %s\n", dump, strerror(errno));
     goto out;

@@ -13,6 +13,7 @@ reference's logits at the same positions:
   (the reference runs in float64 on the dequantised weights)
 
 Usage: compare.py DRIFTWOOD_BINARY FIXTURES_VOCAB_DIR WORKDIR
+DW_REF_BACKEND=cuda runs the engine on the GPU (`generate --backend cuda`).
 Exit 0 when all agree, 1 otherwise, 77 when the fixtures are missing.
 """
 import os
@@ -33,6 +34,7 @@ PROMPTS = [
     " ".join(f"word{i}" for i in range(120)),  # > 256 tokens: crosses blocks and the micro-batch
 ]
 N_GEN = 6
+BACKEND = os.environ.get("DW_REF_BACKEND") or "cpu"
 
 CONFIGS = [
     # name, arch, vocab, type, extra mkmodel args, tolerance
@@ -71,7 +73,8 @@ def main():
                                  capture_output=True, text=True).stdout.split()
             ids = [int(x) for x in ids]
             subprocess.run([dw, "generate", "--model", model, "--prompt", prompt, "-n", str(N_GEN), "--temp", "0",
-                            "--ignore-eos", "--quiet", "--dump-logits", dump], check=True, capture_output=True)
+                            "--ignore-eos", "--quiet", "--dump-logits", dump, "--backend", BACKEND],
+                           check=True, capture_output=True)
             got = np.fromfile(dump, dtype="<f4").reshape(N_GEN, -1).astype(np.float64)
             seq = list(ids) + [int(np.argmax(got[i])) for i in range(N_GEN - 1)]
             want = ref.logits(seq).numpy()[len(ids) - 1:]

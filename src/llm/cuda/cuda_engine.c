@@ -1,0 +1,697 @@
+/*
+ * cuda_engine.c — the CUDA engine (engine.h): weights uploaded once per
+ * model into HBM (quantised types repacked, never dequantised in memory),
+ * KV blocks in HBM, and forward steps over many sequences at once: our
+ * kernels (kernels.cu) for decode-sized steps, replayed from a CUDA graph,
+ * and cuBLAS tensor-core GEMMs for prefill.
+ *
+ * Invariants:
+ *  1. Every value a kernel uses to index memory (token ids, positions,
+ *     block pointers) was checked on the host before the step: session.c
+ *     validated the tokens, and the block table is built here from the
+ *     session's own blocks.
+ *  2. A step's inputs travel in one host-to-device copy from a pinned
+ *     buffer; its logits leave by one DMA per sequence straight into the
+ *     caller's memory (guest memory registered by the backend is pinned,
+ *     so that DMA lands in the guest's own pages), or, with
+ *     DRIFTWOOD_CUDA_LOGITS=mapped, the output GEMV writes them through the
+ *     mapped pointer. No host staging copy either way.
+ *  3. Steps of up to DW_GEMV_MAX_NT tokens run from a graph captured once
+ *     per token count: all their device addresses are fixed per model, and
+ *     what changes per step (tokens, positions, block tables) is data.
+ *  4. A CUDA error fails the call with DW_ERR_BACKEND and its message; the
+ *     session is left as it was (session.c does not advance it).
+ *
+ * Threads: steps, uploads and KV copies are serialised on `lock`, one
+ * stream and one cuBLAS handle per engine.
+ */
+#define _GNU_SOURCE
+#include "llm/cuda/kernels.h"
+#include "llm/quant.h"
+#include "llm/session.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MAX_STEP = 512 };
+
+typedef struct dev_layer {
+  float *attn_norm, *ffn_norm, *bq, *bk, *bv, *bo; /* device, [dim] / [n_out] or NULL */
+  dw_kwt wq, wk, wv, wo, gate, up, down;
+} dev_layer;
+
+/* One model's weights on the device and the buffers its steps use. */
+typedef struct dev_model {
+  const dw_model *m;             /* borrowed: the engine's cache holds a reference */
+  dev_layer *layers;             /* host array, device pointers */
+  dw_kwt tok_embd, output;       /* output may alias tok_embd */
+  float *output_norm, *inv_freq; /* device */
+  uint64_t weight_bytes, buffer_bytes;
+  void **allocs;                 /* every device allocation, for freeing */
+  int n_allocs, cap_allocs;
+  /* step activations, [MAX_STEP][…] */
+  float *x, *xn, *q, *k, *v, *att, *h, *u;
+  void *x16;                     /* [MAX_STEP][max_in] f16/bf16: GEMM inputs */
+  void *wdeq;                    /* f16 copy of one quantised matrix (prefill) */
+  float *logits;                 /* [logits_cap][n_vocab] */
+  int logits_cap;
+  /* step inputs: block pointers, then tokens, pos, seq_of, out_rows, tab_off ([MAX_STEP] each) */
+  uint8_t *d_in, *h_in;          /* device / pinned host */
+  int tables_cap;
+  cudaGraphExec_t graph[DW_GEMV_MAX_NT + 1];
+} dev_model;
+
+typedef struct cuda_engine {
+  int device;
+  cudaStream_t stream;
+  cublasHandle_t blas;
+  pthread_mutex_t lock;
+  char name[300];
+  size_t total_mem;
+  bool mapped_logits;            /* DRIFTWOOD_CUDA_LOGITS=mapped */
+  bool no_graphs;                /* DRIFTWOOD_CUDA_GRAPHS=0 */
+  void **free_blocks;            /* KV blocks kept for reuse */
+  size_t free_block_bytes;
+  int n_free, cap_free;
+  _Atomic int64_t kv_bytes;      /* KV blocks handed out */
+} cuda_engine;
+
+static dw_status cu_fail(cudaError_t e, const char *what) {
+  cudaGetLastError();
+  return dw_error_set(DW_ERR_BACKEND, "cuda engine: %s: %s", what, cudaGetErrorString(e));
+}
+
+#define CU(call, what)                                                                                       \
+  do {                                                                                                       \
+    cudaError_t e_ = (call);                                                                                 \
+    if (e_ != cudaSuccess) return cu_fail(e_, what);                                                         \
+  } while (0)
+
+/* ---- uploads ---------------------------------------------------------------------- */
+
+static dw_status dev_alloc(dev_model *d, size_t bytes, void **out, uint64_t *count) {
+  *out = NULL;
+  if (d->n_allocs == d->cap_allocs) {
+    int cap = d->cap_allocs ? 2 * d->cap_allocs : 64;
+    void **a = realloc(d->allocs, (size_t)cap * sizeof *a);
+    if (!a) return dw_error_set(DW_ERR_NOMEM, "cuda engine");
+    d->allocs = a, d->cap_allocs = cap;
+  }
+  cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
+  if (e != cudaSuccess) return cu_fail(e, "cudaMalloc of model memory");
+  d->allocs[d->n_allocs++] = *out;
+  *count += bytes;
+  return DW_OK;
+}
+
+static dw_status upload(dev_model *d, const void *src, size_t bytes, void **out) {
+  dw_status st = dev_alloc(d, bytes, out, &d->weight_bytes);
+  if (st) return st;
+  CU(cudaMemcpy(*out, src, bytes, cudaMemcpyHostToDevice), "weight upload");
+  return DW_OK;
+}
+
+static dw_status upload_vec(dev_model *d, const float *v, int64_t n, float **out) {
+  *out = NULL;
+  return v ? upload(d, v, (size_t)n * sizeof(float), (void **)out) : DW_OK;
+}
+
+/* A GGUF matrix in the device format of kernels.h. */
+static dw_status upload_wt(dev_model *d, const dw_wt *w, dw_kwt *out) {
+  int64_t n_in = w->n_in, n_out = w->n_out, nb = n_in / 32;
+  *out = (dw_kwt){.n_in = (int)n_in, .n_out = (int)n_out};
+  size_t n = (size_t)n_in * n_out;
+  switch (w->type) {
+  case GGML_F32: out->type = DW_KT_F32; return upload(d, w->data, n * 4, (void **)&out->q);
+  case GGML_F16: out->type = DW_KT_F16; return upload(d, w->data, n * 2, (void **)&out->q);
+  case GGML_BF16: out->type = DW_KT_BF16; return upload(d, w->data, n * 2, (void **)&out->q);
+  case GGML_Q8_0:
+  case GGML_Q4_0: {
+    bool q8 = w->type == GGML_Q8_0;
+    out->type = q8 ? DW_KT_Q8_0 : DW_KT_Q4_0;
+    size_t qbytes = q8 ? n : n / 2, block = q8 ? 34 : 18;
+    uint8_t *qs = malloc(qbytes);
+    uint16_t *sc = malloc((size_t)n_out * nb * sizeof *sc);
+    dw_status st = qs && sc ? DW_OK : dw_error_set(DW_ERR_NOMEM, "cuda engine: repacking a matrix");
+    for (int64_t r = 0; !st && r < n_out; r++)
+      for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w->data + (size_t)r * w->row_bytes + (size_t)b * block;
+        memcpy(&sc[r * nb + b], blk, 2);
+        if (q8) {
+          memcpy(qs + (size_t)r * n_in + b * 32, blk + 2, 32);
+          continue;
+        }
+        uint8_t *o = qs + ((size_t)r * n_in + b * 32) / 2; /* elements 2i, 2i+1 in byte i */
+        for (int i = 0; i < 16; i++) {
+          int e0 = 2 * i, e1 = 2 * i + 1;
+          int v0 = e0 < 16 ? blk[2 + e0] & 15 : blk[2 + e0 - 16] >> 4;
+          int v1 = e1 < 16 ? blk[2 + e1] & 15 : blk[2 + e1 - 16] >> 4;
+          o[i] = (uint8_t)(v0 | v1 << 4);
+        }
+      }
+    if (!st) st = upload(d, qs, qbytes, (void **)&out->q);
+    if (!st) st = upload(d, sc, (size_t)n_out * nb * sizeof *sc, (void **)&out->scales);
+    free(qs), free(sc);
+    return st;
+  }
+  default:
+    return dw_error_set(DW_ERR_UNSUPPORTED, "cuda engine: weight type %s", dw_ggml_type_name(w->type));
+  }
+}
+
+static void dev_model_free(dev_model *d) {
+  if (!d) return;
+  for (int i = 0; i <= DW_GEMV_MAX_NT; i++)
+    if (d->graph[i]) cudaGraphExecDestroy(d->graph[i]);
+  for (int i = 0; i < d->n_allocs; i++) cudaFree(d->allocs[i]);
+  cudaFreeHost(d->h_in);
+  free(d->allocs);
+  free(d->layers);
+  free(d);
+}
+
+static size_t in_bytes(int tables_cap) { return (size_t)tables_cap * sizeof(void *) + 5 * MAX_STEP * sizeof(int); }
+
+/* Step inputs for at least n_tables block pointers (graphs use the old
+ * addresses, so they go when the buffers move). */
+static dw_status ensure_inputs(dev_model *d, int n_tables) {
+  if (n_tables <= d->tables_cap) return DW_OK;
+  int cap = d->tables_cap ? d->tables_cap : 1024;
+  while (cap < n_tables) cap *= 2;
+  for (int i = 0; i <= DW_GEMV_MAX_NT; i++)
+    if (d->graph[i]) cudaGraphExecDestroy(d->graph[i]), d->graph[i] = NULL;
+  cudaFreeHost(d->h_in);
+  d->h_in = NULL;
+  CU(cudaMallocHost((void **)&d->h_in, in_bytes(cap)), "pinned step inputs");
+  dw_status st = dev_alloc(d, in_bytes(cap), (void **)&d->d_in, &d->buffer_bytes);
+  if (st) return st; /* the old device buffer stays in allocs until the model goes */
+  d->tables_cap = cap;
+  return DW_OK;
+}
+
+static dw_status alloc_buffers(dev_model *d) {
+  const dw_hparams *hp = &d->m->hp;
+  size_t T = MAX_STEP, qd = (size_t)hp->n_head * hp->head_dim, kvd = (size_t)hp->n_head_kv * hp->head_dim;
+  size_t max_in = (size_t)hp->n_ff > qd ? (size_t)hp->n_ff : qd;
+  if ((size_t)hp->dim > max_in) max_in = hp->dim;
+  dw_status st;
+  struct { float **p; size_t n; } bufs[] = {{&d->x, T * hp->dim}, {&d->xn, T * hp->dim}, {&d->q, T * qd},
+                                             {&d->k, T * kvd}, {&d->v, T * kvd}, {&d->att, T * qd},
+                                             {&d->h, T * hp->n_ff}, {&d->u, T * hp->n_ff}};
+  for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+    if ((st = dev_alloc(d, bufs[i].n * sizeof(float), (void **)bufs[i].p, &d->buffer_bytes))) return st;
+  if ((st = dev_alloc(d, T * max_in * 2, &d->x16, &d->buffer_bytes))) return st;
+  /* the largest quantised matrix, dequantised for prefill GEMMs */
+  size_t deq = 0;
+  const dw_kwt *all[] = {&d->output, &d->tok_embd};
+  for (int i = 0; i < 2; i++)
+    if (all[i]->type == DW_KT_Q8_0 || all[i]->type == DW_KT_Q4_0) deq = (size_t)all[i]->n_in * all[i]->n_out;
+  for (int l = 0; l < hp->n_layer; l++) {
+    const dw_kwt *w[] = {&d->layers[l].wq, &d->layers[l].wk, &d->layers[l].wv, &d->layers[l].wo,
+                         &d->layers[l].gate, &d->layers[l].up, &d->layers[l].down};
+    for (int i = 0; i < 7; i++)
+      if ((w[i]->type == DW_KT_Q8_0 || w[i]->type == DW_KT_Q4_0) && (size_t)w[i]->n_in * w[i]->n_out > deq)
+        deq = (size_t)w[i]->n_in * w[i]->n_out;
+  }
+  if (deq && (st = dev_alloc(d, deq * 2, &d->wdeq, &d->buffer_bytes))) return st;
+  d->logits_cap = DW_GEMV_MAX_NT;
+  if ((st = dev_alloc(d, (size_t)d->logits_cap * hp->n_vocab * sizeof(float), (void **)&d->logits,
+                      &d->buffer_bytes)))
+    return st;
+  return ensure_inputs(d, 1024);
+}
+
+static dw_status weights_load(void *ctx, dw_model *m, void **out, uint64_t *device_bytes) {
+  cuda_engine *c = ctx;
+  const dw_hparams *hp = &m->hp;
+  if (hp->head_dim % 4 || hp->head_dim > 256 || hp->dim % 32 || hp->n_ff % 32 || (hp->n_head * hp->head_dim) % 32)
+    return dw_error_set(DW_ERR_UNSUPPORTED, "cuda engine: head dim %d (needs a multiple of 4, at most 256) or a "
+                        "width not a multiple of 32", hp->head_dim);
+  dev_model *d = calloc(1, sizeof *d);
+  if (!d || !(d->layers = calloc((size_t)hp->n_layer, sizeof *d->layers))) {
+    free(d);
+    return dw_error_set(DW_ERR_NOMEM, "cuda engine");
+  }
+  d->m = m;
+  pthread_mutex_lock(&c->lock);
+  cudaSetDevice(c->device);
+  int qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+  dw_status st = upload_wt(d, &m->tok_embd, &d->tok_embd);
+  if (!st) {
+    if (m->output.data == m->tok_embd.data && m->output.type == m->tok_embd.type) d->output = d->tok_embd;
+    else st = upload_wt(d, &m->output, &d->output);
+  }
+  if (!st) st = upload_vec(d, m->output_norm, hp->dim, &d->output_norm);
+  if (!st) st = upload_vec(d, m->inv_freq, hp->n_rot / 2, &d->inv_freq);
+  for (int l = 0; !st && l < hp->n_layer; l++) {
+    const dw_layer *L = &m->layers[l];
+    dev_layer *D = &d->layers[l];
+    if ((st = upload_vec(d, L->attn_norm, hp->dim, &D->attn_norm)) ||
+        (st = upload_vec(d, L->ffn_norm, hp->dim, &D->ffn_norm)) || (st = upload_vec(d, L->bq, qd, &D->bq)) ||
+        (st = upload_vec(d, L->bk, kvd, &D->bk)) || (st = upload_vec(d, L->bv, kvd, &D->bv)) ||
+        (st = upload_vec(d, L->bo, hp->dim, &D->bo)) || (st = upload_wt(d, &L->wq, &D->wq)) ||
+        (st = upload_wt(d, &L->wk, &D->wk)) || (st = upload_wt(d, &L->wv, &D->wv)) ||
+        (st = upload_wt(d, &L->wo, &D->wo)) || (st = upload_wt(d, &L->gate, &D->gate)) ||
+        (st = upload_wt(d, &L->up, &D->up)) || (st = upload_wt(d, &L->down, &D->down)))
+      break;
+    if (D->wq.type != D->wk.type || D->wq.type != D->wv.type || D->gate.type != D->up.type)
+      st = dw_error_set(DW_ERR_UNSUPPORTED, "cuda engine: layer %d mixes weight types within Q/K/V or gate/up", l);
+  }
+  if (!st) st = alloc_buffers(d);
+  pthread_mutex_unlock(&c->lock);
+  if (st) {
+    dev_model_free(d);
+    return st;
+  }
+  *out = d;
+  *device_bytes = d->weight_bytes + d->buffer_bytes;
+  return DW_OK;
+}
+
+static void weights_free(void *ctx, void *w) {
+  cuda_engine *c = ctx;
+  pthread_mutex_lock(&c->lock);
+  cudaSetDevice(c->device);
+  cudaStreamSynchronize(c->stream);
+  dev_model_free(w);
+  pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- KV blocks --------------------------------------------------------------------- */
+
+static dw_status kv_alloc(void *ctx, size_t bytes, void **out) {
+  cuda_engine *c = ctx;
+  dw_status st = DW_OK;
+  pthread_mutex_lock(&c->lock);
+  if (c->n_free && c->free_block_bytes == bytes) {
+    *out = c->free_blocks[--c->n_free];
+  } else {
+    cudaSetDevice(c->device);
+    cudaError_t e = cudaMalloc(out, bytes);
+    if (e != cudaSuccess) st = cu_fail(e, "KV block");
+  }
+  if (!st) atomic_fetch_add(&c->kv_bytes, (int64_t)bytes);
+  pthread_mutex_unlock(&c->lock);
+  return st;
+}
+
+static void kv_free(void *ctx, void *blk, size_t bytes) {
+  cuda_engine *c = ctx;
+  if (!blk) return;
+  pthread_mutex_lock(&c->lock);
+  atomic_fetch_sub(&c->kv_bytes, (int64_t)bytes);
+  /* blocks of one size are kept (work on the stream is ordered, so a block
+   * still in use by a queued copy is only reused after it) */
+  if (c->free_block_bytes != bytes) {
+    for (int i = 0; i < c->n_free; i++) cudaFree(c->free_blocks[i]);
+    c->n_free = 0;
+    c->free_block_bytes = bytes;
+  }
+  if (c->n_free == c->cap_free) {
+    int cap = c->cap_free ? 2 * c->cap_free : 256;
+    void **f = realloc(c->free_blocks, (size_t)cap * sizeof *f);
+    if (f) c->free_blocks = f, c->cap_free = cap;
+  }
+  if (c->n_free < c->cap_free) c->free_blocks[c->n_free++] = blk;
+  else cudaFree(blk);
+  pthread_mutex_unlock(&c->lock);
+}
+
+static dw_status kv_copy(void *ctx, void *dst, const void *src, size_t bytes) {
+  cuda_engine *c = ctx;
+  pthread_mutex_lock(&c->lock);
+  cudaSetDevice(c->device);
+  cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream);
+  pthread_mutex_unlock(&c->lock);
+  return e == cudaSuccess ? DW_OK : cu_fail(e, "KV block copy");
+}
+
+/* The canonical K and V arrays in device memory plus the block table, for
+ * one export or import. */
+static dw_status kv_stage(cuda_engine *c, const dw_model *m, int n, void *const *blocks, float **dkv, void ***dtab,
+                          size_t *half) {
+  const dw_hparams *hp = &m->hp;
+  int nb = (n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
+  *half = (size_t)hp->n_layer * n * hp->n_head_kv * hp->head_dim * sizeof(float);
+  *dkv = NULL, *dtab = NULL;
+  CU(cudaMalloc((void **)dkv, 2 * *half), "KV staging");
+  cudaError_t e = cudaMalloc((void **)dtab, (size_t)nb * sizeof(void *));
+  if (e == cudaSuccess && blocks)
+    e = cudaMemcpyAsync(*dtab, blocks, (size_t)nb * sizeof(void *), cudaMemcpyHostToDevice, c->stream);
+  if (e != cudaSuccess) {
+    cudaFree(*dkv), cudaFree(*dtab);
+    return cu_fail(e, "KV staging");
+  }
+  return DW_OK;
+}
+
+static dw_status kv_export(void *ctx, const dw_model *m, void *const *blocks, int n, float *k, float *v) {
+  cuda_engine *c = ctx;
+  const dw_hparams *hp = &m->hp;
+  float *dkv;
+  void **dtab;
+  size_t half;
+  pthread_mutex_lock(&c->lock);
+  cudaSetDevice(c->device);
+  dw_status st = kv_stage(c, m, n, blocks, &dkv, &dtab, &half);
+  if (!st) {
+    dw_k_kv_gather((float *const *)dtab, dkv, n, hp->n_layer, hp->n_head_kv * hp->head_dim, c->stream);
+    cudaError_t e = cudaMemcpyAsync(k, dkv, half, cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(v, (uint8_t *)dkv + half, half, cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess) st = cu_fail(e, "KV export");
+    cudaFree(dkv), cudaFree(dtab);
+  }
+  pthread_mutex_unlock(&c->lock);
+  return st;
+}
+
+static dw_status kv_import(void *ctx, const dw_model *m, void **blocks, int n, const void *k, const void *v) {
+  cuda_engine *c = ctx;
+  const dw_hparams *hp = &m->hp;
+  int nb = (n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
+  size_t bytes = dw_kv_block_bytes(m);
+  dw_status st = DW_OK;
+  for (int b = 0; !st && b < nb; b++) st = kv_alloc(ctx, bytes, &blocks[b]);
+  float *dkv = NULL;
+  void **dtab = NULL;
+  size_t half;
+  pthread_mutex_lock(&c->lock);
+  cudaSetDevice(c->device);
+  if (!st) st = kv_stage(c, m, n, blocks, &dkv, &dtab, &half);
+  if (!st) {
+    cudaError_t e = cudaMemcpyAsync(dkv, k, half, cudaMemcpyHostToDevice, c->stream);
+    if (e == cudaSuccess) e = cudaMemcpyAsync((uint8_t *)dkv + half, v, half, cudaMemcpyHostToDevice, c->stream);
+    if (e == cudaSuccess) {
+      dw_k_kv_scatter((float *const *)dtab, dkv, n, hp->n_layer, hp->n_head_kv * hp->head_dim, c->stream);
+      e = cudaStreamSynchronize(c->stream);
+    }
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess) st = cu_fail(e, "KV import");
+    cudaFree(dkv), cudaFree(dtab);
+  }
+  pthread_mutex_unlock(&c->lock);
+  if (st)
+    for (int b = 0; b < nb; b++) {
+      kv_free(ctx, blocks[b], bytes);
+      blocks[b] = NULL;
+    }
+  return st;
+}
+
+/* ---- forward steps -------------------------------------------------------------------- */
+
+typedef struct step {
+  cuda_engine *c;
+  dev_model *d;
+  const dw_hparams *hp;
+  int nt, n_out;
+  int *tokens, *out_rows;        /* device, in d_in */
+  dw_kv_args kv;
+} step;
+
+/* y = W·x for the items of one projection (see DW_GEMV_*): our GEMV for
+ * decode-sized steps, cuBLAS (f16/bf16 inputs, f32 accumulation and
+ * output) for larger ones. */
+static dw_status project(step *S, const float *x, int nt, int mode, const dw_gemv_item *it, int n_items) {
+  cudaStream_t st = S->c->stream;
+  if (nt <= DW_GEMV_MAX_NT) {
+    dw_k_gemv(x, nt, mode, it, n_items, st);
+    return DW_OK;
+  }
+  const dw_kwt *w0 = it[0].w;
+  int n_in = w0->n_in;
+  bool bf16 = w0->type == DW_KT_BF16;
+  if (w0->type != DW_KT_F32) dw_k_to_half(x, S->d->x16, (long long)nt * n_in, bf16, st);
+  const float one = 1.f, zero = 0.f;
+  for (int i = 0; i < n_items; i++)
+    for (int part = 0; part < (mode == DW_GEMV_GLU ? 2 : 1); part++) {
+      const dw_kwt *w = part ? it[i].w2 : it[i].w;
+      float *y = part ? S->d->u : it[i].y;
+      const float *beta = mode == DW_GEMV_ADD ? &one : &zero;
+      cublasStatus_t bs;
+      if (w->type == DW_KT_F32) {
+        bs = cublasSgemm(S->c->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->n_out, nt, n_in, &one, w->q, n_in, x, n_in, beta, y,
+                         w->n_out);
+      } else {
+        const void *wq = w->q;
+        if (w->type == DW_KT_Q8_0 || w->type == DW_KT_Q4_0) {
+          dw_k_dequant_f16(w, S->d->wdeq, st);
+          wq = S->d->wdeq;
+        }
+        cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+        bs = cublasGemmEx(S->c->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->n_out, nt, n_in, &one, wq, t, n_in, S->d->x16, t,
+                          n_in, beta, y, CUDA_R_32F, w->n_out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      }
+      if (bs != CUBLAS_STATUS_SUCCESS)
+        return dw_error_set(DW_ERR_BACKEND, "cuda engine: cuBLAS GEMM %dx%dx%d failed (status %d)", w->n_out, nt,
+                            n_in, (int)bs);
+      if (!part && it[i].bias) dw_k_add_bias(y, it[i].bias, nt, w->n_out, st);
+    }
+  if (mode == DW_GEMV_GLU) dw_k_silu_mul(it[0].y, it[0].y, S->d->u, (long long)nt * it[0].w->n_out, st);
+  return DW_OK;
+}
+
+/* Embeddings and every layer: everything but the output head. */
+static dw_status body(step *S) {
+  dev_model *d = S->d;
+  const dw_hparams *hp = S->hp;
+  cudaStream_t st = S->c->stream;
+  int nt = S->nt, dim = hp->dim;
+  dw_status rc;
+  dw_k_embed(&d->tok_embd, S->tokens, d->x, nt, st);
+  for (int l = 0; l < hp->n_layer; l++) {
+    const dev_layer *D = &d->layers[l];
+    dw_k_rmsnorm(d->x, NULL, D->attn_norm, d->xn, nt, dim, hp->eps, st);
+    dw_gemv_item qkv[3] = {{&D->wq, NULL, D->bq, d->q}, {&D->wk, NULL, D->bk, d->k}, {&D->wv, NULL, D->bv, d->v}};
+    if ((rc = project(S, d->xn, nt, DW_GEMV_STORE, qkv, 3))) return rc;
+    dw_k_rope_store(&S->kv, l, d->q, d->k, d->v, nt, st);
+    dw_k_attention(&S->kv, l, d->q, d->att, nt, st);
+    dw_gemv_item o = {&D->wo, NULL, D->bo, d->x};
+    if ((rc = project(S, d->att, nt, DW_GEMV_ADD, &o, 1))) return rc;
+    dw_k_rmsnorm(d->x, NULL, D->ffn_norm, d->xn, nt, dim, hp->eps, st);
+    dw_gemv_item glu = {&D->gate, &D->up, NULL, d->h};
+    if ((rc = project(S, d->xn, nt, DW_GEMV_GLU, &glu, 1))) return rc;
+    dw_gemv_item down = {&D->down, NULL, NULL, d->x};
+    if ((rc = project(S, d->h, nt, DW_GEMV_ADD, &down, 1))) return rc;
+  }
+  return DW_OK;
+}
+
+/* The body from the graph for this token count, captured on first use. */
+static dw_status run_body(step *S) {
+  cuda_engine *c = S->c;
+  dev_model *d = S->d;
+  if (S->nt > DW_GEMV_MAX_NT || c->no_graphs) return body(S);
+  if (!d->graph[S->nt]) {
+    cudaGraph_t g;
+    CU(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal), "graph capture");
+    dw_status st = body(S);
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (st) {
+      if (e == cudaSuccess) cudaGraphDestroy(g);
+      return st;
+    }
+    if (e != cudaSuccess) return cu_fail(e, "graph capture");
+    e = cudaGraphInstantiate(&d->graph[S->nt], g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+      d->graph[S->nt] = NULL;
+      return cu_fail(e, "graph instantiation");
+    }
+  }
+  CU(cudaGraphLaunch(d->graph[S->nt], c->stream), "graph launch");
+  return DW_OK;
+}
+
+/* Whether the device can write p itself (registered or managed memory). */
+static bool device_writable(const void *p) {
+  struct cudaPointerAttributes a;
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return (a.type == cudaMemoryTypeHost && a.devicePointer == p) || a.type == cudaMemoryTypeManaged;
+}
+
+static dw_status grow_logits(dev_model *d, int rows) {
+  if (rows <= d->logits_cap) return DW_OK;
+  for (int i = 0; i < d->n_allocs; i++)
+    if (d->allocs[i] == d->logits) d->allocs[i] = d->allocs[--d->n_allocs];
+  cudaFree(d->logits);
+  d->buffer_bytes -= (uint64_t)d->logits_cap * d->m->hp.n_vocab * sizeof(float);
+  d->logits = NULL, d->logits_cap = 0;
+  dw_status st = dev_alloc(d, (size_t)rows * d->m->hp.n_vocab * sizeof(float), (void **)&d->logits, &d->buffer_bytes);
+  if (!st) d->logits_cap = rows;
+  return st;
+}
+
+/* Sums each sequence's final-normed hidden states into its embd_sum. */
+static dw_status embed_sums(step *S, dw_step_seq *seqs, int n_seqs) {
+  const dw_hparams *hp = S->hp;
+  size_t n = (size_t)S->nt * hp->dim;
+  float *hx = malloc(n * sizeof *hx);
+  if (!hx) return dw_error_set(DW_ERR_NOMEM, "cuda engine: embeddings");
+  dw_k_rmsnorm(S->d->x, NULL, S->d->output_norm, S->d->xn, S->nt, hp->dim, hp->eps, S->c->stream);
+  cudaError_t e = cudaMemcpyAsync(hx, S->d->xn, n * sizeof *hx, cudaMemcpyDeviceToHost, S->c->stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(S->c->stream);
+  for (int i = 0, t0 = 0; e == cudaSuccess && i < n_seqs; t0 += seqs[i++].n)
+    for (int t = 0; seqs[i].embd_sum && t < seqs[i].n; t++)
+      for (int j = 0; j < hp->dim; j++) seqs[i].embd_sum[j] += hx[(size_t)(t0 + t) * hp->dim + j];
+  free(hx);
+  return e == cudaSuccess ? DW_OK : cu_fail(e, "embeddings");
+}
+
+static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n_seqs, dw_step_info *info) {
+  cuda_engine *c = ctx;
+  dev_model *d = weights;
+  const dw_hparams *hp = &d->m->hp;
+  *info = (dw_step_info){0};
+  int nt = 0, n_tab = 0, n_out = 0;
+  bool embd = false;
+  for (int i = 0; i < n_seqs; i++) {
+    nt += seqs[i].n;
+    n_tab += (seqs[i].s->n_past + seqs[i].n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
+    n_out += seqs[i].all_logits ? seqs[i].n : seqs[i].logits != NULL;
+    embd |= seqs[i].embd_sum != NULL;
+  }
+  if (nt < 1 || nt > MAX_STEP)
+    return dw_error_set(DW_ERR_LIMIT, "cuda engine: a step of %d tokens (1 to %d)", nt, MAX_STEP);
+  pthread_mutex_lock(&c->lock);
+  cudaSetDevice(c->device);
+  dw_status st = ensure_inputs(d, n_tab);
+  if (!st) st = grow_logits(d, n_out);
+  if (st) goto out;
+  /* inputs (invariant 1): block pointers, then the int arrays */
+  void **tab = (void **)d->h_in;
+  int *hi = (int *)(d->h_in + (size_t)d->tables_cap * sizeof(void *));
+  int *h_tok = hi, *h_pos = hi + MAX_STEP, *h_seq = hi + 2 * MAX_STEP, *h_rows = hi + 3 * MAX_STEP,
+      *h_off = hi + 4 * MAX_STEP;
+  for (int i = 0, t = 0, b0 = 0, r = 0; i < n_seqs; i++) {
+    const dw_session *s = seqs[i].s;
+    int nb = (s->n_past + seqs[i].n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
+    for (int b = 0; b < nb; b++) tab[b0 + b] = s->blocks[b]->data;
+    h_off[i] = b0;
+    b0 += nb;
+    for (int j = 0; j < seqs[i].n; j++, t++) {
+      h_tok[t] = seqs[i].tokens[j];
+      h_pos[t] = s->n_past + j;
+      h_seq[t] = i;
+      if (seqs[i].all_logits || (seqs[i].logits && j == seqs[i].n - 1)) h_rows[r++] = t;
+    }
+  }
+  uint8_t *din = d->d_in;
+  int *di = (int *)(din + (size_t)d->tables_cap * sizeof(void *));
+  cudaError_t e = cudaMemcpyAsync(din, d->h_in, in_bytes(d->tables_cap), cudaMemcpyHostToDevice, c->stream);
+  if (e != cudaSuccess) {
+    st = cu_fail(e, "step inputs");
+    goto out;
+  }
+  step S = {.c = c, .d = d, .hp = hp, .nt = nt, .n_out = n_out, .tokens = di, .out_rows = di + 3 * MAX_STEP,
+            .kv = {.tables = (float *const *)din, .tab_off = di + 4 * MAX_STEP, .seq_of = di + 2 * MAX_STEP,
+                   .pos = di + MAX_STEP, .n_layer = hp->n_layer, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
+                   .head_dim = hp->head_dim, .n_rot = hp->n_rot, .neox = hp->rope_neox, .inv_freq = d->inv_freq}};
+  if ((st = run_body(&S))) goto out;
+  if (embd && (st = embed_sums(&S, seqs, n_seqs))) goto out;
+  if (n_out) {
+    dw_k_rmsnorm(d->x, S.out_rows, d->output_norm, d->xn, n_out, hp->dim, hp->eps, c->stream);
+    float *first = seqs[0].logits;
+    bool mapped = c->mapped_logits && n_seqs == 1 && n_out == 1 && first && device_writable(first);
+    dw_gemv_item head = {&d->output, NULL, NULL, mapped ? first : d->logits};
+    if ((st = project(&S, d->xn, n_out, DW_GEMV_STORE, &head, 1))) goto out;
+    info->zero_copy = mapped;
+    size_t row = (size_t)hp->n_vocab * sizeof(float);
+    for (int i = 0, r = 0; !mapped && i < n_seqs && e == cudaSuccess; i++) {
+      const dw_step_seq *q = &seqs[i];
+      int rows = q->all_logits ? q->n : q->logits != NULL;
+      if (q->all_logits) e = cudaMemcpyAsync(q->all_logits, d->logits + (size_t)r * hp->n_vocab, rows * row,
+                                             cudaMemcpyDeviceToHost, c->stream);
+      if (q->logits && e == cudaSuccess)
+        e = cudaMemcpyAsync(q->logits, d->logits + (size_t)(r + rows - 1) * hp->n_vocab, row,
+                            cudaMemcpyDeviceToHost, c->stream);
+      info->staged_bytes += (q->all_logits ? rows * row : 0) + (q->logits ? row : 0);
+      r += rows;
+    }
+  }
+  if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+  if (e == cudaSuccess) e = cudaGetLastError();
+  if (e != cudaSuccess) st = cu_fail(e, "forward step");
+out:
+  pthread_mutex_unlock(&c->lock);
+  return st;
+}
+
+/* ---- the engine ---------------------------------------------------------------------- */
+
+static void cuda_describe(void *ctx, char *buf, size_t cap) {
+  cuda_engine *c = ctx;
+  snprintf(buf, cap, "CUDA engine on %s (%.1f GiB): weights and KV cache in device memory, KV blocks %.1f MiB in "
+           "use, logits by %s, decode graphs %s",
+           c->name, (double)c->total_mem / (1 << 30), (double)atomic_load(&c->kv_bytes) / (1 << 20),
+           c->mapped_logits ? "mapped writes" : "DMA", c->no_graphs ? "off" : "on");
+}
+
+static void cuda_destroy(void *ctx) {
+  cuda_engine *c = ctx;
+  cudaSetDevice(c->device);
+  cudaStreamSynchronize(c->stream);
+  for (int i = 0; i < c->n_free; i++) cudaFree(c->free_blocks[i]);
+  free(c->free_blocks);
+  cublasDestroy(c->blas);
+  cudaStreamDestroy(c->stream);
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+}
+
+static const dw_engine_ops cuda_ops = {
+    /* .version = */ DW_ENGINE_OPS_VERSION,
+    /* .name = */ "cuda",
+    /* .weights_load = */ weights_load,
+    /* .weights_free = */ weights_free,
+    /* .kv_alloc = */ kv_alloc,
+    /* .kv_free = */ kv_free,
+    /* .kv_copy = */ kv_copy,
+    /* .kv_export = */ kv_export,
+    /* .kv_import = */ kv_import,
+    /* .forward = */ cuda_forward,
+    /* .describe = */ cuda_describe,
+    /* .destroy = */ cuda_destroy,
+};
+
+dw_status dw_engine_cuda_reg(dw_engine *out) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    cudaGetLastError();
+    return dw_error_set(DW_ERR_UNSUPPORTED, "cuda engine: no CUDA device");
+  }
+  cuda_engine *c = calloc(1, sizeof *c);
+  if (!c) return dw_error_set(DW_ERR_NOMEM, "cuda engine");
+  c->device = 0;
+  struct cudaDeviceProp p;
+  cudaError_t e = cudaSetDevice(c->device);
+  if (e == cudaSuccess) e = cudaGetDeviceProperties(&p, c->device);
+  if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+  if (e != cudaSuccess) {
+    free(c);
+    return cu_fail(e, "device set-up");
+  }
+  if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
+    cudaStreamDestroy(c->stream);
+    free(c);
+    return dw_error_set(DW_ERR_BACKEND, "cuda engine: cublasCreate failed");
+  }
+  cublasSetStream(c->blas, c->stream);
+  snprintf(c->name, sizeof c->name, "%s (cc %d.%d)", p.name, p.major, p.minor);
+  c->total_mem = p.totalGlobalMem;
+  const char *lg = getenv("DRIFTWOOD_CUDA_LOGITS"), *gr = getenv("DRIFTWOOD_CUDA_GRAPHS");
+  c->mapped_logits = lg && !strcmp(lg, "mapped");
+  c->no_graphs = gr && !strcmp(gr, "0");
+  pthread_mutex_init(&c->lock, NULL);
+  out->ops = &cuda_ops;
+  out->ctx = c;
+  out->max_step_tokens = MAX_STEP;
+  return DW_OK;
+}

@@ -1,0 +1,90 @@
+/*
+ * kernels.h — the CUDA engine's device kernels (kernels.cu), callable from
+ * C: each dw_k_* enqueues work on `stream` and returns at once; errors
+ * surface at the next synchronisation (cuda_engine.c checks them).
+ *
+ * Device weight formats (uploaded and repacked once by cuda_engine.c):
+ *   DW_KT_F32   float  [n_out][n_in]
+ *   DW_KT_F16   half   [n_out][n_in]
+ *   DW_KT_BF16  bf16   [n_out][n_in]
+ *   DW_KT_Q8_0  int8   [n_out][n_in], scales half [n_out][n_in / 32]
+ *   DW_KT_Q4_0  uint8  [n_out][n_in / 2]: byte i holds element 2i in its low
+ *               nibble and 2i + 1 in its high one, value (q - 8) · scale;
+ *               scales half [n_out][n_in / 32]
+ * Every n_in is a multiple of 32. Activations are f32 row-major [token][dim].
+ * KV blocks are the canonical layout of engine.h invariant 2.
+ */
+#ifndef DW_CUDA_KERNELS_H
+#define DW_CUDA_KERNELS_H
+
+#include <cuda_runtime_api.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { DW_KT_F32, DW_KT_F16, DW_KT_BF16, DW_KT_Q8_0, DW_KT_Q4_0 };
+enum { DW_GEMV_MAX_NT = 8 };        /* tokens one GEMV launch takes */
+enum { DW_GEMV_STORE, DW_GEMV_ADD, DW_GEMV_GLU };
+
+typedef struct dw_kwt {
+  int type, n_in, n_out;
+  const void *q;                    /* the matrix (format above) */
+  const uint16_t *scales;           /* Q8_0, Q4_0: half scales, else NULL */
+} dw_kwt;
+
+typedef struct dw_gemv_item {
+  const dw_kwt *w;                  /* host copy of the descriptor (read at launch) */
+  const dw_kwt *w2;                 /* GLU: the "up" matrix (same shape and type) */
+  const float *bias;                /* [n_out] or NULL */
+  float *y;                         /* [nt][n_out] */
+} dw_gemv_item;
+
+/* y = W·x (+ bias), y += W·x (+ bias), or y = silu(W·x) ⊙ (W2·x), for up
+ * to three matrices of the same n_in and type at once; x is [nt][n_in]
+ * with nt <= DW_GEMV_MAX_NT. */
+void dw_k_gemv(const float *x, int nt, int mode, const dw_gemv_item *items, int n_items, cudaStream_t stream);
+
+/* out[i] = rmsnorm(x[rows ? rows[i] : i]) · w for i < n; rows is device memory. */
+void dw_k_rmsnorm(const float *x, const int *rows, const float *w, float *out, int n, int dim, float eps,
+                  cudaStream_t stream);
+
+/* x[t] = row tokens[t] of the embedding matrix, dequantised. */
+void dw_k_embed(const dw_kwt *w, const int *tokens, float *x, int nt, cudaStream_t stream);
+
+/* RoPE on q [nt][n_head·hd] and k [nt][n_head_kv·hd] at positions pos[t],
+ * then K and V rows stored to the token's KV block:
+ * tables[tab_off[seq_of[t]] + pos / 32]. */
+typedef struct dw_kv_args {
+  float *const *tables;             /* device: block data pointers */
+  const int *tab_off, *seq_of, *pos;/* device */
+  int n_layer, n_head, n_head_kv, head_dim, n_rot;
+  bool neox;
+  const float *inv_freq;            /* device [n_rot / 2] */
+} dw_kv_args;
+void dw_k_rope_store(const dw_kv_args *a, int layer, float *q, float *k, const float *v, int nt, cudaStream_t stream);
+
+/* Causal attention of each token over its sequence's positions [0, pos[t]]:
+ * out [nt][n_head·hd] from q [nt][n_head·hd] (grouped-query). */
+void dw_k_attention(const dw_kv_args *a, int layer, const float *q, float *out, int nt, cudaStream_t stream);
+
+/* f32 → f16 or bf16, n elements. */
+void dw_k_to_half(const float *x, void *out, long long n, bool bf16, cudaStream_t stream);
+/* The whole matrix dequantised to f16 [n_out][n_in] (Q8_0, Q4_0). */
+void dw_k_dequant_f16(const dw_kwt *w, void *out, cudaStream_t stream);
+/* h = silu(g) ⊙ u, n elements. */
+void dw_k_silu_mul(float *h, const float *g, const float *u, long long n, cudaStream_t stream);
+/* y[t][i] += b[i] for t < nt, i < n. */
+void dw_k_add_bias(float *y, const float *b, int nt, int n, cudaStream_t stream);
+
+/* Between blocks and the canonical layout [layer][n_pos][kvd] (K at kv,
+ * V at kv + n_layer·n_pos·kvd), both in device memory. */
+void dw_k_kv_gather(float *const *blocks, float *kv, int n_pos, int n_layer, int kvd, cudaStream_t stream);
+void dw_k_kv_scatter(float *const *blocks, const float *kv, int n_pos, int n_layer, int kvd, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
