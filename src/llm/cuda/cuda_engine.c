@@ -32,6 +32,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,7 @@ typedef struct dev_model {
   const dw_model *m;             /* borrowed: the engine's cache holds a reference */
   dev_layer *layers;             /* host array, device pointers */
   dw_kwt tok_embd, output;       /* output may alias tok_embd */
-  float *output_norm, *inv_freq; /* device */
+  float *output_norm;            /* device */
   uint64_t weight_bytes, buffer_bytes;
   void **allocs;                 /* every device allocation, for freeing */
   int n_allocs, cap_allocs;
@@ -58,10 +59,15 @@ typedef struct dev_model {
   void *wdeq;                    /* f16 copy of one quantised matrix (prefill) */
   float *logits;                 /* [logits_cap][n_vocab] */
   int logits_cap;
-  /* step inputs: block pointers, then tokens, pos, seq_of, out_rows, tab_off ([MAX_STEP] each) */
+  float *att_part;               /* split-attention partials */
+  size_t att_part_cap;           /* floats */
+  /* step inputs, the same layout on both sides: IN_INTS int arrays of
+   * [MAX_STEP] (tokens, pos, seq_of, out_rows, tab_off, tiles), RoPE
+   * (cos, sin) [MAX_STEP][n_rot / 2], then tables_cap block pointers */
   uint8_t *d_in, *h_in;          /* device / pinned host */
   int tables_cap;
-  cudaGraphExec_t graph[DW_GEMV_MAX_NT + 1];
+  cudaGraphExec_t graph[DW_GEMV_MAX_NT + 1]; /* by token count */
+  int graph_split[DW_GEMV_MAX_NT + 1];       /* the attention split each was captured with */
 } dev_model;
 
 typedef struct cuda_engine {
@@ -162,10 +168,15 @@ static dw_status upload_wt(dev_model *d, const dw_wt *w, dw_kwt *out) {
   }
 }
 
+/* Graphs hold buffer addresses: they go whenever a buffer moves. */
+static void drop_graphs(dev_model *d) {
+  for (int i = 0; i <= DW_GEMV_MAX_NT; i++)
+    if (d->graph[i]) cudaGraphExecDestroy(d->graph[i]), d->graph[i] = NULL;
+}
+
 static void dev_model_free(dev_model *d) {
   if (!d) return;
-  for (int i = 0; i <= DW_GEMV_MAX_NT; i++)
-    if (d->graph[i]) cudaGraphExecDestroy(d->graph[i]);
+  drop_graphs(d);
   for (int i = 0; i < d->n_allocs; i++) cudaFree(d->allocs[i]);
   cudaFreeHost(d->h_in);
   free(d->allocs);
@@ -173,7 +184,10 @@ static void dev_model_free(dev_model *d) {
   free(d);
 }
 
-static size_t in_bytes(int tables_cap) { return (size_t)tables_cap * sizeof(void *) + 5 * MAX_STEP * sizeof(int); }
+enum { IN_INTS = 6 };
+static size_t rope_off(void) { return (size_t)IN_INTS * MAX_STEP * sizeof(int); }
+static size_t tab_off(const dev_model *d) { return rope_off() + (size_t)MAX_STEP * d->m->hp.n_rot * sizeof(float); }
+static size_t in_bytes(const dev_model *d, int tables_cap) { return tab_off(d) + (size_t)tables_cap * sizeof(void *); }
 
 /* Step inputs for at least n_tables block pointers (graphs use the old
  * addresses, so they go when the buffers move). */
@@ -181,12 +195,11 @@ static dw_status ensure_inputs(dev_model *d, int n_tables) {
   if (n_tables <= d->tables_cap) return DW_OK;
   int cap = d->tables_cap ? d->tables_cap : 1024;
   while (cap < n_tables) cap *= 2;
-  for (int i = 0; i <= DW_GEMV_MAX_NT; i++)
-    if (d->graph[i]) cudaGraphExecDestroy(d->graph[i]), d->graph[i] = NULL;
+  drop_graphs(d);
   cudaFreeHost(d->h_in);
   d->h_in = NULL;
-  CU(cudaMallocHost((void **)&d->h_in, in_bytes(cap)), "pinned step inputs");
-  dw_status st = dev_alloc(d, in_bytes(cap), (void **)&d->d_in, &d->buffer_bytes);
+  CU(cudaMallocHost((void **)&d->h_in, in_bytes(d, cap)), "pinned step inputs");
+  dw_status st = dev_alloc(d, in_bytes(d, cap), (void **)&d->d_in, &d->buffer_bytes);
   if (st) return st; /* the old device buffer stays in allocs until the model goes */
   d->tables_cap = cap;
   return DW_OK;
@@ -245,7 +258,6 @@ static dw_status weights_load(void *ctx, dw_model *m, void **out, uint64_t *devi
     else st = upload_wt(d, &m->output, &d->output);
   }
   if (!st) st = upload_vec(d, m->output_norm, hp->dim, &d->output_norm);
-  if (!st) st = upload_vec(d, m->inv_freq, hp->n_rot / 2, &d->inv_freq);
   for (int l = 0; !st && l < hp->n_layer; l++) {
     const dw_layer *L = &m->layers[l];
     dev_layer *D = &d->layers[l];
@@ -409,18 +421,25 @@ typedef struct step {
   dev_model *d;
   const dw_hparams *hp;
   int nt, n_out;
-  int *tokens, *out_rows;        /* device, in d_in */
+  int n_split, kps;              /* attention: key ranges of kps */
+  int *tokens, *out_rows, *tiles; /* device, in d_in */
+  int n_tiles;
   dw_kv_args kv;
 } step;
 
-/* y = W·x for the items of one projection (see DW_GEMV_*): our GEMV for
- * decode-sized steps, cuBLAS (f16/bf16 inputs, f32 accumulation and
- * output) for larger ones. */
-static dw_status project(step *S, const float *x, int nt, int mode, const dw_gemv_item *it, int n_items) {
+/* y = W·rmsnorm(x) (norm non-NULL) or W·x for the items of one projection
+ * (see DW_GEMV_*): our GEMV for decode-sized steps, the norm fused in;
+ * cuBLAS (f16/bf16 inputs, f32 accumulation and output) for larger ones. */
+static dw_status project(step *S, const float *x, const float *norm, int nt, int mode, const dw_gemv_item *it,
+                         int n_items) {
   cudaStream_t st = S->c->stream;
   if (nt <= DW_GEMV_MAX_NT) {
-    dw_k_gemv(x, nt, mode, it, n_items, st);
+    dw_k_gemv(x, norm, S->hp->eps, nt, mode, it, n_items, st);
     return DW_OK;
+  }
+  if (norm) {
+    dw_k_rmsnorm(x, NULL, norm, S->d->xn, nt, it[0].w->n_in, S->hp->eps, st);
+    x = S->d->xn;
   }
   const dw_kwt *w0 = it[0].w;
   int n_in = w0->n_in;
@@ -460,23 +479,22 @@ static dw_status body(step *S) {
   dev_model *d = S->d;
   const dw_hparams *hp = S->hp;
   cudaStream_t st = S->c->stream;
-  int nt = S->nt, dim = hp->dim;
+  int nt = S->nt;
   dw_status rc;
   dw_k_embed(&d->tok_embd, S->tokens, d->x, nt, st);
   for (int l = 0; l < hp->n_layer; l++) {
     const dev_layer *D = &d->layers[l];
-    dw_k_rmsnorm(d->x, NULL, D->attn_norm, d->xn, nt, dim, hp->eps, st);
     dw_gemv_item qkv[3] = {{&D->wq, NULL, D->bq, d->q}, {&D->wk, NULL, D->bk, d->k}, {&D->wv, NULL, D->bv, d->v}};
-    if ((rc = project(S, d->xn, nt, DW_GEMV_STORE, qkv, 3))) return rc;
+    if ((rc = project(S, d->x, D->attn_norm, nt, DW_GEMV_STORE, qkv, 3))) return rc;
     dw_k_rope_store(&S->kv, l, d->q, d->k, d->v, nt, st);
-    dw_k_attention(&S->kv, l, d->q, d->att, nt, st);
+    if (nt > DW_GEMV_MAX_NT) dw_k_attention_tiles(&S->kv, l, d->q, d->att, S->tiles, S->n_tiles, st);
+    else dw_k_attention(&S->kv, l, d->q, d->att, nt, S->n_split, S->kps, d->att_part, st);
     dw_gemv_item o = {&D->wo, NULL, D->bo, d->x};
-    if ((rc = project(S, d->att, nt, DW_GEMV_ADD, &o, 1))) return rc;
-    dw_k_rmsnorm(d->x, NULL, D->ffn_norm, d->xn, nt, dim, hp->eps, st);
+    if ((rc = project(S, d->att, NULL, nt, DW_GEMV_ADD, &o, 1))) return rc;
     dw_gemv_item glu = {&D->gate, &D->up, NULL, d->h};
-    if ((rc = project(S, d->xn, nt, DW_GEMV_GLU, &glu, 1))) return rc;
+    if ((rc = project(S, d->x, D->ffn_norm, nt, DW_GEMV_GLU, &glu, 1))) return rc;
     dw_gemv_item down = {&D->down, NULL, NULL, d->x};
-    if ((rc = project(S, d->h, nt, DW_GEMV_ADD, &down, 1))) return rc;
+    if ((rc = project(S, d->h, NULL, nt, DW_GEMV_ADD, &down, 1))) return rc;
   }
   return DW_OK;
 }
@@ -486,7 +504,12 @@ static dw_status run_body(step *S) {
   cuda_engine *c = S->c;
   dev_model *d = S->d;
   if (S->nt > DW_GEMV_MAX_NT || c->no_graphs) return body(S);
+  if (d->graph[S->nt] && d->graph_split[S->nt] != S->n_split) {
+    cudaGraphExecDestroy(d->graph[S->nt]);
+    d->graph[S->nt] = NULL;
+  }
   if (!d->graph[S->nt]) {
+    d->graph_split[S->nt] = S->n_split;
     cudaGraph_t g;
     CU(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal), "graph capture");
     dw_status st = body(S);
@@ -517,15 +540,34 @@ static bool device_writable(const void *p) {
   return (a.type == cudaMemoryTypeHost && a.devicePointer == p) || a.type == cudaMemoryTypeManaged;
 }
 
+/* Replaces the device buffer *p of old_bytes by a new one of new_bytes
+ * (contents not kept). */
+static dw_status dev_replace(dev_model *d, void **p, size_t old_bytes, size_t new_bytes) {
+  for (int i = 0; i < d->n_allocs; i++)
+    if (d->allocs[i] == *p) d->allocs[i] = d->allocs[--d->n_allocs];
+  cudaFree(*p);
+  *p = NULL;
+  d->buffer_bytes -= old_bytes;
+  return dev_alloc(d, new_bytes, p, &d->buffer_bytes);
+}
+
 static dw_status grow_logits(dev_model *d, int rows) {
   if (rows <= d->logits_cap) return DW_OK;
-  for (int i = 0; i < d->n_allocs; i++)
-    if (d->allocs[i] == d->logits) d->allocs[i] = d->allocs[--d->n_allocs];
-  cudaFree(d->logits);
-  d->buffer_bytes -= (uint64_t)d->logits_cap * d->m->hp.n_vocab * sizeof(float);
-  d->logits = NULL, d->logits_cap = 0;
-  dw_status st = dev_alloc(d, (size_t)rows * d->m->hp.n_vocab * sizeof(float), (void **)&d->logits, &d->buffer_bytes);
-  if (!st) d->logits_cap = rows;
+  size_t row = (size_t)d->m->hp.n_vocab * sizeof(float);
+  dw_status st = dev_replace(d, (void **)&d->logits, d->logits_cap * row, rows * row);
+  d->logits_cap = st ? 0 : rows;
+  return st;
+}
+
+/* Room for n floats of attention partials (graphs keep the old address,
+ * so they go when it moves). */
+static dw_status grow_att_part(dev_model *d, size_t n) {
+  if (n <= d->att_part_cap) return DW_OK;
+  size_t cap = d->att_part_cap ? d->att_part_cap : 1 << 16;
+  while (cap < n) cap *= 2;
+  drop_graphs(d);
+  dw_status st = dev_replace(d, (void **)&d->att_part, d->att_part_cap * sizeof(float), cap * sizeof(float));
+  d->att_part_cap = st ? 0 : cap;
   return st;
 }
 
@@ -550,10 +592,11 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
   dev_model *d = weights;
   const dw_hparams *hp = &d->m->hp;
   *info = (dw_step_info){0};
-  int nt = 0, n_tab = 0, n_out = 0;
+  int nt = 0, n_tab = 0, n_out = 0, max_keys = 0;
   bool embd = false;
   for (int i = 0; i < n_seqs; i++) {
     nt += seqs[i].n;
+    if (seqs[i].s->n_past + seqs[i].n > max_keys) max_keys = seqs[i].s->n_past + seqs[i].n;
     n_tab += (seqs[i].s->n_past + seqs[i].n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
     n_out += seqs[i].all_logits ? seqs[i].n : seqs[i].logits != NULL;
     embd |= seqs[i].embd_sum != NULL;
@@ -562,38 +605,58 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
     return dw_error_set(DW_ERR_LIMIT, "cuda engine: a step of %d tokens (1 to %d)", nt, MAX_STEP);
   pthread_mutex_lock(&c->lock);
   cudaSetDevice(c->device);
+  /* attention splits for decode steps: short key ranges, for parallelism */
+  int kps = 64, n_split = nt <= DW_GEMV_MAX_NT ? (max_keys + kps - 1) / kps : 1;
   dw_status st = ensure_inputs(d, n_tab);
   if (!st) st = grow_logits(d, n_out);
+  if (!st && n_split > 1) st = grow_att_part(d, (size_t)nt * hp->n_head * n_split * (hp->head_dim + 2));
   if (st) goto out;
-  /* inputs (invariant 1): block pointers, then the int arrays */
-  void **tab = (void **)d->h_in;
-  int *hi = (int *)(d->h_in + (size_t)d->tables_cap * sizeof(void *));
+  /* inputs (invariant 1) */
+  int half = hp->n_rot / 2, n_tiles = 0;
+  int *hi = (int *)d->h_in;
   int *h_tok = hi, *h_pos = hi + MAX_STEP, *h_seq = hi + 2 * MAX_STEP, *h_rows = hi + 3 * MAX_STEP,
-      *h_off = hi + 4 * MAX_STEP;
+      *h_off = hi + 4 * MAX_STEP, *h_tiles = hi + 5 * MAX_STEP;
+  float *h_rope = (float *)(d->h_in + rope_off());
+  void **tab = (void **)(d->h_in + tab_off(d));
   for (int i = 0, t = 0, b0 = 0, r = 0; i < n_seqs; i++) {
     const dw_session *s = seqs[i].s;
     int nb = (s->n_past + seqs[i].n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
     for (int b = 0; b < nb; b++) tab[b0 + b] = s->blocks[b]->data;
     h_off[i] = b0;
     b0 += nb;
+    for (int j = 0; j < seqs[i].n; j += DW_ATT_TILE)
+      h_tiles[n_tiles++] = (t + j) | (seqs[i].n - j < DW_ATT_TILE ? seqs[i].n - j : DW_ATT_TILE) << 16;
     for (int j = 0; j < seqs[i].n; j++, t++) {
       h_tok[t] = seqs[i].tokens[j];
       h_pos[t] = s->n_past + j;
       h_seq[t] = i;
       if (seqs[i].all_logits || (seqs[i].logits && j == seqs[i].n - 1)) h_rows[r++] = t;
+      for (int k = 0; k < half; k++) { /* as the CPU engine computes them */
+        double ang = (double)h_pos[t] * (double)d->m->inv_freq[k];
+        h_rope[((size_t)t * half + k) * 2] = (float)cos(ang);
+        h_rope[((size_t)t * half + k) * 2 + 1] = (float)sin(ang);
+      }
     }
   }
   uint8_t *din = d->d_in;
-  int *di = (int *)(din + (size_t)d->tables_cap * sizeof(void *));
-  cudaError_t e = cudaMemcpyAsync(din, d->h_in, in_bytes(d->tables_cap), cudaMemcpyHostToDevice, c->stream);
+  int *di = (int *)din;
+  cudaError_t e = cudaMemcpyAsync(din, d->h_in, rope_off(), cudaMemcpyHostToDevice, c->stream);
+  if (e == cudaSuccess)
+    e = cudaMemcpyAsync(din + rope_off(), d->h_in + rope_off(), (size_t)nt * half * 2 * sizeof(float),
+                        cudaMemcpyHostToDevice, c->stream);
+  if (e == cudaSuccess)
+    e = cudaMemcpyAsync(din + tab_off(d), d->h_in + tab_off(d), (size_t)n_tab * sizeof(void *),
+                        cudaMemcpyHostToDevice, c->stream);
   if (e != cudaSuccess) {
     st = cu_fail(e, "step inputs");
     goto out;
   }
-  step S = {.c = c, .d = d, .hp = hp, .nt = nt, .n_out = n_out, .tokens = di, .out_rows = di + 3 * MAX_STEP,
-            .kv = {.tables = (float *const *)din, .tab_off = di + 4 * MAX_STEP, .seq_of = di + 2 * MAX_STEP,
-                   .pos = di + MAX_STEP, .n_layer = hp->n_layer, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
-                   .head_dim = hp->head_dim, .n_rot = hp->n_rot, .neox = hp->rope_neox, .inv_freq = d->inv_freq}};
+  step S = {.c = c, .d = d, .hp = hp, .nt = nt, .n_out = n_out, .n_split = n_split, .kps = kps,
+            .tokens = di, .out_rows = di + 3 * MAX_STEP, .tiles = di + 5 * MAX_STEP, .n_tiles = n_tiles,
+            .kv = {.tables = (float *const *)(din + tab_off(d)), .tab_off = di + 4 * MAX_STEP,
+                   .seq_of = di + 2 * MAX_STEP, .pos = di + MAX_STEP, .n_layer = hp->n_layer, .n_head = hp->n_head,
+                   .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim, .n_rot = hp->n_rot,
+                   .neox = hp->rope_neox, .rope = (const float *)(din + rope_off())}};
   if ((st = run_body(&S))) goto out;
   if (embd && (st = embed_sums(&S, seqs, n_seqs))) goto out;
   if (n_out) {
@@ -601,7 +664,7 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
     float *first = seqs[0].logits;
     bool mapped = c->mapped_logits && n_seqs == 1 && n_out == 1 && first && device_writable(first);
     dw_gemv_item head = {&d->output, NULL, NULL, mapped ? first : d->logits};
-    if ((st = project(&S, d->xn, n_out, DW_GEMV_STORE, &head, 1))) goto out;
+    if ((st = project(&S, d->xn, NULL, n_out, DW_GEMV_STORE, &head, 1))) goto out;
     info->zero_copy = mapped;
     size_t row = (size_t)hp->n_vocab * sizeof(float);
     for (int i = 0, r = 0; !mapped && i < n_seqs && e == cudaSuccess; i++) {
@@ -689,6 +752,8 @@ dw_status dw_engine_cuda_reg(dw_engine *out) {
   const char *lg = getenv("DRIFTWOOD_CUDA_LOGITS"), *gr = getenv("DRIFTWOOD_CUDA_GRAPHS");
   c->mapped_logits = lg && !strcmp(lg, "mapped");
   c->no_graphs = gr && !strcmp(gr, "0");
+  const char *rw = getenv("DRIFTWOOD_CUDA_GEMV_ROWS"); /* a tuning knob for bench/cuda_llm.sh */
+  if (rw && (!strcmp(rw, "1") || !strcmp(rw, "2") || !strcmp(rw, "4"))) dw_k_gemv_rows_per_warp(atoi(rw));
   pthread_mutex_init(&c->lock, NULL);
   out->ops = &cuda_ops;
   out->ctx = c;

@@ -17,6 +17,7 @@
 
 #define KV_BLOCK 32
 
+
 /* ---- weights: 8 consecutive elements (e % 8 == 0) of row r -------------------- */
 
 struct kwt {
@@ -93,6 +94,8 @@ struct gemv_args {
   const float *x;
   int n_in;
   int mode;
+  const float *norm;    /* RMSNorm weight [n_in] applied to x first, or NULL */
+  float eps;
 };
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -106,107 +109,167 @@ __device__ __forceinline__ float dot8(const float w[8], const float *x) {
   return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
 }
 
-/* One warp per output row; lanes take consecutive 8-element chunks, so a
- * warp reads 256 contiguous elements per step, GEMV_UNROLL steps in flight. */
-template <int T, int NT, bool GLU>
+/* A block of GEMV_WARPS warps computes R rows together: its threads take
+ * consecutive 8-element chunks, so the block reads 1024 contiguous
+ * elements of each row per step, U steps in flight, and each x chunk it
+ * loads serves all R rows. Since the block covers every element of x once,
+ * the fused RMSNorm's sum of squares accumulates in the same loop at no
+ * extra reads, and its scale is applied to the finished dot products.
+ * Item i owns the padded global rows [row_start[i], row_start[i + 1]), a
+ * multiple of R, so a block's rows never straddle two items. */
+template <int T, int NT, bool GLU, int R>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const gemv_args a) {
-  int row = blockIdx.x * GEMV_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+  constexpr int U = R >= 4 ? 2 : 8 / (2 * R), NV = R * NT * (GLU ? 2 : 1) + NT;
+  int row0 = blockIdx.x * R, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   int i = 0;
-  while (i + 1 < a.n_items && row >= a.row_start[i + 1]) i++;
-  if (row >= a.row_start[a.n_items]) return;
+  while (i + 1 < a.n_items && row0 >= a.row_start[i + 1]) i++;
   const gemv_item_d &it = a.it[i];
-  int r = row - a.row_start[i], n = a.n_in;
-  float acc[NT], acc2[NT];
+  int r0 = row0 - a.row_start[i], n = a.n_in;
+  float acc[R][NT], acc2[R][NT], ss[NT];
 #pragma unroll
-  for (int t = 0; t < NT; t++) acc[t] = 0.f, acc2[t] = 0.f;
-  if (n % 8 == 0) {
-    for (int e0 = lane * 8; e0 < n; e0 += 256 * GEMV_UNROLL) {
-      float w[GEMV_UNROLL][8], w2[GEMV_UNROLL][8];
+  for (int t = 0; t < NT; t++) {
+    ss[t] = 0.f;
 #pragma unroll
-      for (int u = 0; u < GEMV_UNROLL; u++) {
-        int e = e0 + u * 256;
-        if (e < n) {
-          load8<T>(it.w, r, e, w[u]);
-          if (GLU) load8<T>(it.w2, r, e, w2[u]);
+    for (int q = 0; q < R; q++) acc[q][t] = 0.f, acc2[q][t] = 0.f;
+  }
+  constexpr int STEP = GEMV_WARPS * 32 * 8;
+  for (int e0 = threadIdx.x * 8; e0 < n; e0 += STEP * U) {
+    float w[U][R][8], w2[U][R][8];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int e = e0 + u * STEP;
+#pragma unroll
+      for (int q = 0; q < R; q++)
+        if (e < n && r0 + q < it.n_out) {
+          load8<T>(it.w, r0 + q, e, w[u][q]);
+          if (GLU) load8<T>(it.w2, r0 + q, e, w2[u][q]);
         }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int e = e0 + u * STEP;
+      if (e >= n) continue;
+      float g[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
+      if (a.norm) { /* the norm weight folds into x; its per-token scale comes at the end */
+        float4 g0 = __ldg((const float4 *)(a.norm + e)), g1 = __ldg((const float4 *)(a.norm + e) + 1);
+        g[0] = g0.x, g[1] = g0.y, g[2] = g0.z, g[3] = g0.w, g[4] = g1.x, g[5] = g1.y, g[6] = g1.z, g[7] = g1.w;
       }
 #pragma unroll
-      for (int u = 0; u < GEMV_UNROLL; u++) {
-        int e = e0 + u * 256;
-        if (e < n) {
+      for (int t = 0; t < NT; t++) {
+        const float4 *xp = (const float4 *)(a.x + (size_t)t * n + e);
+        float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+        float xr[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w}, xv[8];
 #pragma unroll
-          for (int t = 0; t < NT; t++) {
-            acc[t] += dot8(w[u], a.x + (size_t)t * n + e);
-            if (GLU) acc2[t] += dot8(w2[u], a.x + (size_t)t * n + e);
+        for (int k = 0; k < 8; k++) {
+          ss[t] += xr[k] * xr[k];
+          xv[k] = xr[k] * g[k];
+        }
+#pragma unroll
+        for (int q = 0; q < R; q++) {
+          if (r0 + q >= it.n_out) continue;
+#pragma unroll
+          for (int k = 0; k < 8; k++) {
+            acc[q][t] += w[u][q][k] * xv[k];
+            if (GLU) acc2[q][t] += w2[u][q][k] * xv[k];
           }
         }
       }
     }
-  } else { /* (not reached: n_in is a multiple of 32) one element per lane and step */
-    for (int e = lane; e < n; e += 32) {
-      float wv = load1<T>(it.w, r, e), wv2 = GLU ? load1<T>(it.w2, r, e) : 0.f;
-#pragma unroll
-      for (int t = 0; t < NT; t++) {
-        float xv = a.x[(size_t)t * n + e];
-        acc[t] += wv * xv;
-        if (GLU) acc2[t] += wv2 * xv;
-      }
-    }
   }
+  /* reduce: lanes, then the block's warps through shared memory */
+  __shared__ float red[GEMV_WARPS][NV];
 #pragma unroll
   for (int t = 0; t < NT; t++) {
-    float s = warp_sum(acc[t]);
-    float s2 = GLU ? warp_sum(acc2[t]) : 0.f;
-    if (lane == 0) {
-      float *y = it.y + (size_t)t * it.n_out + r;
+#pragma unroll
+    for (int q = 0; q < R; q++) {
+      float v = warp_sum(acc[q][t]);
+      if (lane == 0) red[warp][q * NT + t] = v;
       if (GLU) {
-        *y = s / (1.f + expf(-s)) * s2;
-      } else {
-        if (it.bias) s += it.bias[r];
-        *y = a.mode == DW_GEMV_ADD ? *y + s : s;
+        v = warp_sum(acc2[q][t]);
+        if (lane == 0) red[warp][R * NT + q * NT + t] = v;
       }
     }
+    float v = a.norm ? warp_sum(ss[t]) : 0.f;
+    if (lane == 0) red[warp][NV - NT + t] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x >= R * NT) return;
+  int q = threadIdx.x / NT, t = threadIdx.x % NT, r = r0 + q;
+  if (r >= it.n_out) return;
+  float s = 0.f, s2 = 0.f;
+  double sq = 0;
+  for (int wi = 0; wi < GEMV_WARPS; wi++) {
+    s += red[wi][q * NT + t];
+    if (GLU) s2 += red[wi][R * NT + q * NT + t];
+    sq += red[wi][NV - NT + t];
+  }
+  if (a.norm) {
+    float rms = (float)(1.0 / sqrt(sq / n + a.eps));
+    s *= rms, s2 *= rms;
+  }
+  float *y = it.y + (size_t)t * it.n_out + r;
+  if (GLU) {
+    *y = s / (1.f + expf(-s)) * s2;
+  } else {
+    if (it.bias) s += it.bias[r];
+    *y = a.mode == DW_GEMV_ADD ? *y + s : s;
   }
 }
 
-template <int T, int NT>
-static void gemv_launch(const gemv_args &a, int rows, cudaStream_t st) {
-  dim3 grid((rows + GEMV_WARPS - 1) / GEMV_WARPS);
-  if (a.mode == DW_GEMV_GLU) gemv_kernel<T, NT, true><<<grid, GEMV_WARPS * 32, 0, st>>>(a);
-  else gemv_kernel<T, NT, false><<<grid, GEMV_WARPS * 32, 0, st>>>(a);
+template <int T, int NT, int R>
+static void gemv_launch(const gemv_args &a, cudaStream_t st) {
+  dim3 grid(a.row_start[a.n_items] / R);
+  if (a.mode == DW_GEMV_GLU) gemv_kernel<T, NT, true, R><<<grid, GEMV_WARPS * 32, 0, st>>>(a);
+  else gemv_kernel<T, NT, false, R><<<grid, GEMV_WARPS * 32, 0, st>>>(a);
 }
 
 template <int T>
-static void gemv_nt(const gemv_args &a, int nt, int rows, cudaStream_t st) {
+static void gemv_nt(const gemv_args &a, int nt, int rpw, cudaStream_t st) {
   switch (nt) {
-  case 1: gemv_launch<T, 1>(a, rows, st); break;
-  case 2: gemv_launch<T, 2>(a, rows, st); break;
-  case 3: gemv_launch<T, 3>(a, rows, st); break;
-  case 4: gemv_launch<T, 4>(a, rows, st); break;
-  case 5: gemv_launch<T, 5>(a, rows, st); break;
-  case 6: gemv_launch<T, 6>(a, rows, st); break;
-  case 7: gemv_launch<T, 7>(a, rows, st); break;
-  default: gemv_launch<T, 8>(a, rows, st); break;
+  case 1:
+    if (rpw == 4) gemv_launch<T, 1, 4>(a, st);
+    else if (rpw == 2) gemv_launch<T, 1, 2>(a, st);
+    else gemv_launch<T, 1, 1>(a, st);
+    break;
+  case 2:
+    if (rpw >= 2) gemv_launch<T, 2, 2>(a, st);
+    else gemv_launch<T, 2, 1>(a, st);
+    break;
+  case 3: gemv_launch<T, 3, 1>(a, st); break;
+  case 4: gemv_launch<T, 4, 1>(a, st); break;
+  case 5: gemv_launch<T, 5, 1>(a, st); break;
+  case 6: gemv_launch<T, 6, 1>(a, st); break;
+  case 7: gemv_launch<T, 7, 1>(a, st); break;
+  default: gemv_launch<T, 8, 1>(a, st); break;
   }
 }
 
-extern "C" void dw_k_gemv(const float *x, int nt, int mode, const dw_gemv_item *items, int n_items,
-                          cudaStream_t stream) {
+static int g_rows_per_warp = 0; /* 0: by size; set once from DRIFTWOOD_CUDA_GEMV_ROWS */
+
+extern "C" void dw_k_gemv_rows_per_warp(int r) { g_rows_per_warp = r; }
+
+extern "C" void dw_k_gemv(const float *x, const float *norm, float eps, int nt, int mode, const dw_gemv_item *items,
+                          int n_items, cudaStream_t stream) {
   gemv_args a = {};
-  a.n_items = n_items, a.x = x, a.n_in = items[0].w->n_in, a.mode = mode;
+  a.n_items = n_items, a.x = x, a.n_in = items[0].w->n_in, a.mode = mode, a.norm = norm, a.eps = eps;
+  int rows = 0;
+  for (int i = 0; i < n_items; i++) rows += items[i].w->n_out;
+  /* rows per block: more rows share each x load, but keep thousands of blocks */
+  int rpw = g_rows_per_warp ? g_rows_per_warp : rows >= 16384 ? 4 : rows >= 8192 ? 2 : 1;
+  if (nt > 2) rpw = 1;
+  if (nt == 2 && rpw > 2) rpw = 2;
   for (int i = 0; i < n_items; i++) {
     a.it[i].w = to_kwt(items[i].w);
     if (items[i].w2) a.it[i].w2 = to_kwt(items[i].w2);
     a.it[i].bias = items[i].bias, a.it[i].y = items[i].y, a.it[i].n_out = items[i].w->n_out;
-    a.row_start[i + 1] = a.row_start[i] + items[i].w->n_out;
+    a.row_start[i + 1] = a.row_start[i] + (items[i].w->n_out + rpw - 1) / rpw * rpw;
   }
-  int rows = a.row_start[n_items];
   switch (items[0].w->type) {
-  case DW_KT_F32: gemv_nt<DW_KT_F32>(a, nt, rows, stream); break;
-  case DW_KT_F16: gemv_nt<DW_KT_F16>(a, nt, rows, stream); break;
-  case DW_KT_BF16: gemv_nt<DW_KT_BF16>(a, nt, rows, stream); break;
-  case DW_KT_Q8_0: gemv_nt<DW_KT_Q8_0>(a, nt, rows, stream); break;
-  default: gemv_nt<DW_KT_Q4_0>(a, nt, rows, stream); break;
+  case DW_KT_F32: gemv_nt<DW_KT_F32>(a, nt, rpw, stream); break;
+  case DW_KT_F16: gemv_nt<DW_KT_F16>(a, nt, rpw, stream); break;
+  case DW_KT_BF16: gemv_nt<DW_KT_BF16>(a, nt, rpw, stream); break;
+  case DW_KT_Q8_0: gemv_nt<DW_KT_Q8_0>(a, nt, rpw, stream); break;
+  default: gemv_nt<DW_KT_Q4_0>(a, nt, rpw, stream); break;
   }
 }
 
@@ -258,12 +321,12 @@ struct kv_args_d {
   float *const *tables;
   const int *tab_off, *seq_of, *pos;
   int n_layer, n_head, n_head_kv, head_dim, n_rot, neox;
-  const float *inv_freq;
+  const float *rope;
 };
 
 static kv_args_d to_kvd(const dw_kv_args *a) {
   return kv_args_d{a->tables, a->tab_off, a->seq_of, a->pos, a->n_layer, a->n_head, a->n_head_kv,
-                   a->head_dim, a->n_rot, a->neox ? 1 : 0, a->inv_freq};
+                   a->head_dim, a->n_rot, a->neox ? 1 : 0, a->rope};
 }
 
 /* The K (v = 0) or V row of position p, layer l, in a token's sequence. */
@@ -273,22 +336,17 @@ __device__ __forceinline__ float *kv_row(const kv_args_d &a, int seq, int l, int
   return blk + ((size_t)v * a.n_layer * KV_BLOCK + (size_t)l * KV_BLOCK + p % KV_BLOCK) * kvd;
 }
 
-__global__ void rope_store_kernel(kv_args_d a, int layer, float *q, float *k, const float *v) {
-  int t = blockIdx.x, half = a.n_rot / 2, hd = a.head_dim;
-  extern __shared__ float cs[]; /* [half] cos, then [half] sin */
-  int p = a.pos[t];
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    double ang = (double)p * (double)a.inv_freq[i];
-    cs[i] = (float)cos(ang), cs[half + i] = (float)sin(ang);
-  }
-  __syncthreads();
+__global__ void __launch_bounds__(256)
+    rope_store_kernel(kv_args_d a, int layer, float *__restrict__ q, float *__restrict__ k, const float *__restrict__ v) {
+  int t = blockIdx.x, half = a.n_rot / 2, hd = a.head_dim, p = a.pos[t];
+  const float *cs = a.rope + (size_t)t * half * 2; /* (cos, sin) pairs */
   int qd = a.n_head * hd, kvd = a.n_head_kv * hd;
   int n_pairs = (a.n_head + a.n_head_kv) * half;
   for (int j = threadIdx.x; j < n_pairs; j += blockDim.x) {
     int h = j / half, i = j % half;
     float *base = h < a.n_head ? q + (size_t)t * qd + (size_t)h * hd : k + (size_t)t * kvd + (size_t)(h - a.n_head) * hd;
     int ia = a.neox ? i : 2 * i, ib = a.neox ? i + half : 2 * i + 1;
-    float x0 = base[ia], x1 = base[ib], c = cs[i], s = cs[half + i];
+    float x0 = base[ia], x1 = base[ib], c = cs[2 * i], s = cs[2 * i + 1];
     base[ia] = x0 * c - x1 * s;
     base[ib] = x0 * s + x1 * c;
   }
@@ -303,95 +361,220 @@ __global__ void rope_store_kernel(kv_args_d a, int layer, float *q, float *k, co
 
 extern "C" void dw_k_rope_store(const dw_kv_args *a, int layer, float *q, float *k, const float *v, int nt,
                                 cudaStream_t stream) {
-  rope_store_kernel<<<nt, 128, (size_t)a->n_rot * sizeof(float), stream>>>(to_kvd(a), layer, q, k, v);
+  rope_store_kernel<<<nt, 256, 0, stream>>>(to_kvd(a), layer, q, k, v);
 }
 
-enum { ATT_THREADS = 128, ATT_CHUNK = 256, ATT_MAX_HD = 256 };
+enum { ATT_WARPS = 4, ATT_U = 4 };
 
-__device__ __forceinline__ float block_reduce(float v, float *red, bool is_max) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    float w = __shfl_xor_sync(0xffffffffu, v, o);
-    v = is_max ? fmaxf(v, w) : v + w;
-  }
-  __syncthreads(); /* red may still be read from the last call */
-  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-  __syncthreads();
-  float r = red[0];
-  for (int i = 1; i < ATT_THREADS / 32; i++) r = is_max ? fmaxf(r, red[i]) : r + red[i];
-  return r;
-}
-
-/* One block per (head, token). Keys in chunks of ATT_CHUNK: each thread
- * scores whole key rows, then the running max and sum are updated (online
- * softmax) and thread groups of head_dim accumulate V rows, coalesced. */
-__global__ void __launch_bounds__(ATT_THREADS) attention_kernel(kv_args_d a, int layer, const float *q, float *out) {
-  int h = blockIdx.x, t = blockIdx.y, hd = a.head_dim, g = a.n_head / a.n_head_kv, kvo = (h / g) * hd;
-  int seq = a.seq_of[t], n_keys = a.pos[t] + 1;
-  __shared__ float qs[ATT_MAX_HD], sc[ATT_CHUNK], red[ATT_THREADS / 32];
-  __shared__ float part[ATT_THREADS];
-  float scale = rsqrtf((float)hd);
-  const float *qr = q + (size_t)t * a.n_head * hd + (size_t)h * hd;
-  for (int i = threadIdx.x; i < hd; i += ATT_THREADS) qs[i] = qr[i] * scale;
-  /* output roles: groups of hd threads split the keys (hd <= 128), or each
-   * thread owns dims tid and tid + 128 (hd > 128) */
-  int groups = hd <= ATT_THREADS ? ATT_THREADS / hd : 1;
-  int grp = hd <= ATT_THREADS ? threadIdx.x / hd : 0, d0 = hd <= ATT_THREADS ? threadIdx.x % hd : threadIdx.x;
-  bool active = grp < groups && d0 < hd;
-  float acc0 = 0.f, acc1 = 0.f, m = -INFINITY, l = 0.f;
-  __syncthreads();
-  for (int c0 = 0; c0 < n_keys; c0 += ATT_CHUNK) {
-    int nc = min(ATT_CHUNK, n_keys - c0);
-    float cmax = -INFINITY;
-    for (int j = threadIdx.x; j < nc; j += ATT_THREADS) {
-      const float *kr = kv_row(a, seq, layer, c0 + j, 0) + kvo;
-      float s = 0.f;
-      for (int i = 0; i < hd; i += 4) {
-        float4 kv4 = *(const float4 *)(kr + i);
-        s += qs[i] * kv4.x + qs[i + 1] * kv4.y + qs[i + 2] * kv4.z + qs[i + 3] * kv4.w;
-      }
-      sc[j] = s;
-      cmax = fmaxf(cmax, s);
-    }
-    cmax = block_reduce(cmax, red, true);
-    float nm = fmaxf(m, cmax), corr = expf(m - nm); /* m = -inf the first time: corr = 0 */
-    float psum = 0.f;
-    for (int j = threadIdx.x; j < nc; j += ATT_THREADS) {
-      float p = expf(sc[j] - nm);
-      sc[j] = p;
-      psum += p;
-    }
-    psum = block_reduce(psum, red, false); /* its barriers also publish sc */
-    l = l * corr + psum;
-    m = nm;
-    acc0 *= corr, acc1 *= corr;
-    if (active)
-      for (int j = grp; j < nc; j += groups) {
-        const float *vr = kv_row(a, seq, layer, c0 + j, 1) + kvo;
-        acc0 += sc[j] * vr[d0];
-        if (d0 + ATT_THREADS < hd) acc1 += sc[j] * vr[d0 + ATT_THREADS];
-      }
-    __syncthreads(); /* sc is rewritten by the next chunk */
-  }
-  float *o = out + (size_t)t * a.n_head * hd + (size_t)h * hd;
-  float inv = 1.f / l;
-  if (groups == 1) {
-    if (active) o[d0] = acc0 * inv;
-    if (active && d0 + ATT_THREADS < hd) o[d0 + ATT_THREADS] = acc1 * inv;
+/* Split-K attention (flash decoding). Block (head h, token t, split s)
+ * takes keys [s·kps, min((s + 1)·kps, pos[t] + 1)); its warps take every
+ * ATT_WARPS-th key, ATT_U at a time, lanes over head dims (d = lane + 32i),
+ * with an online softmax in registers. Each block leaves its split's max,
+ * sum and unnormalised output in `part` (or, with one split, the result in
+ * `out`); attn_combine_kernel merges the splits. */
+template <int DPL>
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+    attn_split_kernel(kv_args_d a, int layer, const float *q, float *out, float *part, int n_split, int kps) {
+  int h = blockIdx.x, t = blockIdx.y, s = blockIdx.z, hd = a.head_dim;
+  int kvo = (h / (a.n_head / a.n_head_kv)) * hd, seq = a.seq_of[t], n_keys = a.pos[t] + 1;
+  int k0 = s * kps, k1 = min(n_keys, k0 + kps), warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  size_t pi = ((size_t)t * a.n_head + h) * n_split + s;
+  float *pml = part, *pacc = part + (size_t)gridDim.y * a.n_head * n_split * 2;
+  if (k0 >= k1) { /* past this token's keys: an empty split */
+    if (threadIdx.x == 0) pml[2 * pi] = -INFINITY, pml[2 * pi + 1] = 0.f;
     return;
   }
-  part[threadIdx.x] = active ? acc0 : 0.f;
+  float scale = rsqrtf((float)hd), qv[DPL], acc[DPL], m = -INFINITY, l = 0.f;
+  const float *qr = q + (size_t)t * a.n_head * hd + (size_t)h * hd;
+#pragma unroll
+  for (int i = 0; i < DPL; i++) {
+    int d = lane + 32 * i;
+    qv[i] = d < hd ? qr[d] * scale : 0.f;
+    acc[i] = 0.f;
+  }
+  for (int j = k0 + warp; j < k1; j += ATT_WARPS * ATT_U) {
+    float sc[ATT_U];
+#pragma unroll
+    for (int u = 0; u < ATT_U; u++) {
+      int key = j + u * ATT_WARPS;
+      float p = 0.f;
+      if (key < k1) {
+        const float *kr = kv_row(a, seq, layer, key, 0) + kvo;
+#pragma unroll
+        for (int i = 0; i < DPL; i++)
+          if (lane + 32 * i < hd) p += qv[i] * kr[lane + 32 * i];
+      }
+      sc[u] = p;
+    }
+#pragma unroll
+    for (int u = 0; u < ATT_U; u++) sc[u] = warp_sum(sc[u]);
+    float mu = m;
+#pragma unroll
+    for (int u = 0; u < ATT_U; u++)
+      if (j + u * ATT_WARPS < k1) mu = fmaxf(mu, sc[u]);
+    float corr = expf(m - mu); /* m = -inf the first time: 0 */
+    l *= corr;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) acc[i] *= corr;
+#pragma unroll
+    for (int u = 0; u < ATT_U; u++) {
+      int key = j + u * ATT_WARPS;
+      if (key >= k1) continue;
+      float p = expf(sc[u] - mu);
+      l += p;
+      const float *vr = kv_row(a, seq, layer, key, 1) + kvo;
+#pragma unroll
+      for (int i = 0; i < DPL; i++)
+        if (lane + 32 * i < hd) acc[i] += p * vr[lane + 32 * i];
+    }
+    m = mu;
+  }
+  /* merge the warps */
+  __shared__ float wm[ATT_WARPS], wl[ATT_WARPS], wacc[ATT_WARPS][DPL * 32];
+  if (lane == 0) wm[warp] = m, wl[warp] = l;
+#pragma unroll
+  for (int i = 0; i < DPL; i++) wacc[warp][lane + 32 * i] = acc[i];
   __syncthreads();
-  if (threadIdx.x < hd) {
-    float s = 0.f;
-    for (int gi = 0; gi < groups; gi++) s += part[gi * hd + threadIdx.x];
-    o[threadIdx.x] = s * inv;
+  float M = wm[0];
+  for (int w = 1; w < ATT_WARPS; w++) M = fmaxf(M, wm[w]);
+  float L = 0.f;
+  for (int w = 0; w < ATT_WARPS; w++) L += wm[w] == -INFINITY ? 0.f : wl[w] * expf(wm[w] - M);
+  for (int d = threadIdx.x; d < hd; d += ATT_WARPS * 32) {
+    float v = 0.f;
+    for (int w = 0; w < ATT_WARPS; w++)
+      if (wm[w] != -INFINITY) v += wacc[w][d] * expf(wm[w] - M);
+    if (n_split == 1) out[(size_t)t * a.n_head * hd + (size_t)h * hd + d] = v / L;
+    else pacc[pi * hd + d] = v;
+  }
+  if (n_split > 1 && threadIdx.x == 0) pml[2 * pi] = M, pml[2 * pi + 1] = L;
+}
+
+__global__ void attn_combine_kernel(const float *part, float *out, int n_head, int hd, int n_split) {
+  int h = blockIdx.x, t = blockIdx.y;
+  size_t p0 = ((size_t)t * n_head + h) * n_split;
+  const float *pml = part, *pacc = part + (size_t)gridDim.y * n_head * n_split * 2;
+  float M = -INFINITY;
+  for (int s = 0; s < n_split; s++) M = fmaxf(M, pml[2 * (p0 + s)]);
+  float L = 0.f;
+  for (int s = 0; s < n_split; s++)
+    if (pml[2 * (p0 + s)] != -INFINITY) L += pml[2 * (p0 + s) + 1] * expf(pml[2 * (p0 + s)] - M);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float v = 0.f;
+    for (int s = 0; s < n_split; s++)
+      if (pml[2 * (p0 + s)] != -INFINITY) v += pacc[(p0 + s) * hd + d] * expf(pml[2 * (p0 + s)] - M);
+    out[(size_t)t * n_head * hd + (size_t)h * hd + d] = v / L;
   }
 }
 
-extern "C" void dw_k_attention(const dw_kv_args *a, int layer, const float *q, float *out, int nt,
-                               cudaStream_t stream) {
-  attention_kernel<<<dim3(a->n_head, nt), ATT_THREADS, 0, stream>>>(to_kvd(a), layer, q, out);
+extern "C" void dw_k_attention(const dw_kv_args *a, int layer, const float *q, float *out, int nt, int n_split, int kps,
+                               float *part, cudaStream_t stream) {
+  dim3 grid(a->n_head, nt, n_split);
+  kv_args_d k = to_kvd(a);
+  int dpl = (a->head_dim + 31) / 32;
+  if (dpl <= 1) attn_split_kernel<1><<<grid, ATT_WARPS * 32, 0, stream>>>(k, layer, q, out, part, n_split, kps);
+  else if (dpl <= 2) attn_split_kernel<2><<<grid, ATT_WARPS * 32, 0, stream>>>(k, layer, q, out, part, n_split, kps);
+  else if (dpl <= 4) attn_split_kernel<4><<<grid, ATT_WARPS * 32, 0, stream>>>(k, layer, q, out, part, n_split, kps);
+  else attn_split_kernel<8><<<grid, ATT_WARPS * 32, 0, stream>>>(k, layer, q, out, part, n_split, kps);
+  if (n_split > 1) attn_combine_kernel<<<dim3(a->n_head, nt), 128, 0, stream>>>(part, out, a->n_head, a->head_dim, n_split);
+}
+
+/* Tiled causal attention for prefill steps: block (head h, tile) takes up
+ * to ATT_QT consecutive tokens of one sequence (tiles[] = t0 | n << 16)
+ * and walks that sequence's keys ATT_KT at a time through shared memory,
+ * so each K/V row is read once per tile instead of once per token. Four
+ * threads per query row: they split the row's scores and its output dims. */
+enum { ATT_QT = 32, ATT_KT = 16 };
+
+template <int HDMAX>
+__global__ void __launch_bounds__(ATT_QT * 4) attn_tile_kernel(kv_args_d a, int layer, const float *q, float *out,
+                                                               const int *tiles) {
+  extern __shared__ float sh[];
+  int hd = a.head_dim, h = blockIdx.x, tile = tiles[blockIdx.y], t0 = tile & 0xffff, n = tile >> 16;
+  int kvo = (h / (a.n_head / a.n_head_kv)) * hd, seq = a.seq_of[t0], p0 = a.pos[t0], n_keys = p0 + n;
+  int qs_ld = hd + 1, ks_ld = hd + 1;
+  float *Qs = sh, *Ks = Qs + ATT_QT * qs_ld, *Vs = Ks + ATT_KT * ks_ld, *Ps = Vs + ATT_KT * hd;
+  int r = threadIdx.x / 4, sub = threadIdx.x % 4;
+  float scale = rsqrtf((float)hd);
+  for (int i = threadIdx.x; i < ATT_QT * hd; i += ATT_QT * 4) {
+    int rr = i / hd, d = i % hd;
+    Qs[rr * qs_ld + d] = rr < n ? q[(size_t)(t0 + rr) * a.n_head * hd + (size_t)h * hd + d] * scale : 0.f;
+  }
+  float acc[HDMAX / 4], m = -INFINITY, l = 0.f;
+#pragma unroll
+  for (int i = 0; i < HDMAX / 4; i++) acc[i] = 0.f;
+  int my_pos = p0 + r; /* this row's last key */
+  for (int k0 = 0; k0 < n_keys; k0 += ATT_KT) {
+    __syncthreads(); /* the previous tile is consumed */
+    for (int i = threadIdx.x; i < ATT_KT * hd; i += ATT_QT * 4) {
+      int j = i / hd, d = i % hd, key = k0 + j;
+      float kv = 0.f, vv = 0.f;
+      if (key < n_keys) {
+        kv = kv_row(a, seq, layer, key, 0)[kvo + d];
+        vv = kv_row(a, seq, layer, key, 1)[kvo + d];
+      }
+      Ks[j * ks_ld + d] = kv;
+      Vs[j * hd + d] = vv;
+    }
+    __syncthreads();
+    float sc[ATT_KT / 4], mx = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < ATT_KT / 4; k++) {
+      int j = sub + 4 * k, key = k0 + j;
+      float s = 0.f;
+      for (int d = 0; d < hd; d++) s += Qs[r * qs_ld + d] * Ks[j * ks_ld + d];
+      sc[k] = key <= my_pos && r < n ? s : -INFINITY;
+      mx = fmaxf(mx, sc[k]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    float nm = fmaxf(m, mx);
+    bool live = nm != -INFINITY; /* false only for rows past the tile's tokens */
+    float corr = live ? expf(m - nm) : 1.f, ps = 0.f;
+#pragma unroll
+    for (int k = 0; k < ATT_KT / 4; k++) {
+      float p = live ? expf(sc[k] - nm) : 0.f;
+      Ps[r * (ATT_KT + 1) + sub + 4 * k] = p;
+      ps += p;
+    }
+    ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+    ps += __shfl_xor_sync(0xffffffffu, ps, 2);
+    l = l * corr + ps;
+    m = nm;
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < HDMAX / 4; i++) {
+      int d = sub + 4 * i;
+      if (d < hd) {
+        float v = acc[i] * corr;
+        for (int j = 0; j < ATT_KT; j++) v += Ps[r * (ATT_KT + 1) + j] * Vs[j * hd + d];
+        acc[i] = v;
+      }
+    }
+    __syncwarp();
+  }
+  if (r >= n) return;
+  float *o = out + (size_t)(t0 + r) * a.n_head * hd + (size_t)h * hd;
+#pragma unroll
+  for (int i = 0; i < HDMAX / 4; i++)
+    if (sub + 4 * i < hd) o[sub + 4 * i] = acc[i] / l;
+}
+
+extern "C" void dw_k_attention_tiles(const dw_kv_args *a, int layer, const float *q, float *out, const int *tiles,
+                                     int n_tiles, cudaStream_t stream) {
+  int hd = a->head_dim;
+  size_t shm = ((size_t)ATT_QT * (hd + 1) + (size_t)ATT_KT * (hd + 1) + (size_t)ATT_KT * hd +
+                (size_t)ATT_QT * (ATT_KT + 1)) * sizeof(float);
+  dim3 grid(a->n_head, n_tiles);
+  kv_args_d k = to_kvd(a);
+  if (hd <= 64) {
+    attn_tile_kernel<64><<<grid, ATT_QT * 4, shm, stream>>>(k, layer, q, out, tiles);
+  } else if (hd <= 128) {
+    cudaFuncSetAttribute(attn_tile_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+    attn_tile_kernel<128><<<grid, ATT_QT * 4, shm, stream>>>(k, layer, q, out, tiles);
+  } else {
+    cudaFuncSetAttribute(attn_tile_kernel<256>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+    attn_tile_kernel<256><<<grid, ATT_QT * 4, shm, stream>>>(k, layer, q, out, tiles);
+  }
 }
 
 /* ---- element-wise ----------------------------------------------------------------------- */

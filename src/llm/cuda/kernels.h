@@ -44,8 +44,13 @@ typedef struct dw_gemv_item {
 
 /* y = W·x (+ bias), y += W·x (+ bias), or y = silu(W·x) ⊙ (W2·x), for up
  * to three matrices of the same n_in and type at once; x is [nt][n_in]
- * with nt <= DW_GEMV_MAX_NT. */
-void dw_k_gemv(const float *x, int nt, int mode, const dw_gemv_item *items, int n_items, cudaStream_t stream);
+ * with nt <= DW_GEMV_MAX_NT. With `norm` (device [n_in]), x is first
+ * RMS-normalised with that weight and eps, inside the kernel. */
+void dw_k_gemv(const float *x, const float *norm, float eps, int nt, int mode, const dw_gemv_item *items,
+               int n_items, cudaStream_t stream);
+
+/* Rows each block of dw_k_gemv computes (1, 2 or 4; 0 = chosen by size). */
+void dw_k_gemv_rows_per_warp(int r);
 
 /* out[i] = rmsnorm(x[rows ? rows[i] : i]) · w for i < n; rows is device memory. */
 void dw_k_rmsnorm(const float *x, const int *rows, const float *w, float *out, int n, int dim, float eps,
@@ -62,13 +67,23 @@ typedef struct dw_kv_args {
   const int *tab_off, *seq_of, *pos;/* device */
   int n_layer, n_head, n_head_kv, head_dim, n_rot;
   bool neox;
-  const float *inv_freq;            /* device [n_rot / 2] */
+  const float *rope;                /* device [nt][n_rot / 2] (cos, sin) of pos · inv_freq */
 } dw_kv_args;
 void dw_k_rope_store(const dw_kv_args *a, int layer, float *q, float *k, const float *v, int nt, cudaStream_t stream);
 
 /* Causal attention of each token over its sequence's positions [0, pos[t]]:
- * out [nt][n_head·hd] from q [nt][n_head·hd] (grouped-query). */
-void dw_k_attention(const dw_kv_args *a, int layer, const float *q, float *out, int nt, cudaStream_t stream);
+ * out [nt][n_head·hd] from q [nt][n_head·hd] (grouped-query). Keys are
+ * split into n_split ranges of kps (n_split · kps >= every pos[t] + 1);
+ * with n_split > 1, `part` holds nt · n_head · n_split · (head_dim + 2)
+ * floats of partial results. */
+void dw_k_attention(const dw_kv_args *a, int layer, const float *q, float *out, int nt, int n_split, int kps,
+                    float *part, cudaStream_t stream);
+
+/* The same for prefill steps, tiled: tiles[i] = t0 | n << 16 names n <= 32
+ * consecutive tokens of one sequence at consecutive positions. */
+enum { DW_ATT_TILE = 32 };
+void dw_k_attention_tiles(const dw_kv_args *a, int layer, const float *q, float *out, const int *tiles, int n_tiles,
+                          cudaStream_t stream);
 
 /* f32 → f16 or bf16, n elements. */
 void dw_k_to_half(const float *x, void *out, long long n, bool bf16, cudaStream_t stream);
