@@ -44,9 +44,9 @@ for m in 1.1b 143m; do
       case $p in
         native) out=$("$B/bench/bench_llm_native" "$M" 512 128 3 0 cuda) ;;
         native-nograph) out=$(DRIFTWOOD_CUDA_GRAPHS=0 "$B/bench/bench_llm_native" "$M" 512 128 3 0 cuda) ;;
-        guest) out=$("$B/driftwood" run --backend cuda --model m="$M" "$B/bench/llm_guest.wasm" 512 128 3 2>&1) ;;
+        guest) out=$("$B/driftwood" run --backend cuda --model m="$M" "$B/bench/llm_guest.wasm" 512 128 3 2>&1) || echo "$out" >&2 ;;
         guest-mapped) out=$(DRIFTWOOD_CUDA_LOGITS=mapped "$B/driftwood" run --backend cuda --model m="$M" \
-                            "$B/bench/llm_guest.wasm" 512 128 3 2>&1) ;;
+                            "$B/bench/llm_guest.wasm" 512 128 3 2>&1) || echo "$out" >&2 ;;
       esac
       P[$p]+="$(field prefill "$out") "
       D[$p]+="$(field decode "$out") "

@@ -36,7 +36,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "llm_guest: no model (pass --model NAME=PATH)\n");
     return 1;
   }
-  if (dw_session_new(g.model, (uint32_t)(np + nd + 1), &g.sess)) return 1;
+  int st = dw_session_new(g.model, (uint32_t)(np + nd + 1), &g.sess);
+  if (st) return fprintf(stderr, "llm_guest: session_new failed (status %d)\n", st), 1;
   llm_ops o = {&g, g_tokenize, g_decode, g_empty};
   int rc = llm_bench("guest", &o, (int32_t)info.n_vocab, np, nd, reps);
   dw_session_free(g.sess);

@@ -37,7 +37,8 @@ static int llm_bench(const char *who, const llm_ops *o, int32_t n_vocab, int np,
   if (!tok || !logits) return 1;
   for (int have = 0; have < np;) { /* the prompt: the text repeated, cut to exactly np tokens */
     size_t n = 0;
-    if (o->tokenize(o->ctx, text, sizeof text - 1, have == 0, tok + have, (size_t)(np + 64 - have), &n)) return 1;
+    int st = o->tokenize(o->ctx, text, sizeof text - 1, have == 0, tok + have, (size_t)(np + 64 - have), &n);
+    if (st) return fprintf(stderr, "%s: tokenize failed (status %d)\n", who, st), 1;
     have += (int)n;
   }
   dws_params p = dws_default_params();
@@ -46,13 +47,15 @@ static int llm_bench(const char *who, const llm_ops *o, int32_t n_vocab, int np,
   dws_init(&s, &p, n_vocab);
   double best_pf = 1e9, best_dc = 1e9;
   for (int r = 0; r < reps; r++) {
-    if (o->empty(o->ctx)) return 1;
+    int st = o->empty(o->ctx);
+    if (st) return fprintf(stderr, "%s: emptying the session failed (status %d)\n", who, st), 1;
     double t0 = llm_now();
-    if (o->decode(o->ctx, tok, np, logits)) return 1;
+    if ((st = o->decode(o->ctx, tok, np, logits))) return fprintf(stderr, "%s: prefill failed (status %d)\n", who, st), 1;
     double t1 = llm_now();
     for (int i = 0; i < nd; i++) {
       int32_t t = dws_sample(&s, logits);
-      if (o->decode(o->ctx, &t, 1, logits)) return 1;
+      if ((st = o->decode(o->ctx, &t, 1, logits)))
+        return fprintf(stderr, "%s: decode step %d failed (status %d)\n", who, i, st), 1;
     }
     double t2 = llm_now();
     if (t1 - t0 < best_pf) best_pf = t1 - t0;

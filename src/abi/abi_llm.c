@@ -15,6 +15,7 @@
  */
 #include "abi/abi.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define ABI(inst) ((dw_abi *)dw_instance_ctx((inst), DW_SLOT_DRIFTWOOD))
@@ -166,6 +167,8 @@ static uint32_t h_decode(dw_instance *inst, uint32_t session, uint32_t tokens, u
   if (n > (uint32_t)INT32_MAX) return DW_ERR_LIMIT;
   dw_abi *a = ABI(inst);
   st = dw_decode(s, pt, (int)n, pl, NULL);
+  /* the guest sees only the code; a device failure is the operator's to see */
+  if (st == DW_ERR_BACKEND) fprintf(stderr, "driftwood: decode: %s\n", dw_last_error());
   /* what reached the guest's logits: written in place, or DMA'd from the engine's buffer */
   a->last = (dw_op_info){.zero_copy = !st && s->last.zero_copy, .status = st,
                          .staged_bytes = st ? 0 : s->last.staged_bytes};

@@ -79,6 +79,7 @@ typedef struct cuda_engine {
   size_t total_mem;
   bool mapped_logits;            /* DRIFTWOOD_CUDA_LOGITS=mapped */
   bool no_graphs;                /* DRIFTWOOD_CUDA_GRAPHS=0 */
+  bool no_pdl;                   /* DRIFTWOOD_CUDA_PDL=0 */
   void **free_blocks;            /* KV blocks kept for reuse */
   size_t free_block_bytes;
   int n_free, cap_free;
@@ -518,16 +519,39 @@ static dw_status run_body(step *S) {
       if (e == cudaSuccess) cudaGraphDestroy(g);
       return st;
     }
-    if (e != cudaSuccess) return cu_fail(e, "graph capture");
-    e = cudaGraphInstantiate(&d->graph[S->nt], g, 0);
-    cudaGraphDestroy(g);
-    if (e != cudaSuccess) {
+    if (e == cudaSuccess) {
+      e = cudaGraphInstantiate(&d->graph[S->nt], g, 0);
+      cudaGraphDestroy(g);
+    }
+    if (e != cudaSuccess) { /* no graphs on this driver: launch the kernels one by one from now on */
+      cudaGetLastError();
       d->graph[S->nt] = NULL;
-      return cu_fail(e, "graph instantiation");
+      c->no_graphs = true;
+      fprintf(stderr, "driftwood: cuda engine: CUDA graphs unavailable (%s); decoding without them\n",
+              cudaGetErrorString(e));
+      return body(S);
     }
   }
   CU(cudaGraphLaunch(d->graph[S->nt], c->stream), "graph launch");
   return DW_OK;
+}
+
+/* D2H of n bytes into dst. Guest memory is registered range by range as it
+ * grows, and one copy may not cross from one registration into the next:
+ * then the copy goes in pieces split at 64 KiB (Wasm page) boundaries,
+ * which registrations never straddle. */
+static cudaError_t copy_out(void *dst, const void *src, size_t n, cudaStream_t st) {
+  cudaError_t e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, st);
+  if (e != cudaErrorInvalidValue) return e;
+  cudaGetLastError();
+  for (size_t off = 0; off < n;) {
+    size_t end = (((uintptr_t)dst + off) | 0xFFFF) + 1 - (uintptr_t)dst; /* the next page boundary */
+    if (end > n) end = n;
+    e = cudaMemcpyAsync((uint8_t *)dst + off, (const uint8_t *)src + off, end - off, cudaMemcpyDeviceToHost, st);
+    if (e != cudaSuccess) return e;
+    off = end;
+  }
+  return cudaSuccess;
 }
 
 /* Whether the device can write p itself (registered or managed memory). */
@@ -670,11 +694,9 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
     for (int i = 0, r = 0; !mapped && i < n_seqs && e == cudaSuccess; i++) {
       const dw_step_seq *q = &seqs[i];
       int rows = q->all_logits ? q->n : q->logits != NULL;
-      if (q->all_logits) e = cudaMemcpyAsync(q->all_logits, d->logits + (size_t)r * hp->n_vocab, rows * row,
-                                             cudaMemcpyDeviceToHost, c->stream);
+      if (q->all_logits) e = copy_out(q->all_logits, d->logits + (size_t)r * hp->n_vocab, rows * row, c->stream);
       if (q->logits && e == cudaSuccess)
-        e = cudaMemcpyAsync(q->logits, d->logits + (size_t)(r + rows - 1) * hp->n_vocab, row,
-                            cudaMemcpyDeviceToHost, c->stream);
+        e = copy_out(q->logits, d->logits + (size_t)(r + rows - 1) * hp->n_vocab, row, c->stream);
       info->staged_bytes += (q->all_logits ? rows * row : 0) + (q->logits ? row : 0);
       r += rows;
     }
@@ -692,9 +714,9 @@ out:
 static void cuda_describe(void *ctx, char *buf, size_t cap) {
   cuda_engine *c = ctx;
   snprintf(buf, cap, "CUDA engine on %s (%.1f GiB): weights and KV cache in device memory, KV blocks %.1f MiB in "
-           "use, logits by %s, decode graphs %s",
+           "use, logits by %s, decode graphs %s, PDL %s",
            c->name, (double)c->total_mem / (1 << 30), (double)atomic_load(&c->kv_bytes) / (1 << 20),
-           c->mapped_logits ? "mapped writes" : "DMA", c->no_graphs ? "off" : "on");
+           c->mapped_logits ? "mapped writes" : "DMA", c->no_graphs ? "off" : "on", c->no_pdl ? "off" : "on");
 }
 
 static void cuda_destroy(void *ctx) {
@@ -752,6 +774,9 @@ dw_status dw_engine_cuda_reg(dw_engine *out) {
   const char *lg = getenv("DRIFTWOOD_CUDA_LOGITS"), *gr = getenv("DRIFTWOOD_CUDA_GRAPHS");
   c->mapped_logits = lg && !strcmp(lg, "mapped");
   c->no_graphs = gr && !strcmp(gr, "0");
+  const char *pdl = getenv("DRIFTWOOD_CUDA_PDL");
+  c->no_pdl = pdl && !strcmp(pdl, "0");
+  dw_k_set_pdl(!c->no_pdl);
   const char *rw = getenv("DRIFTWOOD_CUDA_GEMV_ROWS"); /* a tuning knob for bench/cuda_llm.sh */
   if (rw && (!strcmp(rw, "1") || !strcmp(rw, "2") || !strcmp(rw, "4"))) dw_k_gemv_rows_per_warp(atoi(rw));
   pthread_mutex_init(&c->lock, NULL);

@@ -17,6 +17,44 @@
 
 #define KV_BLOCK 32
 
+/* ---- programmatic dependent launch (sm_90) ---------------------------------------
+ * Decode steps are chains of small kernels, each waiting on the last. With
+ * PDL a kernel's blocks start while its predecessor's last blocks finish:
+ * each kernel lets its successor launch at once (pdl_launch_dependents),
+ * and does nothing that depends on earlier kernels (reading their outputs,
+ * writing anything) before pdl_wait(), which returns once the predecessor
+ * has completed and its writes are visible. What it may do before: read
+ * weights, which no kernel writes. Older cards compile both to nothing and
+ * launch in plain stream order. */
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+static bool g_pdl = true; /* process-wide switch, set before any launch (DRIFTWOOD_CUDA_PDL=0) */
+
+extern "C" void dw_k_set_pdl(bool on) { g_pdl = on; }
+
+/* Launches kernel k on stream st, as a programmatic dependent of the
+ * kernel before it when PDL is on. */
+template <typename... KArgs, typename... Args>
+static void launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t shm, cudaStream_t st, Args... args) {
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = g_pdl ? 1 : 0;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = shm, cfg.stream = st;
+  cfg.attrs = at, cfg.numAttrs = 1;
+  cudaLaunchKernelEx(&cfg, k, args...);
+}
+
 
 /* ---- weights: 8 consecutive elements (e % 8 == 0) of row r -------------------- */
 
@@ -120,6 +158,7 @@ __device__ __forceinline__ float dot8(const float w[8], const float *x) {
 template <int T, int NT, bool GLU, int R>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const gemv_args a) {
   constexpr int U = R >= 4 ? 2 : 8 / (2 * R), NV = R * NT * (GLU ? 2 : 1) + NT;
+  pdl_launch_dependents();
   int row0 = blockIdx.x * R, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   int i = 0;
   while (i + 1 < a.n_items && row0 >= a.row_start[i + 1]) i++;
@@ -133,8 +172,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const gemv_args a
     for (int q = 0; q < R; q++) acc[q][t] = 0.f, acc2[q][t] = 0.f;
   }
   constexpr int STEP = GEMV_WARPS * 32 * 8;
-  for (int e0 = threadIdx.x * 8; e0 < n; e0 += STEP * U) {
-    float w[U][R][8], w2[U][R][8];
+  float w[U][R][8], w2[U][R][8];
+  auto load_tile = [&](int e0) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
       int e = e0 + u * STEP;
@@ -145,6 +184,11 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const gemv_args a
           if (GLU) load8<T>(it.w2, r0 + q, e, w2[u][q]);
         }
     }
+  };
+  load_tile(threadIdx.x * 8); /* weights: no kernel writes them, so before the wait */
+  pdl_wait();
+  for (int e0 = threadIdx.x * 8; e0 < n; e0 += STEP * U) {
+    if (e0 != threadIdx.x * 8) load_tile(e0);
 #pragma unroll
     for (int u = 0; u < U; u++) {
       int e = e0 + u * STEP;
@@ -219,8 +263,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const gemv_args a
 template <int T, int NT, int R>
 static void gemv_launch(const gemv_args &a, cudaStream_t st) {
   dim3 grid(a.row_start[a.n_items] / R);
-  if (a.mode == DW_GEMV_GLU) gemv_kernel<T, NT, true, R><<<grid, GEMV_WARPS * 32, 0, st>>>(a);
-  else gemv_kernel<T, NT, false, R><<<grid, GEMV_WARPS * 32, 0, st>>>(a);
+  if (a.mode == DW_GEMV_GLU) launch(gemv_kernel<T, NT, true, R>, grid, GEMV_WARPS * 32, 0, st, a);
+  else launch(gemv_kernel<T, NT, false, R>, grid, GEMV_WARPS * 32, 0, st, a);
 }
 
 template <int T>
@@ -278,6 +322,8 @@ extern "C" void dw_k_gemv(const float *x, const float *norm, float eps, int nt, 
 enum { NORM_THREADS = 256 };
 
 __global__ void rmsnorm_kernel(const float *x, const int *rows, const float *w, float *out, int dim, float eps) {
+  pdl_launch_dependents();
+  pdl_wait();
   const float *xr = x + (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * dim;
   float *o = out + (size_t)blockIdx.x * dim;
   double ss = 0;
@@ -295,11 +341,13 @@ __global__ void rmsnorm_kernel(const float *x, const int *rows, const float *w, 
 
 extern "C" void dw_k_rmsnorm(const float *x, const int *rows, const float *w, float *out, int n, int dim, float eps,
                              cudaStream_t stream) {
-  rmsnorm_kernel<<<n, NORM_THREADS, 0, stream>>>(x, rows, w, out, dim, eps);
+  launch(rmsnorm_kernel, n, NORM_THREADS, 0, stream, x, rows, w, out, dim, eps);
 }
 
 template <int T>
 __global__ void embed_kernel(kwt w, const int *tokens, float *x, int dim) {
+  pdl_launch_dependents();
+  pdl_wait();
   int r = tokens[blockIdx.x];
   for (int e = threadIdx.x; e < dim; e += blockDim.x) x[(size_t)blockIdx.x * dim + e] = load1<T>(w, r, e);
 }
@@ -307,11 +355,11 @@ __global__ void embed_kernel(kwt w, const int *tokens, float *x, int dim) {
 extern "C" void dw_k_embed(const dw_kwt *w, const int *tokens, float *x, int nt, cudaStream_t stream) {
   kwt k = to_kwt(w);
   switch (w->type) {
-  case DW_KT_F32: embed_kernel<DW_KT_F32><<<nt, 256, 0, stream>>>(k, tokens, x, w->n_in); break;
-  case DW_KT_F16: embed_kernel<DW_KT_F16><<<nt, 256, 0, stream>>>(k, tokens, x, w->n_in); break;
-  case DW_KT_BF16: embed_kernel<DW_KT_BF16><<<nt, 256, 0, stream>>>(k, tokens, x, w->n_in); break;
-  case DW_KT_Q8_0: embed_kernel<DW_KT_Q8_0><<<nt, 256, 0, stream>>>(k, tokens, x, w->n_in); break;
-  default: embed_kernel<DW_KT_Q4_0><<<nt, 256, 0, stream>>>(k, tokens, x, w->n_in); break;
+  case DW_KT_F32: launch(embed_kernel<DW_KT_F32>, nt, 256, 0, stream, k, tokens, x, w->n_in); break;
+  case DW_KT_F16: launch(embed_kernel<DW_KT_F16>, nt, 256, 0, stream, k, tokens, x, w->n_in); break;
+  case DW_KT_BF16: launch(embed_kernel<DW_KT_BF16>, nt, 256, 0, stream, k, tokens, x, w->n_in); break;
+  case DW_KT_Q8_0: launch(embed_kernel<DW_KT_Q8_0>, nt, 256, 0, stream, k, tokens, x, w->n_in); break;
+  default: launch(embed_kernel<DW_KT_Q4_0>, nt, 256, 0, stream, k, tokens, x, w->n_in); break;
   }
 }
 
@@ -338,6 +386,8 @@ __device__ __forceinline__ float *kv_row(const kv_args_d &a, int seq, int l, int
 
 __global__ void __launch_bounds__(256)
     rope_store_kernel(kv_args_d a, int layer, float *__restrict__ q, float *__restrict__ k, const float *__restrict__ v) {
+  pdl_launch_dependents();
+  pdl_wait();
   int t = blockIdx.x, half = a.n_rot / 2, hd = a.head_dim, p = a.pos[t];
   const float *cs = a.rope + (size_t)t * half * 2; /* (cos, sin) pairs */
   int qd = a.n_head * hd, kvd = a.n_head_kv * hd;
@@ -361,7 +411,7 @@ __global__ void __launch_bounds__(256)
 
 extern "C" void dw_k_rope_store(const dw_kv_args *a, int layer, float *q, float *k, const float *v, int nt,
                                 cudaStream_t stream) {
-  rope_store_kernel<<<nt, 256, 0, stream>>>(to_kvd(a), layer, q, k, v);
+  launch(rope_store_kernel, nt, 256, 0, stream, to_kvd(a), layer, q, k, v);
 }
 
 enum { ATT_WARPS = 4, ATT_U = 4 };
@@ -375,6 +425,8 @@ enum { ATT_WARPS = 4, ATT_U = 4 };
 template <int DPL>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
     attn_split_kernel(kv_args_d a, int layer, const float *q, float *out, float *part, int n_split, int kps) {
+  pdl_launch_dependents();
+  pdl_wait();
   int h = blockIdx.x, t = blockIdx.y, s = blockIdx.z, hd = a.head_dim;
   int kvo = (h / (a.n_head / a.n_head_kv)) * hd, seq = a.seq_of[t], n_keys = a.pos[t] + 1;
   int k0 = s * kps, k1 = min(n_keys, k0 + kps), warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -450,6 +502,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
 }
 
 __global__ void attn_combine_kernel(const float *part, float *out, int n_head, int hd, int n_split) {
+  pdl_launch_dependents();
+  pdl_wait();
   int h = blockIdx.x, t = blockIdx.y;
   size_t p0 = ((size_t)t * n_head + h) * n_split;
   const float *pml = part, *pacc = part + (size_t)gridDim.y * n_head * n_split * 2;
@@ -471,11 +525,13 @@ extern "C" void dw_k_attention(const dw_kv_args *a, int layer, const float *q, f
   dim3 grid(a->n_head, nt, n_split);
   kv_args_d k = to_kvd(a);
   int dpl = (a->head_dim + 31) / 32;
-  if (dpl <= 1) attn_split_kernel<1><<<grid, ATT_WARPS * 32, 0, stream>>>(k, layer, q, out, part, n_split, kps);
-  else if (dpl <= 2) attn_split_kernel<2><<<grid, ATT_WARPS * 32, 0, stream>>>(k, layer, q, out, part, n_split, kps);
-  else if (dpl <= 4) attn_split_kernel<4><<<grid, ATT_WARPS * 32, 0, stream>>>(k, layer, q, out, part, n_split, kps);
-  else attn_split_kernel<8><<<grid, ATT_WARPS * 32, 0, stream>>>(k, layer, q, out, part, n_split, kps);
-  if (n_split > 1) attn_combine_kernel<<<dim3(a->n_head, nt), 128, 0, stream>>>(part, out, a->n_head, a->head_dim, n_split);
+  if (dpl <= 1) launch(attn_split_kernel<1>, grid, ATT_WARPS * 32, 0, stream, k, layer, q, out, part, n_split, kps);
+  else if (dpl <= 2) launch(attn_split_kernel<2>, grid, ATT_WARPS * 32, 0, stream, k, layer, q, out, part, n_split, kps);
+  else if (dpl <= 4) launch(attn_split_kernel<4>, grid, ATT_WARPS * 32, 0, stream, k, layer, q, out, part, n_split, kps);
+  else launch(attn_split_kernel<8>, grid, ATT_WARPS * 32, 0, stream, k, layer, q, out, part, n_split, kps);
+  if (n_split > 1)
+    launch(attn_combine_kernel, dim3(a->n_head, nt), 128, 0, stream, (const float *)part, out, a->n_head, a->head_dim,
+           n_split);
 }
 
 /* Tiled causal attention for prefill steps: block (head h, tile) takes up

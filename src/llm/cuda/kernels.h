@@ -49,6 +49,10 @@ typedef struct dw_gemv_item {
 void dw_k_gemv(const float *x, const float *norm, float eps, int nt, int mode, const dw_gemv_item *items,
                int n_items, cudaStream_t stream);
 
+/* Programmatic dependent launch for the decode kernels (on by default;
+ * it takes effect on sm_90 and newer). Call before any launch. */
+void dw_k_set_pdl(bool on);
+
 /* Rows each block of dw_k_gemv computes (1, 2 or 4; 0 = chosen by size). */
 void dw_k_gemv_rows_per_warp(int r);
 
