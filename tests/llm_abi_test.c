@@ -220,6 +220,14 @@ Test(llm_abi, decode_in_place_and_hostile) {
   cr_assert(!memcmp(T.mem->base + lg, want, (size_t)nv * 4), "logits in guest memory differ from the host's");
   dw_sess_free(h);
   free(want);
+  /* logits across the seam between two commits of memory (on CUDA: two
+   * registrations, which one DMA may not cross) */
+  uint32_t old_pages;
+  cr_assert_eq(dw_mem_grow(T.mem, 2, &old_pages), DW_OK, "%s", dw_last_error());
+  uint32_t seam = MEM - PAGE;
+  cr_assert_eq(call("session_truncate", "i:ii", s, 0), DW_OK);
+  cr_assert_eq(call("decode", "i:iiii", s, tok, 5, seam), DW_OK);
+  cr_assert(!memcmp(T.mem->base + seam, T.mem->base + lg, (size_t)nv * 4), "logits across the seam differ");
   /* rewind and fork through the ABI */
   cr_assert_eq(call("session_truncate", "i:ii", s, 2), DW_OK);
   cr_assert_eq(call("session_len", "i:ii", s, 600), DW_OK);
