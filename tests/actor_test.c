@@ -427,3 +427,35 @@ Test(snapshot, another_model_is_refused_another_quantisation_reprefills) {
   dw_runtime_destroy(r1), dw_runtime_destroy(r2), dw_runtime_destroy(r3);
   sh("rm -rf %s", d);
 }
+
+/* A snapshot that embeds its module embeds the bytes the actor runs, even
+ * when the file it came from has changed since (it used to re-read the
+ * file, and such a snapshot could never thaw). */
+Test(snapshot, embedded_module_is_the_one_loaded_not_the_file_now) {
+  char path[256], cmd[600], r1[256], r2[256];
+  snprintf(path, sizeof path, "%s/changing-module.wasm", DW_TEST_BUILD);
+  snprintf(cmd, sizeof cmd, "cp %s %s", ECHO, path);
+  cr_assert_eq(system(cmd), 0);
+  dw_module *m;
+  cr_assert_eq(dw_module_load(RT, path, &m, NULL), DW_OK, "%s", dw_last_error());
+  dw_actor *a, *t;
+  cr_assert_eq(dw_actor_spawn(m, &a), DW_OK, "%s", dw_last_error());
+  reply(a, "llm Hello world", r1, sizeof r1);
+  FILE *f = fopen(path, "wb"); /* the file changes under the live module */
+  cr_assert(f);
+  fputs("\0asm garbage", f);
+  fclose(f);
+  uint8_t *buf;
+  size_t n;
+  cr_assert_eq(dw_actor_freeze(a, DW_FREEZE_EMBED_MODULE, &buf, &n), DW_OK, "%s", dw_last_error());
+  dw_thaw_report rep;
+  cr_assert_eq(dw_actor_thaw(RT, NULL, buf, n, &t, &rep), DW_OK, "%s", dw_last_error());
+  cr_assert(rep.module_embedded);
+  reply(a, "llm again", r1, sizeof r1);
+  reply(t, "llm again", r2, sizeof r2);
+  cr_assert_str_eq(r1, r2);
+  free(buf);
+  dw_actor_destroy(a), dw_actor_destroy(t);
+  dw_module_destroy(m);
+  unlink(path);
+}

@@ -273,12 +273,10 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   dw_snap_add(&out, DW_SEC_META, sec.p, sec.n, false);
   if (embed_module && a->mod_bytes) {
     dw_snap_add(&out, DW_SEC_MODULE, a->mod_bytes, a->mod_len, true);
-  } else if (embed_module) {
-    uint8_t *mod;
+  } else if (embed_module) { /* the bytes loaded, whatever the file holds by now */
     size_t mn;
-    if ((st = dw_file_read(a->module->path, &mod, &mn))) goto fail;
+    const uint8_t *mod = dw_wasm_module_bytes(a->module->wasm, &mn);
     dw_snap_add(&out, DW_SEC_MODULE, mod, mn, true);
-    free(mod);
   }
   /* PAGES, or MEMORY when asked to compress */
   sec.n = 0;
@@ -365,17 +363,12 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
     dw_put_u32(&sec, (uint32_t)(row / sizeof(float)));
     for (int t = 0; t < s->n_past; t++) dw_put_u32(&sec, (uint32_t)s->tokens[t]);
     size_t half = (size_t)hp->n_layer * s->n_past * row; /* K, then V: [layer][pos][kv_dim] */
-    float *kv = malloc(2 * half + 1);
+    uint8_t *kv = dw_reserve(&sec, 2 * half); /* exported straight into the section */
     if (!kv) {
       st = dw_error_set(DW_ERR_NOMEM, "freeze: %zu bytes of KV", 2 * half);
       goto fail;
     }
-    if ((st = dw_sess_export(s, kv, (float *)((uint8_t *)kv + half)))) {
-      free(kv);
-      goto fail;
-    }
-    dw_put(&sec, kv, 2 * half);
-    free(kv);
+    if ((st = dw_sess_export(s, kv, kv + half))) goto fail;
     dw_snap_add(&out, DW_SEC_SESSION, sec.p, sec.n, false);
   }
   if (sec.oom) out.oom = true;

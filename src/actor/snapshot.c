@@ -12,19 +12,24 @@
 static const char MAGIC[8] = {'D', 'W', 'S', 'N', 'A', 'P', '\r', '\n'};
 enum { SEC_HDR = 4 + 4 + 8 + 8 + 16 };
 
-void dw_put(dw_bytes *b, const void *d, size_t n) {
-  if (b->oom) return;
+uint8_t *dw_reserve(dw_bytes *b, size_t n) {
+  if (b->oom) return NULL;
   if (b->n + n > b->cap) {
     size_t nc = (b->n + n) * 2 + 256;
     uint8_t *np = realloc(b->p, nc);
     if (!np) {
       b->oom = true;
-      return;
+      return NULL;
     }
     b->p = np, b->cap = nc;
   }
-  if (n) memcpy(b->p + b->n, d, n);
   b->n += n;
+  return b->p + b->n - n;
+}
+
+void dw_put(dw_bytes *b, const void *d, size_t n) {
+  uint8_t *p = dw_reserve(b, n);
+  if (p && n) memcpy(p, d, n);
 }
 
 void dw_put_u32(dw_bytes *b, uint32_t v) {

@@ -37,6 +37,8 @@ typedef struct dw_bytes {
 } dw_bytes;
 
 DW_HIDDEN void dw_put(dw_bytes *b, const void *d, size_t n);
+/* Appends n bytes the caller fills; NULL (and oom set) when out of memory. */
+DW_HIDDEN uint8_t *dw_reserve(dw_bytes *b, size_t n);
 DW_HIDDEN void dw_put_u32(dw_bytes *b, uint32_t v);
 DW_HIDDEN void dw_put_u64(dw_bytes *b, uint64_t v);
 DW_HIDDEN void dw_put_str(dw_bytes *b, const char *s);

@@ -64,8 +64,9 @@ typedef struct dw_engine_ops {
   dw_status (*kv_alloc)(void *ctx, size_t bytes, void **out);
   void (*kv_free)(void *ctx, void *blk, size_t bytes);
   dw_status (*kv_copy)(void *ctx, void *dst, const void *src, size_t bytes);
-  /* Blocks [0, ceil(n_pos / DW_KV_BLOCK)) → k, v, each [n_layer][n_pos][kv_dim] f32. */
-  dw_status (*kv_export)(void *ctx, const dw_model *m, void *const *blocks, int n_pos, float *k, float *v);
+  /* Blocks [0, ceil(n_pos / DW_KV_BLOCK)) → k, v, each [n_layer][n_pos][kv_dim] f32,
+   * written with memcpy (k and v may be unaligned). */
+  dw_status (*kv_export)(void *ctx, const dw_model *m, void *const *blocks, int n_pos, void *k, void *v);
   /* Allocates blocks[0 .. ceil(n_pos / DW_KV_BLOCK)) and fills them from k, v
    * (same layout, read with memcpy: may be unaligned). On failure every
    * block it allocated is freed and the slots are NULL. */

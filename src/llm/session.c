@@ -169,7 +169,7 @@ static void **block_data(const dw_session *s, int nb) {
   return d;
 }
 
-dw_status dw_sess_export(const dw_session *s, float *k, float *v) {
+dw_status dw_sess_export(const dw_session *s, void *k, void *v) {
   if (s->n_past == 0) return DW_OK;
   void **d = block_data(s, n_blocks(s->n_past));
   if (!d) return dw_error_set(DW_ERR_NOMEM, "session export");

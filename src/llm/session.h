@@ -54,8 +54,9 @@ DW_HIDDEN dw_status dw_decode(dw_session *s, const int32_t *tokens, int n, float
 DW_HIDDEN dw_status dw_embed(dw_session *s, const int32_t *tokens, int n, float *out);
 
 /* The K and V rows of positions [0, n_past) in the canonical layout, each
- * [n_layer][n_past][kv_dim] f32 (for snapshots). */
-DW_HIDDEN dw_status dw_sess_export(const dw_session *s, float *k, float *v);
+ * [n_layer][n_past][kv_dim] f32 (for snapshots), written with memcpy to
+ * k and v (which may be unaligned). */
+DW_HIDDEN dw_status dw_sess_export(const dw_session *s, void *k, void *v);
 /* Loads n positions into an empty session: tokens, and K/V rows in the
  * canonical layout [layer][pos][kv_dim] read with memcpy from k and v. */
 DW_HIDDEN dw_status dw_sess_restore(dw_session *s, const int32_t *tokens, int n, const void *k, const void *v);

@@ -39,6 +39,8 @@ struct dw_wasm_module {
   const dw_w2c_desc *desc;  /* view into dl */
   dw_fnptr *imports;        /* owned: host functions in desc->imports order */
   char hash[65];            /* hex SHA-256 of the module bytes */
+  uint8_t *bytes;           /* owned: the module as loaded (what was hashed and compiled) */
+  size_t n_bytes;
 };
 
 static const char *cc_name(void) {
@@ -256,7 +258,7 @@ dw_status dw_wasm_module_load(const char *path, const dw_wasm_config *cfg, const
   }
   st = resolve_imports(m, hosts);
   if (st != DW_OK) goto fail;
-  free(bytes);
+  m->bytes = bytes, m->n_bytes = n; /* kept: a snapshot embeds these, not what the path holds later */
   dw_rt_code_add(m->desc, m);
   m->desc->init_module();
   *out = m;
@@ -272,10 +274,16 @@ void dw_wasm_module_destroy(dw_wasm_module *m) {
   dw_rt_code_remove(m);
   if (m->dl) dlclose(m->dl);
   free(m->imports);
+  free(m->bytes);
   free(m);
 }
 
 const char *dw_wasm_module_hash(const dw_wasm_module *m) { return m->hash; }
+
+const uint8_t *dw_wasm_module_bytes(const dw_wasm_module *m, size_t *n) {
+  *n = m->n_bytes;
+  return m->bytes;
+}
 
 /* ---- instances ------------------------------------------------------------ */
 

@@ -53,6 +53,8 @@ DW_HIDDEN dw_status dw_wasm_module_load(const char *path, const dw_wasm_config *
 DW_HIDDEN void dw_wasm_module_destroy(dw_wasm_module *m);
 /* The module's hex SHA-256 (64 chars). */
 DW_HIDDEN const char *dw_wasm_module_hash(const dw_wasm_module *m);
+/* The module's bytes as loaded (valid while m lives). */
+DW_HIDDEN const uint8_t *dw_wasm_module_bytes(const dw_wasm_module *m, size_t *n);
 /* The signature of an exported function, or NULL. */
 DW_HIDDEN const char *dw_wasm_export_sig(const dw_wasm_module *m, const char *name);
 /* The cache directory a config resolves to. */

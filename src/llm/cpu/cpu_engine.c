@@ -414,15 +414,16 @@ static dw_status kv_import(void *ctx, const dw_model *m, void **blocks, int n, c
   return dw_error_set(DW_ERR_NOMEM, "session restore: kv cache");
 }
 
-static dw_status kv_export(void *ctx, const dw_model *m, void *const *blocks, int n, float *k, float *v) {
+static dw_status kv_export(void *ctx, const dw_model *m, void *const *blocks, int n, void *kp, void *vp) {
   (void)ctx;
   const dw_hparams *hp = &m->hp;
-  size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+  size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, row = kvd * sizeof(float);
+  uint8_t *k = kp, *v = vp;
   for (int b = 0; b < (n + DW_KV_BLOCK - 1) / DW_KV_BLOCK; b++) {
     int p0 = b * DW_KV_BLOCK, np = n - p0 < DW_KV_BLOCK ? n - p0 : DW_KV_BLOCK;
     for (int l = 0; l < hp->n_layer; l++) {
-      memcpy(k + ((size_t)l * n + p0) * kvd, block_row(hp, blocks[b], l, p0, false), np * kvd * sizeof(float));
-      memcpy(v + ((size_t)l * n + p0) * kvd, block_row(hp, blocks[b], l, p0, true), np * kvd * sizeof(float));
+      memcpy(k + ((size_t)l * n + p0) * row, block_row(hp, blocks[b], l, p0, false), np * row);
+      memcpy(v + ((size_t)l * n + p0) * row, block_row(hp, blocks[b], l, p0, true), np * row);
     }
   }
   return DW_OK;

@@ -361,7 +361,7 @@ static dw_status kv_stage(cuda_engine *c, const dw_model *m, int n, void *const 
   return DW_OK;
 }
 
-static dw_status kv_export(void *ctx, const dw_model *m, void *const *blocks, int n, float *k, float *v) {
+static dw_status kv_export(void *ctx, const dw_model *m, void *const *blocks, int n, void *k, void *v) {
   cuda_engine *c = ctx;
   const dw_hparams *hp = &m->hp;
   float *dkv;
