@@ -11,9 +11,9 @@
  *   dw_runtime *rt; dw_module *m; dw_run_result r;
  *   dw_runtime_config rc = {0};
  *   if (dw_runtime_create(&rc, &rt) != DW_OK) fail(dw_last_error());
- *   if (dw_module_load(rt, "app.wasm", &m) != DW_OK) fail(dw_last_error());
+ *   if (dw_module_load(rt, "app.wasm", &m, NULL) != DW_OK) fail(dw_last_error());
  *   const char *argv[] = {"app.wasm", "hello"};
- *   dw_run_config cfg = {.argc = 2, .argv = argv};
+ *   dw_run_config cfg = {.argc = 2, .argv = argv}; // stdio: the process's own
  *   dw_run_command(m, &cfg, &r);   // r.exit_code, r.trapped, r.message
  *   dw_module_destroy(m); dw_runtime_destroy(rt);
  *
@@ -105,7 +105,9 @@ typedef struct dw_run_config {
   int n_dirs;
   const dw_dir_grant *dirs; /* the only filesystem the guest can reach */
   uint64_t max_memory_bytes;/* 0: only the module's own maximum */
-  int stdin_fd, stdout_fd, stderr_fd; /* host fds; use 0, 1, 2 for the usual */
+  int stdin_fd, stdout_fd, stderr_fd; /* host fds; 0 in stdout_fd or stderr_fd means
+                                         the usual 1 or 2, so a zeroed config gets
+                                         the process's stdin, stdout and stderr */
 } dw_run_config;
 
 typedef struct dw_run_result {

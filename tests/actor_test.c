@@ -459,3 +459,28 @@ Test(snapshot, embedded_module_is_the_one_loaded_not_the_file_now) {
   dw_module_destroy(m);
   unlink(path);
 }
+
+/* A zeroed dw_run_config (as in the header's example) gives the guest the
+ * process's own stdout, not fd 0. */
+Test(snapshot, a_zeroed_run_config_writes_to_stdout) {
+  dw_module *m;
+  cr_assert_eq(dw_module_load(RT, DW_TEST_BUILD "/examples/matmul.wasm", &m, NULL), DW_OK, "%s", dw_last_error());
+  int p[2], saved = dup(1);
+  cr_assert_eq(pipe(p), 0);
+  fflush(stdout);
+  dup2(p[1], 1);
+  const char *argv[] = {"matmul.wasm"};
+  dw_run_config cfg = {.argc = 1, .argv = argv};
+  dw_run_result r;
+  dw_status st = dw_run_command(m, &cfg, &r);
+  dup2(saved, 1);
+  close(saved), close(p[1]);
+  char out[4096];
+  ssize_t n = read(p[0], out, sizeof out - 1);
+  out[n > 0 ? n : 0] = 0;
+  close(p[0]);
+  cr_assert_eq(st, DW_OK, "%s", dw_last_error());
+  cr_assert_eq(r.exit_code, 0, "%s", r.message);
+  cr_assert(n > 0 && strstr(out, "zero_copy"), "the guest's output did not reach stdout: '%s'", out);
+  dw_module_destroy(m);
+}

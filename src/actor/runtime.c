@@ -143,7 +143,8 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
   }
   dw_wasi_config wc = {.argc = cfg->argc, .argv = cfg->argv, .n_env = cfg->n_env, .env = cfg->env,
                        .n_dirs = cfg->n_dirs, .dir_host = dh, .dir_guest = dg,
-                       .stdin_fd = cfg->stdin_fd, .stdout_fd = cfg->stdout_fd, .stderr_fd = cfg->stderr_fd};
+                       .stdin_fd = cfg->stdin_fd, .stdout_fd = cfg->stdout_fd ? cfg->stdout_fd : 1,
+                       .stderr_fd = cfg->stderr_fd ? cfg->stderr_fd : 2};
   dw_guest g;
   dw_status st = dw_guest_create(m, &wc, cfg->max_memory_bytes, &g);
   free(dh);
