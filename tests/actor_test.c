@@ -11,6 +11,8 @@
 #include "actor/internal.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -483,4 +485,49 @@ Test(snapshot, a_zeroed_run_config_writes_to_stdout) {
   cr_assert_eq(r.exit_code, 0, "%s", r.message);
   cr_assert(n > 0 && strstr(out, "zero_copy"), "the guest's output did not reach stdout: '%s'", out);
   dw_module_destroy(m);
+}
+
+/* Freezing reads the model registry under its lock while other threads
+ * register models (it used to walk the registry's array unlocked, which a
+ * registration may move). */
+typedef struct reg_hammer {
+  dw_runtime *rt;
+  _Atomic bool stop;
+} reg_hammer;
+
+static void *register_models(void *arg) {
+  reg_hammer *h = arg;
+  char name[32];
+  for (int i = 0; i < 4000 && !atomic_load(&h->stop); i++) {
+    snprintf(name, sizeof name, "m%d", i);
+    if (dw_runtime_add_model(h->rt, name, DEMO) != DW_OK) break;
+  }
+  return NULL;
+}
+
+Test(snapshot, freeze_while_models_are_registered) {
+  dw_runtime_config rc = {.backend = "cpu", .threads = 1};
+  dw_runtime *rt;
+  dw_module *m;
+  dw_actor *a;
+  char r[256];
+  cr_assert_eq(dw_runtime_create(&rc, &rt), DW_OK);
+  cr_assert_eq(dw_runtime_add_model(rt, "default", DEMO), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_module_load(rt, ECHO, &m, NULL), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_actor_spawn(m, &a), DW_OK, "%s", dw_last_error());
+  reply(a, "llm Hello world", r, sizeof r);
+  reg_hammer h = {rt, false};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, register_models, &h), 0);
+  for (int i = 0; i < 300; i++) {
+    uint8_t *buf;
+    size_t n;
+    cr_assert_eq(dw_actor_freeze(a, 0, &buf, &n), DW_OK, "%s", dw_last_error());
+    free(buf);
+  }
+  atomic_store(&h.stop, true);
+  pthread_join(th, NULL);
+  dw_actor_destroy(a);
+  dw_module_destroy(m);
+  dw_runtime_destroy(rt);
 }

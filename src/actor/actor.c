@@ -263,11 +263,34 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   const char *hash = dw_wasm_module_hash(a->module->wasm);
   int n_sessions = 0;
   for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) n_sessions += a->g.abi.sessions[i] != NULL;
+  /* MODELS, taken under the registry's lock once (other threads may
+   * register models meanwhile; handles are indices, so the order is kept) */
+  dw_bytes msec = {0};
+  dw_registry *reg = &a->rt->models;
+  pthread_mutex_lock(&reg->lock);
+  int n_models = reg->n;
+  const dw_model **mods = calloc((size_t)n_models + 1, sizeof *mods);
+  dw_put_u32(&msec, (uint32_t)n_models);
+  for (int i = 0; mods && i < n_models; i++) {
+    uint8_t fp[32] = {0}, fam[32] = {0};
+    if (reg->v[i].model) dw_model_fingerprint(reg->v[i].model, fp), dw_model_family(reg->v[i].model, fam);
+    mods[i] = reg->v[i].model;
+    dw_put_str(&msec, reg->v[i].name);
+    dw_put_str(&msec, reg->v[i].path);
+    dw_put_u32(&msec, reg->v[i].model != NULL);
+    dw_put(&msec, fp, 32);
+    dw_put(&msec, fam, 32);
+  }
+  pthread_mutex_unlock(&reg->lock);
+  if (!mods || msec.oom) {
+    free(mods), free(msec.p);
+    return dw_error_set(DW_ERR_NOMEM, "freeze");
+  }
   dw_snap_begin(&out);
   /* META */
   dw_put(&sec, hash, 64);
   dw_put_u32(&sec, mem ? mem->pages : 0);
-  dw_put_u32(&sec, (uint32_t)a->rt->models.n);
+  dw_put_u32(&sec, (uint32_t)n_models);
   dw_put_u32(&sec, (uint32_t)n_sessions);
   dw_put_str(&sec, a->module->path);
   dw_snap_add(&out, DW_SEC_META, sec.p, sec.n, false);
@@ -329,29 +352,15 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   }
   if (st) goto fail;
   dw_snap_add(&out, DW_SEC_TABLES, sec.p, sec.n, true);
-  /* MODELS: the registry in order (handles are indices) */
-  sec.n = 0;
-  dw_registry *reg = &a->rt->models;
-  pthread_mutex_lock(&reg->lock);
-  dw_put_u32(&sec, (uint32_t)reg->n);
-  for (int i = 0; i < reg->n; i++) {
-    uint8_t fp[32] = {0}, fam[32] = {0};
-    if (reg->v[i].model) dw_model_fingerprint(reg->v[i].model, fp), dw_model_family(reg->v[i].model, fam);
-    dw_put_str(&sec, reg->v[i].name);
-    dw_put_str(&sec, reg->v[i].path);
-    dw_put_u32(&sec, reg->v[i].model != NULL);
-    dw_put(&sec, fp, 32);
-    dw_put(&sec, fam, 32);
-  }
-  pthread_mutex_unlock(&reg->lock);
-  dw_snap_add(&out, DW_SEC_MODELS, sec.p, sec.n, false);
+  /* MODELS: the registry in order, as taken above */
+  dw_snap_add(&out, DW_SEC_MODELS, msec.p, msec.n, false);
   /* SESSIONS */
   for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) {
     const dw_session *s = a->g.abi.sessions[i];
     if (!s) continue;
     int midx = -1;
-    for (int r = 0; r < reg->n; r++)
-      if (reg->v[r].model == s->model) midx = r;
+    for (int r = 0; r < n_models; r++)
+      if (mods[r] == s->model) midx = r;
     const dw_hparams *hp = &s->model->hp;
     size_t row = (size_t)hp->n_head_kv * hp->head_dim * sizeof(float);
     sec.n = 0;
@@ -372,12 +381,12 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
     dw_snap_add(&out, DW_SEC_SESSION, sec.p, sec.n, false);
   }
   if (sec.oom) out.oom = true;
-  free(sec.p);
+  free(sec.p), free(msec.p), free(mods);
   if ((st = dw_snap_end(&out))) return st;
   *buf = out.p, *len = out.n;
   return DW_OK;
 fail:
-  free(sec.p);
+  free(sec.p), free(msec.p), free(mods);
   free(out.p);
   return st;
 }
