@@ -11,6 +11,7 @@
  * GEMMs take f16/bf16 activations on the GPU, f32 on the CPU).
  */
 #include "llm/session.h"
+#include "skip_main.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
@@ -254,16 +255,11 @@ Test(cuda_llm, weights_loaded_once_per_model) {
   dw_model_release(m);
 }
 
-int main(int argc, char **argv) {
+static bool have_cuda_engine(const char **why) {
   dw_engine *e;
-  if (dw_engine_create("cuda", 0, &e) != DW_OK) {
-    printf("cuda_llm_test: skipped: %s\n", dw_last_error());
-    return 77;
-  }
+  if (dw_engine_create("cuda", 0, &e) != DW_OK) return *why = dw_last_error(), false;
   dw_engine_destroy(e);
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
+  return true;
 }
+
+int main(int argc, char **argv) { return dw_test_main(argc, argv, "cuda_llm_test", have_cuda_engine); }

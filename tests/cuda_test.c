@@ -8,6 +8,7 @@
  * CUDA build) every test reports as skipped.
  */
 #include "harness.h"
+#include "skip_main.h"
 
 #include "driftwood.h"
 
@@ -255,23 +256,17 @@ Test(cuda, sixteen_instances_and_pinned_accounting, .init = setup, .fini = teard
 }
 #endif
 
-/* Without a device the whole suite is skipped (exit 77: CTest's SKIP_RETURN_CODE),
- * so it shows as skipped rather than passed. */
-int main(int argc, char **argv) {
+/* Without a device the whole suite is skipped (skip_main.h). */
+static bool have_cuda(const char **why) {
 #ifdef DW_HAVE_CUDA
   dw_backend *be;
-  if (dw_backend_create("cuda", 1, &be) != DW_OK) {
-    printf("cuda_test: skipped: %s\n", dw_last_error());
-    return 77;
-  }
+  if (dw_backend_create("cuda", 1, &be) != DW_OK) return *why = dw_last_error(), false;
   dw_backend_destroy(be);
+  return true;
 #else
-  printf("cuda_test: skipped: built without the CUDA toolkit\n");
-  return 77;
+  *why = "built without the CUDA toolkit";
+  return false;
 #endif
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
 }
+
+int main(int argc, char **argv) { return dw_test_main(argc, argv, "cuda_test", have_cuda); }

@@ -8,6 +8,7 @@
  * decode of the same tokens.
  */
 #include "harness.h"
+#include "skip_main.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -235,16 +236,11 @@ Test(llm_abi, decode_in_place_and_hostile) {
 }
 
 /* On an engine this machine lacks, the suite is skipped (exit 77). */
-int main(int argc, char **argv) {
+static bool have_engine(const char **why) {
   dw_engine *e;
-  if (dw_engine_create(engine_name(), 1, &e) != DW_OK) {
-    printf("llm_abi_test: skipped: %s\n", dw_last_error());
-    return 77;
-  }
+  if (dw_engine_create(engine_name(), 1, &e) != DW_OK) return *why = dw_last_error(), false;
   dw_engine_destroy(e);
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
+  return true;
 }
+
+int main(int argc, char **argv) { return dw_test_main(argc, argv, "llm_abi_test", have_engine); }

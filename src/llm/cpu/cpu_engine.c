@@ -466,18 +466,18 @@ static void cpu_destroy(void *ctx) {
 }
 
 static const dw_engine_ops cpu_ops = {
-    /* .version = */ DW_ENGINE_OPS_VERSION,
-    /* .name = */ "cpu",
-    /* .weights_load = */ weights_load,
-    /* .weights_free = */ weights_free,
-    /* .kv_alloc = */ kv_alloc,
-    /* .kv_free = */ kv_free,
-    /* .kv_copy = */ kv_copy,
-    /* .kv_export = */ kv_export,
-    /* .kv_import = */ kv_import,
-    /* .forward = */ cpu_forward,
-    /* .describe = */ cpu_describe,
-    /* .destroy = */ cpu_destroy,
+    .version = DW_ENGINE_OPS_VERSION,
+    .name = "cpu",
+    .weights_load = weights_load,
+    .weights_free = weights_free,
+    .kv_alloc = kv_alloc,
+    .kv_free = kv_free,
+    .kv_copy = kv_copy,
+    .kv_export = kv_export,
+    .kv_import = kv_import,
+    .forward = cpu_forward,
+    .describe = cpu_describe,
+    .destroy = cpu_destroy,
 };
 
 dw_status dw_engine_cpu_reg(int threads, dw_engine *out) {

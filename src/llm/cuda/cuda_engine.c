@@ -732,18 +732,18 @@ static void cuda_destroy(void *ctx) {
 }
 
 static const dw_engine_ops cuda_ops = {
-    /* .version = */ DW_ENGINE_OPS_VERSION,
-    /* .name = */ "cuda",
-    /* .weights_load = */ weights_load,
-    /* .weights_free = */ weights_free,
-    /* .kv_alloc = */ kv_alloc,
-    /* .kv_free = */ kv_free,
-    /* .kv_copy = */ kv_copy,
-    /* .kv_export = */ kv_export,
-    /* .kv_import = */ kv_import,
-    /* .forward = */ cuda_forward,
-    /* .describe = */ cuda_describe,
-    /* .destroy = */ cuda_destroy,
+    .version = DW_ENGINE_OPS_VERSION,
+    .name = "cuda",
+    .weights_load = weights_load,
+    .weights_free = weights_free,
+    .kv_alloc = kv_alloc,
+    .kv_free = kv_free,
+    .kv_copy = kv_copy,
+    .kv_export = kv_export,
+    .kv_import = kv_import,
+    .forward = cuda_forward,
+    .describe = cuda_describe,
+    .destroy = cuda_destroy,
 };
 
 dw_status dw_engine_cuda_reg(dw_engine *out) {
