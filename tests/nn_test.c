@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DEMO DW_TEST_SOURCE "/models/demo-tiny-q8_0.gguf"
 #define PRE DW_TEST_DRIFTWOOD " run --nn-preload default:GGML:AUTO:" DEMO " "
@@ -147,4 +148,19 @@ Test(nn, hostile_pointers_and_handles) {
                                       "bad data 1", "bad type 1", "no input 1", "bad buf 1", "bad size 1",
                                       "bad unload 1"};
   for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) cr_assert(strstr(out, lines[i]), "%s: %s", lines[i], out);
+}
+
+/* --timeout bounds the whole call, host work included: a compute that
+ * would generate for seconds (2,048 tokens) ends at the limit with the
+ * time-limit trap, not after the loop (as it did). */
+Test(nn, the_time_limit_covers_a_long_compute) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int rc = sh(PRE "--timeout 100ms --env 'NN_CONFIG={\"ctx-size\":2048,\"n-predict\":100000}' " GUEST
+              "oneshot 'Once upon a time'");
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  cr_assert_eq(rc, 134, "exit %d: %s", rc, out);
+  cr_assert(strstr(out, "time limit"), "%s", out);
+  cr_assert_lt(s, 1.5, "the run took %.2f s under a 100 ms limit", s);
 }

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include "abi/wasi_nn.h"
+#include "wasm/rt.h"
 
 #include <driftwood_sampler.h>
 #include <errno.h>
@@ -430,6 +431,7 @@ static uint32_t h_compute(dw_instance *inst, uint32_t ctx) {
     if (eog || (c->cfg.reverse_prompt[0] && strstr(c->out, c->cfg.reverse_prompt))) break;
     if (c->sess->n_past + 1 > c->sess->n_ctx) return NN_CONTEXT_FULL;
     if (dw_decode(c->sess, &tok, 1, c->logits, NULL) != DW_OK) return NN_RUNTIME;
+    if (dw_rt_deadline_passed()) dw_rt_deadline_trap(); /* the time limit covers this loop too */
   }
   if (c->cfg.enable_log)
     fprintf(stderr, "[wasi-nn] compute: %zu prompt tokens, %lld output tokens, %.1f ms cpu\n", c->n_input,

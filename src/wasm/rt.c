@@ -22,7 +22,10 @@
  *     no host allocation; likewise inside the memset/memmove that guest
  *     code calls for memory.fill/copy (the shim flags them: dw_rt_bulk).
  *     Inside host code (an import, the runtime) the timer is re-armed for
- *     1 ms, so the trap lands once the guest is back in its own code.
+ *     1 ms, so the trap lands once the guest is back in its own code; and
+ *     it marks the deadline passed, so that host work that loops on the
+ *     guest's behalf (WASI-NN compute) can end the call itself between
+ *     steps, where it holds nothing (dw_rt_deadline_trap).
  *     Unsupported architectures never trap for time.
  */
 #define _GNU_SOURCE
@@ -64,6 +67,7 @@ typedef struct rt_tls {
   bool has_timer;
   timer_t timer;                        /* fires DEADLINE_SIG at this thread */
   volatile sig_atomic_t deadline_armed;
+  volatile sig_atomic_t deadline_passed; /* fired while the thread was in host code */
   volatile sig_atomic_t in_bulk;        /* guest code is in memset/memmove */
   uint32_t exc_tag, exc_size;
   uint8_t exc[MAX_EXCEPTION_BYTES];
@@ -192,8 +196,11 @@ static void on_deadline(int sig, siginfo_t *si, void *uc) {
     tls.deadline_armed = 0;
     siglongjmp(*tls.trap_target, DW_UNWIND_DEADLINE);
   }
-  arm(1000000); /* in host code: try again in 1 ms */
+  tls.deadline_passed = 1; /* long host loops look at this (dw_rt_deadline_passed) */
+  arm(1000000);            /* in host code: try again in 1 ms */
 }
+
+bool dw_rt_deadline_passed(void) { return tls.deadline_armed && tls.deadline_passed; }
 
 /* Called by the shim around the memset/memmove of memory.fill/copy. */
 __attribute__((visibility("default"))) void dw_rt_bulk(int on) { tls.in_bulk = on; }
@@ -285,6 +292,7 @@ dw_status dw_rt_guard(void (*body)(void *), void *arg, uint64_t limit_ms, dw_cal
     tls.trap_target = &buf;
     tls.unwind_target = &buf;
     if (timed) {
+      tls.deadline_passed = 0;
       tls.deadline_armed = 1;
       arm(limit_ms * 1000000u);
     }
@@ -324,6 +332,12 @@ static _Noreturn void unwind(int code) {
 void dw_rt_exit(int code) {
   tls.exit_code = code;
   unwind(DW_UNWIND_EXIT);
+}
+
+void dw_rt_deadline_trap(void) {
+  tls.deadline_armed = 0;
+  arm(0);
+  unwind(DW_UNWIND_DEADLINE);
 }
 
 void dw_rt_host_error(dw_status st) {

@@ -35,5 +35,11 @@ DW_HIDDEN void dw_rt_code_remove(const void *key);
 _Noreturn DW_HIDDEN void dw_rt_exit(int code);
 /* From inside guarded code: end it with a host error (message already set). */
 _Noreturn DW_HIDDEN void dw_rt_host_error(dw_status st);
+/* Whether the current call's time limit has passed while the thread was in
+ * host code; then host code that loops for the guest calls
+ * dw_rt_deadline_trap at a point where it holds no lock or unowned
+ * allocation, and the call ends with the time-limit trap. */
+DW_HIDDEN bool dw_rt_deadline_passed(void);
+_Noreturn DW_HIDDEN void dw_rt_deadline_trap(void);
 
 #endif
