@@ -111,6 +111,9 @@ Test(actor, inspect_and_module_checks) {
   cr_assert(strstr(out, "made by module"), "%s", out);
   cr_assert_eq(sh(DW " actor spawn --module " DW_TEST_GUESTS "/wasi_probe.wasm --state %s/x.dws", dir), 1);
   cr_assert(strstr(out, "dw_on_message"), "%s", out);
+  cr_assert_eq(sh(DW " actor send --backend bogus --state %s/s.dws --module " ECHO " hi", dir), 1, "%s", out);
+  cr_assert(strstr(out, "unknown backend 'bogus'"), "%s", out);
+  cr_assert_eq(sh(DW " actor send --backend cpu --state %s/s.dws --module " ECHO " 'llm d e'", dir), 0, "%s", out);
 }
 
 Test(actor, a_trap_leaves_the_snapshot_as_it_was) {

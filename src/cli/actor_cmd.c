@@ -15,7 +15,8 @@ static void actor_usage(void) {
           "       driftwood actor send --state S.dws [--module M.wasm] [--model NAME=PATH]... MESSAGE...\n"
           "       driftwood actor fork --state S.dws --to T.dws\n"
           "       driftwood actor inspect S.dws\n"
-          "common options: --threads N, --cache DIR, --nn-preload A:GGML:TARGET:PATH, --timeout SECONDS\n"
+          "common options: --backend cpu|cuda|auto (default auto), --threads N, --cache DIR,\n"
+          "                --nn-preload A:GGML:TARGET:PATH, --timeout SECONDS\n"
           "  (--timeout: a message whose handling runs longer traps; the snapshot stays as it was)\n"
           "snapshot memory: stored raw and page-aligned, so a thaw maps it copy-on-write; --compress-memory\n"
           "  stores it zstd-compressed instead (smaller files, thaw copies). send and fork keep the snapshot's\n"
@@ -23,7 +24,7 @@ static void actor_usage(void) {
 }
 
 typedef struct aopts {
-  const char *module, *state, *to, *cache;
+  const char *module, *state, *to, *cache, *backend;
   const char **models, **preloads, **msgs;
   int n_models, n_preloads, n_msgs, threads;
   int no_embed, compress;
@@ -42,6 +43,7 @@ static int parse(int argc, char **argv, aopts *o) {
     else if (!strcmp(a, "--state") && has) o->state = argv[++i];
     else if (!strcmp(a, "--to") && has) o->to = argv[++i];
     else if (!strcmp(a, "--cache") && has) o->cache = argv[++i];
+    else if (!strcmp(a, "--backend") && has) o->backend = argv[++i];
     else if (!strcmp(a, "--model") && has) o->models[o->n_models++] = argv[++i];
     else if (!strcmp(a, "--nn-preload") && has) o->preloads[o->n_preloads++] = argv[++i];
     else if (!strcmp(a, "--threads") && has) o->threads = atoi(argv[++i]);
@@ -61,7 +63,7 @@ static int parse(int argc, char **argv, aopts *o) {
 }
 
 static dw_runtime *runtime(const aopts *o) {
-  dw_runtime_config rc = {.backend = "cpu", .cache_dir = o->cache, .progress = true, .threads = o->threads,
+  dw_runtime_config rc = {.backend = o->backend ? o->backend : "auto", .cache_dir = o->cache, .progress = true, .threads = o->threads,
                           .time_limit_ms = o->timeout_ms};
   dw_runtime *rt;
   if (dw_runtime_create(&rc, &rt)) return NULL;
