@@ -51,6 +51,8 @@ typedef enum dw_status {
   DW_ERR_NOT_FOUND = 12,    /* no such thing (export, model, handle) */
   DW_ERR_OVERFLOW = 13,     /* sizes overflow (e.g. m*n*k) */
   DW_ERR_MISALIGNED = 14,   /* a pointer lacks the alignment required */
+  DW_ERR_BAD_MODEL = 15,    /* a malformed or inconsistent model (GGUF) file */
+  DW_ERR_BAD_SNAPSHOT = 16, /* a truncated, corrupt or malformed snapshot */
 } dw_status;
 
 /* The calling thread's message for the last failure (never NULL). */

@@ -98,7 +98,8 @@ Test(gguf, every_truncation_is_an_error) {
   buf b = valid_file();
   for (size_t n = 0; n < b.n; n++) {
     buf t = {b.p, n, n};
-    cr_assert_neq(parse(&t), DW_OK, "truncated to %zu bytes parsed", n);
+    dw_status st = parse(&t);
+    cr_assert_eq(st, DW_ERR_BAD_MODEL, "truncated to %zu bytes: %s (%s)", n, dw_status_str(st), dw_last_error());
   }
   free(b.p);
 }

@@ -33,6 +33,7 @@ enum {
   DW_ERR_NOT_FOUND = 12,
   DW_ERR_OVERFLOW = 13,
   DW_ERR_MISALIGNED = 14,
+  DW_ERR_BAD_MODEL = 15,
 };
 
 /* What the host saw during the last compute call (16 bytes, 4-aligned). */

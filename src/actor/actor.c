@@ -403,7 +403,7 @@ dw_status dw_actor_freeze_file(dw_actor *a, unsigned flags, const char *path) {
 
 /* ---- thaw --------------------------------------------------------------------------- */
 
-#define BAD(...) dw_error_set(DW_ERR_INVALID_ARG, "invalid snapshot: " __VA_ARGS__)
+#define BAD(...) dw_error_set(DW_ERR_BAD_SNAPSHOT, "invalid snapshot: " __VA_ARGS__)
 
 static const dw_snap_sec *find(const dw_snap *s, uint32_t type) {
   for (uint32_t i = 0; i < s->n; i++)

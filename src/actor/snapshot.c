@@ -140,7 +140,7 @@ dw_status dw_snap_end(dw_bytes *out) {
   return DW_OK;
 }
 
-#define BAD(...) dw_error_set(DW_ERR_INVALID_ARG, "invalid snapshot: " __VA_ARGS__)
+#define BAD(...) dw_error_set(DW_ERR_BAD_SNAPSHOT, "invalid snapshot: " __VA_ARGS__)
 
 dw_status dw_snap_parse(const uint8_t *buf, size_t n, dw_snap *out) {
   memset(out, 0, sizeof *out);

@@ -39,6 +39,8 @@ const char *dw_status_str(dw_status st) {
   case DW_ERR_NOT_FOUND: return "not found";
   case DW_ERR_OVERFLOW: return "size overflow";
   case DW_ERR_MISALIGNED: return "misaligned";
+  case DW_ERR_BAD_MODEL: return "bad model file";
+  case DW_ERR_BAD_SNAPSHOT: return "bad snapshot";
   }
   return "unknown status";
 }

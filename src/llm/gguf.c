@@ -51,7 +51,7 @@ typedef struct cur {
 
 static uint64_t left(const cur *c) { return (uint64_t)(c->end - c->p); }
 
-#define BAD(...) dw_error_set(DW_ERR_BAD_MODULE, "invalid GGUF: " __VA_ARGS__)
+#define BAD(...) dw_error_set(DW_ERR_BAD_MODEL, "invalid GGUF: " __VA_ARGS__)
 
 static dw_status rd(cur *c, void *out, size_t n, const char *what) {
   if (left(c) < n)

@@ -33,22 +33,22 @@ static dw_status get_int(loader *L, const char *suffix, bool required, uint64_t 
   const dw_gguf_kv *kv = dw_gguf_find(L->g, k);
   uint64_t v = def;
   if (!kv) {
-    if (required) return dw_error_set(DW_ERR_BAD_MODULE, "model: required key '%s' is missing", k);
+    if (required) return dw_error_set(DW_ERR_BAD_MODEL, "model: required key '%s' is missing", k);
   } else if (kv->type == GGUF_ARRAY) {
     if (n_layer <= 0 || kv->n != (uint64_t)n_layer)
-      return dw_error_set(DW_ERR_BAD_MODULE, "model: '%s' has %llu entries for %d layers", k,
+      return dw_error_set(DW_ERR_BAD_MODEL, "model: '%s' has %llu entries for %d layers", k,
                           (unsigned long long)kv->n, n_layer);
     for (uint64_t i = 0; i < kv->n; i++) {
       uint64_t x;
-      if (!dw_gguf_arr_u64(kv, i, &x)) return dw_error_set(DW_ERR_BAD_MODULE, "model: '%s' is not an integer array", k);
+      if (!dw_gguf_arr_u64(kv, i, &x)) return dw_error_set(DW_ERR_BAD_MODEL, "model: '%s' is not an integer array", k);
       if (i == 0) v = x;
       else if (x != v)
         return dw_error_set(DW_ERR_UNSUPPORTED, "model: '%s' differs between layers (not supported)", k);
     }
   } else if (!dw_gguf_get_u64(L->g, k, &v)) {
-    return dw_error_set(DW_ERR_BAD_MODULE, "model: '%s' is not a non-negative integer", k);
+    return dw_error_set(DW_ERR_BAD_MODEL, "model: '%s' is not a non-negative integer", k);
   }
-  if (v > max) return dw_error_set(DW_ERR_BAD_MODULE, "model: '%s' = %llu is out of range", k, (unsigned long long)v);
+  if (v > max) return dw_error_set(DW_ERR_BAD_MODEL, "model: '%s' = %llu is out of range", k, (unsigned long long)v);
   *out = (int)v;
   return DW_OK;
 }
@@ -56,9 +56,9 @@ static dw_status get_int(loader *L, const char *suffix, bool required, uint64_t 
 static dw_status bind(const dw_gguf *g, const char *name, int64_t n_in, int64_t n_out, bool required, dw_wt *w) {
   const dw_gguf_tensor *t = dw_gguf_tensor_find(g, name);
   memset(w, 0, sizeof *w);
-  if (!t) return required ? dw_error_set(DW_ERR_BAD_MODULE, "model: tensor '%s' is missing", name) : DW_OK;
+  if (!t) return required ? dw_error_set(DW_ERR_BAD_MODEL, "model: tensor '%s' is missing", name) : DW_OK;
   if (t->ne[0] != (uint64_t)n_in || t->ne[1] != (uint64_t)n_out || t->ne[2] != 1 || t->ne[3] != 1)
-    return dw_error_set(DW_ERR_BAD_MODULE, "model: tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld]",
+    return dw_error_set(DW_ERR_BAD_MODEL, "model: tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld]",
                         name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
                         (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], (long long)n_in, (long long)n_out);
   if (!dw_quant_supported(t->type))
@@ -83,7 +83,7 @@ static dw_status load_hparams(loader *L, dw_model *m) {
   dw_gguf_str a;
   dw_status st;
   if (!dw_gguf_get_str(L->g, "general.architecture", &a))
-    return dw_error_set(DW_ERR_BAD_MODULE, "model: general.architecture is missing");
+    return dw_error_set(DW_ERR_BAD_MODEL, "model: general.architecture is missing");
   if (dw_gguf_str_eq(a, "llama")) hp->arch = DW_ARCH_LLAMA, L->arch = "llama";
   else if (dw_gguf_str_eq(a, "qwen2")) hp->arch = DW_ARCH_QWEN2, L->arch = "qwen2";
   else
@@ -91,7 +91,7 @@ static dw_status load_hparams(loader *L, dw_model *m) {
                         (int)(a.n > 64 ? 64 : a.n), a.p);
   hp->rope_neox = hp->arch == DW_ARCH_QWEN2;
   if ((st = get_int(L, "block_count", true, 0, 512, 0, &hp->n_layer))) return st;
-  if (hp->n_layer < 1) return dw_error_set(DW_ERR_BAD_MODULE, "model: block_count is 0");
+  if (hp->n_layer < 1) return dw_error_set(DW_ERR_BAD_MODEL, "model: block_count is 0");
   if ((st = get_int(L, "context_length", true, 0, 1 << 24, 0, &hp->n_ctx_train)) ||
       (st = get_int(L, "embedding_length", true, 0, 1 << 16, 0, &hp->dim)) ||
       (st = get_int(L, "feed_forward_length", true, 0, 1 << 18, hp->n_layer, &hp->n_ff)) ||
@@ -100,9 +100,9 @@ static dw_status load_hparams(loader *L, dw_model *m) {
   if ((st = get_int(L, "attention.head_count_kv", false, (uint64_t)hp->n_head, 1 << 12, hp->n_layer, &hp->n_head_kv)))
     return st;
   if (hp->dim < 1 || hp->n_head < 1 || hp->n_head_kv < 1 || hp->n_ff < 1 || hp->n_ctx_train < 1)
-    return dw_error_set(DW_ERR_BAD_MODULE, "model: a size (embedding, heads, kv heads, ffn, context) is 0");
+    return dw_error_set(DW_ERR_BAD_MODEL, "model: a size (embedding, heads, kv heads, ffn, context) is 0");
   if (hp->dim % hp->n_head || hp->n_head % hp->n_head_kv)
-    return dw_error_set(DW_ERR_BAD_MODULE, "model: %d heads do not divide embedding %d or are not a multiple of %d kv heads",
+    return dw_error_set(DW_ERR_BAD_MODEL, "model: %d heads do not divide embedding %d or are not a multiple of %d kv heads",
                         hp->n_head, hp->dim, hp->n_head_kv);
   int kl, vl;
   if ((st = get_int(L, "attention.key_length", false, (uint64_t)(hp->dim / hp->n_head), 1 << 12, 0, &kl)) ||
@@ -112,16 +112,16 @@ static dw_status load_hparams(loader *L, dw_model *m) {
   hp->head_dim = kl;
   if ((st = get_int(L, "rope.dimension_count", false, (uint64_t)hp->head_dim, 1 << 12, 0, &hp->n_rot))) return st;
   if (hp->n_rot % 2 || hp->n_rot > hp->head_dim || hp->n_rot < 2)
-    return dw_error_set(DW_ERR_BAD_MODULE, "model: rope dimension %d must be even and <= head dim %d", hp->n_rot,
+    return dw_error_set(DW_ERR_BAD_MODEL, "model: rope dimension %d must be even and <= head dim %d", hp->n_rot,
                         hp->head_dim);
   if (!dw_gguf_get_f32(L->g, akey(L, "attention.layer_norm_rms_epsilon"), &hp->eps) || !(hp->eps > 0) ||
       !(hp->eps < 1))
-    return dw_error_set(DW_ERR_BAD_MODULE, "model: %s.attention.layer_norm_rms_epsilon is missing or not in (0, 1)",
+    return dw_error_set(DW_ERR_BAD_MODEL, "model: %s.attention.layer_norm_rms_epsilon is missing or not in (0, 1)",
                         L->arch);
   hp->rope_base = 10000.f;
   dw_gguf_get_f32(L->g, akey(L, "rope.freq_base"), &hp->rope_base);
   if (!(hp->rope_base > 1) || !isfinite(hp->rope_base))
-    return dw_error_set(DW_ERR_BAD_MODULE, "model: rope.freq_base %g is invalid", hp->rope_base);
+    return dw_error_set(DW_ERR_BAD_MODEL, "model: rope.freq_base %g is invalid", hp->rope_base);
   dw_gguf_str rt;
   if (dw_gguf_get_str(L->g, akey(L, "rope.scaling.type"), &rt) && !dw_gguf_str_eq(rt, "none") &&
       !dw_gguf_str_eq(rt, "linear"))
@@ -150,14 +150,14 @@ static dw_status load_weights(dw_model *m) {
   const dw_gguf_tensor *rf = dw_gguf_tensor_find(g, "rope_freqs.weight");
   if (rf) {
     if (rf->type != GGML_F32 || rf->n_elems < (uint64_t)n_pairs)
-      return dw_error_set(DW_ERR_BAD_MODULE, "model: rope_freqs.weight must be F32 with >= %d elements", n_pairs);
+      return dw_error_set(DW_ERR_BAD_MODEL, "model: rope_freqs.weight must be F32 with >= %d elements", n_pairs);
     ff = (float *)rf->data; /* the data section is aligned to >= 8 */
   }
   for (int i = 0; i < n_pairs; i++) {
     double theta = pow((double)hp->rope_base, -2.0 * i / hp->n_rot) * hp->rope_scale;
     float fi = 1.f;
     if (ff) memcpy(&fi, (const uint8_t *)ff + 4 * i, 4);
-    if (!(fi > 0) || !isfinite(fi)) return dw_error_set(DW_ERR_BAD_MODULE, "model: rope_freqs[%d] = %g", i, fi);
+    if (!(fi > 0) || !isfinite(fi)) return dw_error_set(DW_ERR_BAD_MODEL, "model: rope_freqs[%d] = %g", i, fi);
     m->inv_freq[i] = (float)(theta / fi);
   }
   if (!(m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers))) return dw_error_set(DW_ERR_NOMEM, "model");
@@ -211,7 +211,7 @@ dw_status dw_model_from_gguf(dw_gguf *g, const char *path, bool vocab_only, dw_m
     int nv = dw_tokenizer_info(m->tok)->n_tokens;
     uint64_t vs;
     if (dw_gguf_get_u64(m->g, akey(&L, "vocab_size"), &vs) && vs != (uint64_t)nv)
-      st = dw_error_set(DW_ERR_BAD_MODULE, "model: vocab_size %llu != %d tokens", (unsigned long long)vs, nv);
+      st = dw_error_set(DW_ERR_BAD_MODEL, "model: vocab_size %llu != %d tokens", (unsigned long long)vs, nv);
     m->hp.n_vocab = nv;
   }
   if (!st && !vocab_only) st = load_weights(m);

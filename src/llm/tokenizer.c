@@ -158,7 +158,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
   *out = NULL;
   dw_gguf_str model;
   if (!dw_gguf_get_str(g, "tokenizer.ggml.model", &model))
-    return dw_error_set(DW_ERR_BAD_MODULE, "tokenizer: tokenizer.ggml.model is missing");
+    return dw_error_set(DW_ERR_BAD_MODEL, "tokenizer: tokenizer.ggml.model is missing");
   dw_tokenizer *t = calloc(1, sizeof *t);
   if (!t) return dw_error_set(DW_ERR_NOMEM, "tokenizer");
   dw_status st = DW_OK;
@@ -168,7 +168,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
   else FAIL(DW_ERR_UNSUPPORTED, "tokenizer: model '%.*s' is not supported (llama, gpt2 are)", (int)(model.n > 32 ? 32 : model.n), model.p);
   const dw_gguf_kv *tk = dw_gguf_find(g, "tokenizer.ggml.tokens");
   if (!tk || tk->type != GGUF_ARRAY || tk->arr_type != GGUF_STRING || tk->n == 0 || tk->n > (1u << 24))
-    FAIL(DW_ERR_BAD_MODULE, "tokenizer: tokenizer.ggml.tokens is missing, empty or not a string array");
+    FAIL(DW_ERR_BAD_MODEL, "tokenizer: tokenizer.ggml.tokens is missing, empty or not a string array");
   int n = (int)tk->n;
   t->info.n_tokens = n;
   if (!(t->text = malloc((size_t)n * sizeof *t->text)) || !(t->types = malloc((size_t)n * sizeof *t->types)))
@@ -176,7 +176,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
   dw_gguf_arr_strs(tk, t->text);
   const dw_gguf_kv *ty = dw_gguf_find(g, "tokenizer.ggml.token_type");
   if (ty && (ty->type != GGUF_ARRAY || ty->arr_type != GGUF_I32 || ty->n < (uint64_t)n))
-    FAIL(DW_ERR_BAD_MODULE, "tokenizer: token_type must be an i32 array of at least %d entries", n);
+    FAIL(DW_ERR_BAD_MODEL, "tokenizer: token_type must be an i32 array of at least %d entries", n);
   for (int i = 0; i < n; i++) {
     int32_t v = TT_NORMAL;
     if (ty) memcpy(&v, ty->val + 4 * (size_t)i, 4);
@@ -185,7 +185,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
   const dw_gguf_kv *sc = dw_gguf_find(g, "tokenizer.ggml.scores");
   if (t->info.kind == DW_TOK_SPM) {
     if (!sc || sc->type != GGUF_ARRAY || sc->arr_type != GGUF_F32 || sc->n < (uint64_t)n)
-      FAIL(DW_ERR_BAD_MODULE, "tokenizer: scores must be an f32 array of at least %d entries", n);
+      FAIL(DW_ERR_BAD_MODEL, "tokenizer: scores must be an f32 array of at least %d entries", n);
     if (!(t->scores = malloc((size_t)n * sizeof *t->scores))) FAIL(DW_ERR_NOMEM, "tokenizer");
     memcpy(t->scores, sc->val, (size_t)n * 4);
   }
@@ -203,7 +203,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
       const char *q = t->text[i].p;
       int hi = t->text[i].n == 6 ? hexval(q[3]) : -1, lo = t->text[i].n == 6 ? hexval(q[4]) : -1;
       if (hi < 0 || lo < 0 || memcmp(q, "<0x", 3) != 0 || q[5] != '>')
-        FAIL(DW_ERR_BAD_MODULE, "tokenizer: byte token %d is not <0xNN>", i);
+        FAIL(DW_ERR_BAD_MODEL, "tokenizer: byte token %d is not <0xNN>", i);
       int v = hi << 4 | lo;
       if (t->byte_tok[v] < 0) t->byte_tok[v] = i;
     }
@@ -220,8 +220,8 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
     }
     const dw_gguf_kv *mk = dw_gguf_find(g, "tokenizer.ggml.merges");
     if (!mk || mk->type != GGUF_ARRAY || mk->arr_type != GGUF_STRING)
-      FAIL(DW_ERR_BAD_MODULE, "tokenizer: tokenizer.ggml.merges is missing or not a string array");
-    if (mk->n > (1u << 24)) FAIL(DW_ERR_BAD_MODULE, "tokenizer: too many merges");
+      FAIL(DW_ERR_BAD_MODEL, "tokenizer: tokenizer.ggml.merges is missing or not a string array");
+    if (mk->n > (1u << 24)) FAIL(DW_ERR_BAD_MODEL, "tokenizer: too many merges");
     t->n_merges = mk->n;
     if (!(t->merges = malloc((mk->n ? mk->n : 1) * sizeof *t->merges)) || !table_init(mk->n, &t->mcap, &t->mtab))
       FAIL(DW_ERR_NOMEM, "tokenizer");
@@ -229,7 +229,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
     for (uint64_t r = 0; r < mk->n; r++) {
       const dw_gguf_str *m = &t->merges[r];
       const char *sp = m->n > 1 ? memchr(m->p + 1, ' ', m->n - 1) : NULL;
-      if (!sp) FAIL(DW_ERR_BAD_MODULE, "tokenizer: merge %llu has no space", (unsigned long long)r);
+      if (!sp) FAIL(DW_ERR_BAD_MODEL, "tokenizer: merge %llu has no space", (unsigned long long)r);
       size_t an = (size_t)(sp - m->p);
       if (merge_rank(t, m->p, an, sp + 1, m->n - an - 1) >= 0) continue; /* duplicate: first wins */
       uint64_t h = fnv(FNV0, m->p, m->n) & (t->mcap - 1);
