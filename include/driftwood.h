@@ -112,10 +112,26 @@ typedef struct dw_run_config {
                                          the process's stdin, stdout and stderr */
 } dw_run_config;
 
+/* Why a guest trapped. */
+typedef enum dw_trap_kind {
+  DW_TRAP_NONE = 0,
+  DW_TRAP_OUT_OF_BOUNDS,      /* memory access outside linear memory */
+  DW_TRAP_INT_OVERFLOW,
+  DW_TRAP_DIV_BY_ZERO,
+  DW_TRAP_INVALID_CONVERSION, /* float to integer out of range */
+  DW_TRAP_UNREACHABLE,
+  DW_TRAP_INDIRECT_CALL,      /* type mismatch or null table entry */
+  DW_TRAP_UNCAUGHT_EXCEPTION,
+  DW_TRAP_STACK_EXHAUSTED,
+  DW_TRAP_TIME_LIMIT,         /* time_limit_ms ran out */
+  DW_TRAP_OTHER,
+} dw_trap_kind;
+
 typedef struct dw_run_result {
   int exit_code;      /* from proc_exit, 0 when _start returns */
   bool trapped;       /* the guest trapped; message names the trap */
   char message[256];
+  dw_trap_kind trap;  /* what it was, when trapped */
 } dw_run_result;
 
 /* Instantiates `m` and runs its `_start`. Returns DW_OK when the guest ran
@@ -220,6 +236,8 @@ DW_API void dw_actor_destroy(dw_actor *a);
  * *result is dw_on_message's return value. A trap is DW_ERR_TRAP (the
  * actor must then be discarded; its last snapshot is intact). */
 DW_API dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, int32_t *result);
+/* After DW_ERR_TRAP: what the trap was (DW_TRAP_NONE if the actor never trapped). */
+DW_API dw_trap_kind dw_actor_last_trap(const dw_actor *a);
 /* dw_actor_freeze flags. EMBED_MODULE stores the module bytes too, so a
  * thaw needs no module path. Memory is stored raw and page-aligned, so
  * dw_actor_thaw_file maps it copy-on-write (actors thawed from one file

@@ -315,7 +315,9 @@ Test(snapshot, thaw_maps_memory_copy_on_write_and_fork_shares_it) {
   cr_assert_eq(dw_actor_thaw_file(RT, MOD, path, &t1, NULL), DW_OK);
   cr_assert_eq(truncate(path, 0), 0);
   int32_t res;
+  cr_assert_eq(dw_actor_last_trap(t1), DW_TRAP_NONE);
   cr_assert_eq(dw_actor_send(t1, "check", 5, devnull(), &res), DW_ERR_TRAP, "%s", dw_last_error());
+  cr_assert_eq(dw_actor_last_trap(t1), DW_TRAP_OUT_OF_BOUNDS, "the lost page is an out-of-bounds access");
   dw_actor_destroy(t1);
   reply(a, "still here", r1, sizeof r1);
   dw_actor_destroy(a);
@@ -533,4 +535,18 @@ Test(snapshot, freeze_while_models_are_registered) {
   dw_actor_destroy(a);
   dw_module_destroy(m);
   dw_runtime_destroy(rt);
+}
+
+/* A command's trap reaches the embedder as a kind, not only as text. */
+Test(snapshot, a_trapping_command_reports_the_trap_kind) {
+  dw_module *m;
+  cr_assert_eq(dw_module_load(RT, DW_TEST_GUESTS "/trap_start.wasm", &m, NULL), DW_OK, "%s", dw_last_error());
+  const char *argv[] = {"trap_start.wasm"};
+  dw_run_config cfg = {.argc = 1, .argv = argv};
+  dw_run_result r;
+  cr_assert_eq(dw_run_command(m, &cfg, &r), DW_OK, "%s", dw_last_error());
+  cr_assert(r.trapped);
+  cr_assert_eq(r.trap, DW_TRAP_DIV_BY_ZERO, "trap kind %d (%s)", r.trap, r.message);
+  cr_assert_eq(r.exit_code, 134);
+  dw_module_destroy(m);
 }

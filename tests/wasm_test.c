@@ -26,6 +26,8 @@ static void expect_trap(const char *name, const char *sig, const uint64_t *args,
   cr_assert_eq(r.outcome, DW_TRAPPED);
   cr_assert_eq(r.trap, trap, "%s: trap %d (%s), expected %d", name, r.trap, dw_trap_str(r.trap), trap);
   cr_assert(strstr(dw_last_error(), dw_trap_str(trap)), "message names the trap: %s", dw_last_error());
+  cr_assert(dw_trap_kind_of(r.trap) != DW_TRAP_OTHER && dw_trap_kind_of(r.trap) != DW_TRAP_NONE,
+            "%s: no public kind for trap %d", name, r.trap);
   /* The instance survives: a normal call afterwards works. */
   uint64_t a[1] = {10};
   cr_assert_eq(dw_instance_call(T.inst, "sumsq", "i:i", a, &r), DW_OK);

@@ -57,6 +57,7 @@ struct dw_actor {
   wasm_rt_funcref_t **init_tab;
   uint32_t *init_size;
   dw_guest g;             /* WASI, WASI-NN, the driftwood ABI, the instance */
+  dw_trap_kind last_trap; /* of the last call that trapped */
 };
 
 /* Table elements that are not in the table as instantiated are stored as
@@ -133,11 +134,15 @@ void dw_actor_destroy(dw_actor *a) {
   free(a);
 }
 
+dw_trap_kind dw_actor_last_trap(const dw_actor *a) { return a->last_trap; }
+
 static dw_status call(dw_actor *a, const char *name, const char *sig, const uint64_t *args, uint64_t *value) {
   dw_call_result r;
   dw_status st = dw_instance_call(a->g.inst, name, sig, args, &r);
-  if (st == DW_ERR_TRAP || (st == DW_OK && r.outcome == DW_TRAPPED))
+  if (st == DW_ERR_TRAP || (st == DW_OK && r.outcome == DW_TRAPPED)) {
+    a->last_trap = dw_trap_kind_of(r.trap);
     return dw_error_set(DW_ERR_TRAP, "actor: %s trapped: %s", name, dw_trap_str(r.trap));
+  }
   if (st) return st;
   if (r.outcome == DW_EXITED) return dw_error_set(DW_ERR_TRAP, "actor: %s called proc_exit(%d)", name, r.exit_code);
   if (value) *value = r.value;

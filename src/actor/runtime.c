@@ -160,6 +160,7 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
     out->trapped = true;
     out->exit_code = 134;
     snprintf(out->message, sizeof out->message, "wasm trap: %s", dw_trap_str(res.trap));
+    out->trap = dw_trap_kind_of(res.trap);
     st = DW_OK;
   } else if (st == DW_OK) {
     out->exit_code = res.outcome == DW_EXITED ? res.exit_code : 0;

@@ -345,6 +345,21 @@ void dw_rt_host_error(dw_status st) {
   unwind(DW_UNWIND_HOSTERR);
 }
 
+dw_trap_kind dw_trap_kind_of(int trap) {
+  switch (trap) {
+  case WASM_RT_TRAP_OOB: return DW_TRAP_OUT_OF_BOUNDS;
+  case WASM_RT_TRAP_INT_OVERFLOW: return DW_TRAP_INT_OVERFLOW;
+  case WASM_RT_TRAP_DIV_BY_ZERO: return DW_TRAP_DIV_BY_ZERO;
+  case WASM_RT_TRAP_INVALID_CONVERSION: return DW_TRAP_INVALID_CONVERSION;
+  case WASM_RT_TRAP_UNREACHABLE: return DW_TRAP_UNREACHABLE;
+  case WASM_RT_TRAP_CALL_INDIRECT: return DW_TRAP_INDIRECT_CALL;
+  case WASM_RT_TRAP_UNCAUGHT_EXCEPTION: return DW_TRAP_UNCAUGHT_EXCEPTION;
+  case WASM_RT_TRAP_EXHAUSTION: return DW_TRAP_STACK_EXHAUSTED;
+  case DW_UNWIND_DEADLINE: return DW_TRAP_TIME_LIMIT;
+  }
+  return DW_TRAP_OTHER;
+}
+
 const char *dw_trap_str(int trap) {
   switch (trap) {
   case WASM_RT_TRAP_OOB: return "out of bounds memory access";

@@ -102,6 +102,8 @@ DW_HIDDEN dw_status dw_instance_call(dw_instance *inst, const char *name, const 
 _Noreturn DW_HIDDEN void dw_instance_exit(dw_instance *inst, int code);
 /* A fixed description of a trap code, e.g. "out of bounds memory access". */
 DW_HIDDEN const char *dw_trap_str(int trap);
+/* The public trap kind of a trap code (dw_call_result.trap). */
+DW_HIDDEN dw_trap_kind dw_trap_kind_of(int trap);
 
 /* For snapshots: grow the instance's memory to at least `pages` (through
  * the runtime, so memory.size sees it); every global of the module,
