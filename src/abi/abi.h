@@ -32,7 +32,8 @@ typedef struct dw_abi_model {
 
 /* The runtime's models, shared by its instances. */
 typedef struct dw_registry {
-  pthread_mutex_t lock;
+  pthread_mutex_t lock;      /* the table; never held while a file is mapped */
+  pthread_mutex_t load_lock; /* one model load at a time */
   dw_abi_model *v;
   int n;
 } dw_registry;

@@ -4,7 +4,9 @@
  * every instance until the runtime ends.
  *
  * Threads: all functions lock; a loaded model pointer stays valid until
- * dw_registry_fini.
+ * dw_registry_fini. Mapping and checking a model file (seconds for a large
+ * one) happens outside the table's lock, so lookups of other models, and
+ * freezes, never wait for it; loads queue on load_lock.
  */
 #define _GNU_SOURCE
 #include "abi/abi.h"
@@ -15,6 +17,7 @@
 void dw_registry_init(dw_registry *r) {
   memset(r, 0, sizeof *r);
   pthread_mutex_init(&r->lock, NULL);
+  pthread_mutex_init(&r->load_lock, NULL);
 }
 
 void dw_registry_fini(dw_registry *r) {
@@ -25,6 +28,7 @@ void dw_registry_fini(dw_registry *r) {
   }
   free(r->v);
   pthread_mutex_destroy(&r->lock);
+  pthread_mutex_destroy(&r->load_lock);
   memset(r, 0, sizeof *r);
 }
 
@@ -37,7 +41,15 @@ dw_status dw_registry_add(dw_registry *r, const char *name, const char *path, bo
     if (!strcmp(r->v[i].name, name)) st = dw_error_set(DW_ERR_INVALID_ARG, "model name '%s' is given twice", name);
     else if (!m && r->v[i].model && !strcmp(r->v[i].path, path)) dw_model_retain(m = r->v[i].model);
   }
-  if (!st && !m && load_now) st = dw_model_load(path, false, &m);
+  if (!st && !m && load_now) { /* map outside the table's lock, then look again */
+    pthread_mutex_unlock(&r->lock);
+    pthread_mutex_lock(&r->load_lock);
+    st = dw_model_load(path, false, &m);
+    pthread_mutex_unlock(&r->load_lock);
+    pthread_mutex_lock(&r->lock);
+    for (int i = 0; i < r->n && !st; i++)
+      if (!strcmp(r->v[i].name, name)) st = dw_error_set(DW_ERR_INVALID_ARG, "model name '%s' is given twice", name);
+  }
   dw_abi_model *nv = st ? NULL : realloc(r->v, (size_t)(r->n + 1) * sizeof *nv);
   char *dn = nv ? strdup(name) : NULL, *dp = dn ? strdup(path) : NULL;
   if (!st && (!nv || !dn || !dp)) st = dw_error_set(DW_ERR_NOMEM, "model registry");
@@ -61,18 +73,38 @@ int dw_registry_find(dw_registry *r, const char *name, size_t len) {
   return found;
 }
 
+/* The loaded model at idx, or one of the same file under another name
+ * (then shared into idx); NULL if neither. Called with r->lock held. */
+static dw_model *loaded_at(dw_registry *r, int idx) {
+  for (int i = 0; i < r->n && !r->v[idx].model; i++)
+    if (r->v[i].model && !strcmp(r->v[i].path, r->v[idx].path)) dw_model_retain(r->v[idx].model = r->v[i].model);
+  return r->v[idx].model;
+}
+
 dw_status dw_registry_model(dw_registry *r, int idx, dw_model **out) {
   dw_status st = DW_OK;
   *out = NULL;
   pthread_mutex_lock(&r->lock);
   if (idx < 0 || idx >= r->n) st = dw_error_set(DW_ERR_NOT_FOUND, "no model %d", idx);
-  else if (!r->v[idx].model) {
-    for (int i = 0; i < r->n && !r->v[idx].model; i++) /* the same file under another name */
-      if (r->v[i].model && !strcmp(r->v[i].path, r->v[idx].path)) dw_model_retain(r->v[idx].model = r->v[i].model);
-    if (!r->v[idx].model) st = dw_model_load(r->v[idx].path, false, &r->v[idx].model);
-  }
-  if (!st) *out = r->v[idx].model;
+  else *out = loaded_at(r, idx);
+  char *path = st || *out ? NULL : strdup(r->v[idx].path);
   pthread_mutex_unlock(&r->lock);
+  if (st || *out) return st;
+  if (!path) return dw_error_set(DW_ERR_NOMEM, "model registry");
+  pthread_mutex_lock(&r->load_lock);
+  pthread_mutex_lock(&r->lock);
+  *out = loaded_at(r, idx); /* another thread may have loaded it meanwhile */
+  pthread_mutex_unlock(&r->lock);
+  dw_model *m = NULL;
+  if (!*out) st = dw_model_load(path, false, &m);
+  if (m) {
+    pthread_mutex_lock(&r->lock);
+    if (!(*out = loaded_at(r, idx))) *out = r->v[idx].model = m; /* entries never move out of their index */
+    else dw_model_release(m);
+    pthread_mutex_unlock(&r->lock);
+  }
+  pthread_mutex_unlock(&r->load_lock);
+  free(path);
   return st;
 }
 
