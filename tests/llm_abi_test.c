@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define DEMO_MODEL DW_TEST_SOURCE "/models/demo-tiny-q8_0.gguf"
@@ -244,3 +245,39 @@ static bool have_engine(const char **why) {
 }
 
 int main(int argc, char **argv) { return dw_test_main(argc, argv, "llm_abi_test", have_engine); }
+
+/* Host code that faults on guest memory (here the tokenizer reading a
+ * file mapping truncated under the guest) is not turned into a guest trap
+ * (unwinding the host would leave its locks held): the process ends, and
+ * says why. Run in a child process. */
+Test(llm_abi, a_host_fault_on_guest_memory_ends_the_process_with_a_message) {
+  char path[] = "/tmp/dw-hostfault-XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  char text[8192];
+  for (size_t i = 0; i < sizeof text; i++) text[i] = "Hello world "[i % 12];
+  cr_assert_eq(write(fd, text, sizeof text), (ssize_t)sizeof text);
+  uint32_t off = 2 * PAGE;
+  cr_assert_eq(dw_mem_map_file(T.mem, off, sizeof text, fd, 0), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(ftruncate(fd, 0), 0);
+  int p[2];
+  cr_assert_eq(pipe(p), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(p[1], 2);
+    uint64_t a[7] = {1, off, 64, 1, 1024, 16, 400};
+    dw_call_result r;
+    dw_instance_call(T.inst, "tokenize", "i:iiiiiii", a, &r);
+    _exit(3); /* came back: the fault was turned into a trap, or never happened */
+  }
+  close(p[1]);
+  int status;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  char err[4096];
+  ssize_t n = read(p[0], err, sizeof err - 1);
+  err[n > 0 ? n : 0] = 0;
+  close(p[0]), close(fd), unlink(path);
+  cr_assert(!(WIFEXITED(status) && WEXITSTATUS(status) == 3), "the host fault came back as a return: %s", err);
+  cr_assert(strstr(err, "host code faulted on guest memory"), "no message: %s", err);
+}

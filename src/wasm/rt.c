@@ -8,9 +8,12 @@
  *     threads never see each other's traps.
  *  2. The SIGSEGV/SIGBUS handler turns a fault into a trap only while the
  *     faulting thread is inside a guarded call AND the address lies in a
- *     linear-memory reservation (-> out of bounds) or in the thread's stack
- *     guard zone (-> call stack exhausted). Any other fault goes to the
- *     handler that was installed before ours, as if we were not there.
+ *     linear-memory reservation and the guest's own code made the access
+ *     (-> out of bounds), or in the thread's stack guard zone (-> call
+ *     stack exhausted). A fault on guest memory in host code is reported
+ *     on stderr and, like any other fault, goes to the handler that was
+ *     installed before ours: unwinding host code would leave its locks
+ *     held and its work half done.
  *  3. Each thread that runs guest code has an alternate signal stack, so a
  *     stack overflow can still be handled.
  *  4. The function-type registry is global (types compare by index across
@@ -92,10 +95,37 @@ static void chain(int sig, siginfo_t *si, void *uc) {
   }
 }
 
+static bool in_guest_code(uintptr_t pc);
+static uintptr_t interrupted_pc(const void *uc);
+
+/* A fault on guest memory in host code is not the guest's to trap on:
+ * unwinding would leave host locks held and host work half done. Only a
+ * file mapped into the memory and truncated under it can cause one (every
+ * guest range is checked before host code touches it), so say that and
+ * let the previous handler end the process. Async-signal-safe. */
+static void host_fault_message(const void *addr) {
+  char msg[160] = "driftwood: host code faulted on guest memory at 0x";
+  size_t n = strlen(msg);
+  uintptr_t v = (uintptr_t)addr;
+  for (int sh = (int)sizeof v * 8 - 4; sh >= 0; sh -= 4) msg[n++] = "0123456789abcdef"[(v >> sh) & 15];
+  const char *tail = " (a snapshot file mapped into it truncated or rewritten in place?)\n";
+  size_t tl = strlen(tail);
+  memcpy(msg + n, tail, tl);
+  ssize_t w = write(2, msg, n + tl);
+  (void)w;
+}
+
 static void on_fault(int sig, siginfo_t *si, void *uc) {
   if (tls.trap_target) {
     uintptr_t a = (uintptr_t)si->si_addr;
-    if (dw_mem_owns_addr(si->si_addr)) siglongjmp(*tls.trap_target, WASM_RT_TRAP_OOB);
+    if (dw_mem_owns_addr(si->si_addr)) {
+      uintptr_t pc = interrupted_pc(uc);
+      /* guest code (or its memory.fill/copy), or a machine whose PC we cannot read */
+      if (!pc || tls.in_bulk || in_guest_code(pc)) siglongjmp(*tls.trap_target, WASM_RT_TRAP_OOB);
+      host_fault_message(si->si_addr);
+      chain(sig, si, uc);
+      return;
+    }
     if (tls.stack_lo && a < tls.stack_lo + 65536 && a + STACK_GUARD_ZONE >= tls.stack_lo)
       siglongjmp(*tls.trap_target, WASM_RT_TRAP_EXHAUSTION);
   }
