@@ -116,19 +116,15 @@ static void host_fault_message(const void *addr) {
 }
 
 static void on_fault(int sig, siginfo_t *si, void *uc) {
+  bool guest_mem = dw_mem_owns_addr(si->si_addr);
   if (tls.trap_target) {
-    uintptr_t a = (uintptr_t)si->si_addr;
-    if (dw_mem_owns_addr(si->si_addr)) {
-      uintptr_t pc = interrupted_pc(uc);
-      /* guest code (or its memory.fill/copy), or a machine whose PC we cannot read */
-      if (!pc || tls.in_bulk || in_guest_code(pc)) siglongjmp(*tls.trap_target, WASM_RT_TRAP_OOB);
-      host_fault_message(si->si_addr);
-      chain(sig, si, uc);
-      return;
-    }
+    uintptr_t a = (uintptr_t)si->si_addr, pc = interrupted_pc(uc);
+    /* guest code (or its memory.fill/copy), or a machine whose PC we cannot read */
+    if (guest_mem && (!pc || tls.in_bulk || in_guest_code(pc))) siglongjmp(*tls.trap_target, WASM_RT_TRAP_OOB);
     if (tls.stack_lo && a < tls.stack_lo + 65536 && a + STACK_GUARD_ZONE >= tls.stack_lo)
       siglongjmp(*tls.trap_target, WASM_RT_TRAP_EXHAUSTION);
   }
+  if (guest_mem) host_fault_message(si->si_addr); /* host code, in a guest call or not (a freeze) */
   chain(sig, si, uc);
 }
 
