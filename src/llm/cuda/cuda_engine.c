@@ -185,6 +185,17 @@ static void dev_model_free(dev_model *d) {
   free(d);
 }
 
+/* Replaces the device buffer *p of old_bytes by a new one of new_bytes
+ * (contents not kept). */
+static dw_status dev_replace(dev_model *d, void **p, size_t old_bytes, size_t new_bytes) {
+  for (int i = 0; i < d->n_allocs; i++)
+    if (d->allocs[i] == *p) d->allocs[i] = d->allocs[--d->n_allocs];
+  cudaFree(*p);
+  *p = NULL;
+  d->buffer_bytes -= old_bytes;
+  return dev_alloc(d, new_bytes, p, &d->buffer_bytes);
+}
+
 enum { IN_INTS = 6 };
 static size_t rope_off(void) { return (size_t)IN_INTS * MAX_STEP * sizeof(int); }
 static size_t tab_off(const dev_model *d) { return rope_off() + (size_t)MAX_STEP * d->m->hp.n_rot * sizeof(float); }
@@ -200,10 +211,10 @@ static dw_status ensure_inputs(dev_model *d, int n_tables) {
   cudaFreeHost(d->h_in);
   d->h_in = NULL;
   CU(cudaMallocHost((void **)&d->h_in, in_bytes(d, cap)), "pinned step inputs");
-  dw_status st = dev_alloc(d, in_bytes(d, cap), (void **)&d->d_in, &d->buffer_bytes);
-  if (st) return st; /* the old device buffer stays in allocs until the model goes */
-  d->tables_cap = cap;
-  return DW_OK;
+  size_t old = d->tables_cap ? in_bytes(d, d->tables_cap) : 0;
+  dw_status st = dev_replace(d, (void **)&d->d_in, old, in_bytes(d, cap));
+  d->tables_cap = st ? 0 : cap;
+  return st;
 }
 
 static dw_status alloc_buffers(dev_model *d) {
@@ -421,7 +432,7 @@ typedef struct step {
   cuda_engine *c;
   dev_model *d;
   const dw_hparams *hp;
-  int nt, n_out;
+  int nt;
   int n_split, kps;              /* attention: key ranges of kps */
   int *tokens, *out_rows, *tiles; /* device, in d_in */
   int n_tiles;
@@ -564,17 +575,6 @@ static bool device_writable(const void *p) {
   return (a.type == cudaMemoryTypeHost && a.devicePointer == p) || a.type == cudaMemoryTypeManaged;
 }
 
-/* Replaces the device buffer *p of old_bytes by a new one of new_bytes
- * (contents not kept). */
-static dw_status dev_replace(dev_model *d, void **p, size_t old_bytes, size_t new_bytes) {
-  for (int i = 0; i < d->n_allocs; i++)
-    if (d->allocs[i] == *p) d->allocs[i] = d->allocs[--d->n_allocs];
-  cudaFree(*p);
-  *p = NULL;
-  d->buffer_bytes -= old_bytes;
-  return dev_alloc(d, new_bytes, p, &d->buffer_bytes);
-}
-
 static dw_status grow_logits(dev_model *d, int rows) {
   if (rows <= d->logits_cap) return DW_OK;
   size_t row = (size_t)d->m->hp.n_vocab * sizeof(float);
@@ -675,7 +675,7 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
     st = cu_fail(e, "step inputs");
     goto out;
   }
-  step S = {.c = c, .d = d, .hp = hp, .nt = nt, .n_out = n_out, .n_split = n_split, .kps = kps,
+  step S = {.c = c, .d = d, .hp = hp, .nt = nt, .n_split = n_split, .kps = kps,
             .tokens = di, .out_rows = di + 3 * MAX_STEP, .tiles = di + 5 * MAX_STEP, .n_tiles = n_tiles,
             .kv = {.tables = (float *const *)(din + tab_off(d)), .tab_off = di + 4 * MAX_STEP,
                    .seq_of = di + 2 * MAX_STEP, .pos = di + MAX_STEP, .n_layer = hp->n_layer, .n_head = hp->n_head,
