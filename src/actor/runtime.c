@@ -29,7 +29,14 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
     free(rt);
     return st;
   }
-  if ((st = dw_engine_create(dw_backend_name(rt->backend), cfg->threads, &rt->engine)) != DW_OK) {
+  /* The LLM runs where the backend computes; a build with the CUDA backend
+   * but without nvcc has no CUDA engine, and its LLM stays on the CPU
+   * (`driftwood info` says which engine runs). */
+  const char *engine = dw_backend_name(rt->backend);
+#ifndef DW_HAVE_CUDA_ENGINE
+  engine = "cpu";
+#endif
+  if ((st = dw_engine_create(engine, cfg->threads, &rt->engine)) != DW_OK) {
     dw_runtime_destroy(rt);
     return st;
   }
