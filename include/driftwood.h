@@ -75,6 +75,10 @@ typedef struct dw_runtime_config {
                              actor's message) traps after this long; time
                              in host calls counts, but the trap waits for
                              the guest's own code. 0 = no limit */
+  bool fixed_models;     /* thaws use only models registered on this
+                            runtime: a snapshot naming another model is
+                            refused instead of registering the path it
+                            recorded (for snapshots from untrusted hands) */
 } dw_runtime_config;
 
 DW_API dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out);
@@ -208,6 +212,9 @@ DW_API dw_status dw_session_fork(const dw_session *s, dw_session **out);
  * memory its model's weights and buffers take there (shared by every
  * session of that model on the runtime) and how long preparing them took. */
 DW_API void dw_session_describe(const dw_session *s, char *buf, size_t cap);
+/* Runs n tokens through a fresh (empty) session and writes their
+ * mean-pooled, L2-normalised final hidden state to out[n_embd]. */
+DW_API dw_status dw_session_embed(dw_session *s, const int32_t *tokens, int n, float *out);
 
 /* ---- actors and snapshots --------------------------------------------
  *
@@ -236,6 +243,27 @@ DW_API void dw_actor_destroy(dw_actor *a);
  * *result is dw_on_message's return value. A trap is DW_ERR_TRAP (the
  * actor must then be discarded; its last snapshot is intact). */
 DW_API dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, int32_t *result);
+/* Like dw_actor_send, but each of the guest's emit calls is handed to
+ * fn(ctx, data, len) on the calling thread, one call per emit. When fn
+ * returns non-zero the message is cancelled: the guest is stopped inside
+ * that emit and dw_actor_send_cb returns DW_ERR_IO (discard the actor, as
+ * after a trap; its last snapshot is intact). */
+typedef int (*dw_emit_fn)(void *ctx, const void *data, size_t len);
+DW_API dw_status dw_actor_send_cb(dw_actor *a, const void *msg, size_t len, dw_emit_fn fn, void *ctx,
+                                  int32_t *result);
+/* What an actor holds now. */
+typedef struct dw_actor_stats {
+  uint64_t memory_bytes;    /* linear memory size */
+  int sessions;             /* KV sessions open */
+  uint64_t kv_tokens;       /* positions held over all its sessions */
+  uint64_t kv_bytes;        /* engine memory of their KV blocks (shared blocks counted in full) */
+} dw_actor_stats;
+DW_API void dw_actor_get_stats(const dw_actor *a, dw_actor_stats *out);
+/* The SHA-256 (64 hex digits and a NUL) of the module an actor runs, and of
+ * the module a snapshot in buf was made by (DW_ERR_BAD_SNAPSHOT when buf is
+ * not a valid snapshot; *embedded says whether it carries the module). */
+DW_API const char *dw_module_hash(const dw_module *m);
+DW_API dw_status dw_snapshot_module_hash(const uint8_t *buf, size_t len, char out[65], bool *embedded);
 /* After DW_ERR_TRAP: what the trap was (DW_TRAP_NONE if the actor never trapped). */
 DW_API dw_trap_kind dw_actor_last_trap(const dw_actor *a);
 /* dw_actor_freeze flags. EMBED_MODULE stores the module bytes too, so a

@@ -11,6 +11,7 @@
  *   k == 0 writes zeros to C.
  */
 #include "abi/abi.h"
+#include "wasm/rt.h"
 
 #include <errno.h>
 #include <string.h>
@@ -69,6 +70,11 @@ static uint32_t h_emit(dw_instance *inst, uint32_t ptr, uint32_t len) {
   if (!ab) return DW_ERR_UNSUPPORTED;
   if (!mem || dw_mem_view(mem, ptr, len, &p) != DW_OK) return DW_ERR_OUT_OF_BOUNDS;
   const uint8_t *s = p;
+  if (ab->emit_fn) {
+    if (ab->emit_fn(ab->emit_ctx, s, len) == 0) return DW_OK;
+    /* the receiver went away: stop the guest here (it holds nothing) */
+    dw_rt_host_error(dw_error_set(DW_ERR_IO, "cancelled: the receiver of the replies went away"));
+  }
   while (len) {
     ssize_t w = write(ab->emit_fd, s, len);
     if (w < 0 && errno == EINTR) continue;

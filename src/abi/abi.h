@@ -59,6 +59,9 @@ typedef struct dw_op_info {
 typedef struct dw_abi {
   dw_backend *backend;    /* borrowed */
   int emit_fd;            /* where emit() writes; borrowed */
+  int (*emit_fn)(void *ctx, const void *data, size_t len); /* when set: emit() calls it instead;
+                                                              non-zero cancels the guest's call */
+  void *emit_ctx;
   dw_op_info last;        /* last compute op */
   dw_registry *reg;       /* borrowed: model handle = index + 1 */
   dw_engine *engine;      /* borrowed: where decode runs */

@@ -159,7 +159,41 @@ dw_status dw_actor_spawn(dw_module *m, dw_actor **out) {
   return st;
 }
 
+static dw_status send_msg(dw_actor *a, const void *msg, size_t len, int32_t *result);
+
 dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, int32_t *result) {
+  a->g.abi.emit_fd = out_fd;
+  a->g.abi.emit_fn = NULL;
+  return send_msg(a, msg, len, result);
+}
+
+dw_status dw_actor_send_cb(dw_actor *a, const void *msg, size_t len, dw_emit_fn fn, void *ctx, int32_t *result) {
+  if (!fn) return dw_error_set(DW_ERR_INVALID_ARG, "actor: no emit function");
+  a->g.abi.emit_fn = fn;
+  a->g.abi.emit_ctx = ctx;
+  dw_status st = send_msg(a, msg, len, result);
+  a->g.abi.emit_fn = NULL;
+  a->g.abi.emit_ctx = NULL;
+  return st;
+}
+
+void dw_actor_get_stats(const dw_actor *a, dw_actor_stats *out) {
+  memset(out, 0, sizeof *out);
+  const dw_mem *mem = dw_instance_memory(a->g.inst);
+  out->memory_bytes = mem ? mem->size : 0;
+  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) {
+    const dw_session *s = a->g.abi.sessions[i];
+    if (!s) continue;
+    out->sessions++;
+    out->kv_tokens += (uint64_t)s->n_past;
+    uint64_t blocks = ((uint64_t)s->n_past + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
+    out->kv_bytes += blocks * dw_kv_block_bytes(s->model);
+  }
+}
+
+const char *dw_module_hash(const dw_module *m) { return dw_wasm_module_hash(m->wasm); }
+
+static dw_status send_msg(dw_actor *a, const void *msg, size_t len, int32_t *result) {
   if (len > UINT32_MAX / 2) return dw_error_set(DW_ERR_LIMIT, "message of %zu bytes", len);
   uint64_t ptr = 0, rv = 0, args[2] = {len, 0};
   dw_status st = call(a, "dw_alloc", "i:i", args, &ptr);
@@ -170,7 +204,6 @@ dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out_fd, in
     return dw_error_set(DW_ERR_OUT_OF_BOUNDS, "actor: dw_alloc(%zu) returned %llu, outside memory", len,
                         (unsigned long long)ptr);
   memcpy(p, msg, len);
-  a->g.abi.emit_fd = out_fd;
   args[0] = ptr, args[1] = len;
   st = call(a, "dw_on_message", "i:ii", args, &rv);
   if (!st && result) *result = (int32_t)rv;
@@ -603,6 +636,8 @@ static dw_status restore_models(dw_runtime *rt, const dw_snap_sec *sec) {
     dw_get(&r, 64);
     if (r.bad) return BAD("a model entry is truncated");
     int idx = dw_registry_find(&rt->models, name, strlen(name));
+    if (idx < 0 && rt->fixed_models)
+      return dw_error_set(DW_ERR_NOT_FOUND, "snapshot: it needs model '%s', which this host does not serve", name);
     if (idx < 0 && rt->models.n == (int)i) {
       dw_status st = dw_registry_add(&rt->models, name, path, false);
       if (st) return st;
@@ -891,5 +926,28 @@ dw_status dw_snapshot_describe(const char *path, char *buf, size_t cap) {
   dw_snap_free(&s);
   free(file);
   if (o >= cap) return dw_error_set(DW_ERR_LIMIT, "description of %zu bytes", o);
+  return DW_OK;
+}
+
+dw_status dw_snapshot_module_hash(const uint8_t *buf, size_t len, char out[65], bool *embedded) {
+  dw_snap s;
+  out[0] = 0;
+  dw_status st = dw_snap_parse(buf, len, &s);
+  if (st) return st;
+  const dw_snap_sec *meta = find(&s, DW_SEC_META);
+  if (!meta || meta->flags || meta->stored_len < 64) {
+    dw_snap_free(&s);
+    return BAD("the meta section is missing");
+  }
+  memcpy(out, meta->stored, 64);
+  out[64] = 0;
+  for (int i = 0; i < 64; i++)
+    if (!((out[i] >= '0' && out[i] <= '9') || (out[i] >= 'a' && out[i] <= 'f'))) {
+      dw_snap_free(&s);
+      out[0] = 0;
+      return BAD("the module hash is not hexadecimal");
+    }
+  if (embedded) *embedded = find(&s, DW_SEC_MODULE) != NULL;
+  dw_snap_free(&s);
   return DW_OK;
 }

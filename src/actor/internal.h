@@ -19,6 +19,7 @@ struct dw_runtime {
   dw_host_set hosts;
   dw_registry models;       /* models guests may open */
   uint64_t time_limit_ms;   /* per guest call; 0 = none */
+  bool fixed_models;        /* thaws never register a snapshot's model paths */
 };
 
 struct dw_module {

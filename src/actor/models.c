@@ -95,6 +95,10 @@ dw_status dw_session_decode(dw_session *s, const int32_t *tokens, int n, float *
 }
 
 int dw_session_length(const dw_session *s) { return s->n_past; }
+dw_status dw_session_embed(dw_session *s, const int32_t *tokens, int n, float *out) {
+  if (!s || !out || n <= 0 || !tokens) return dw_error_set(DW_ERR_INVALID_ARG, "embed: no tokens");
+  return dw_embed(s, tokens, n, out);
+}
 dw_status dw_session_truncate(dw_session *s, int n_keep) { return dw_sess_truncate(s, n_keep); }
 dw_status dw_session_fork(const dw_session *s, dw_session **out) { return dw_sess_fork(s, out); }
 

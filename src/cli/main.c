@@ -32,6 +32,9 @@ static void usage(FILE *f) {
           "  generate --model M.gguf --prompt TEXT [-n N] [sampling options]\n"
           "                                        generate natively (driftwood generate --help)\n"
           "  actor spawn|send|fork|inspect ...      actors with snapshots (driftwood actor for usage)\n"
+          "  serve [--listen ADDR:PORT] [--model NAME=PATH]... [--state-dir DIR] ...\n"
+          "                                        HTTP server: actors and an OpenAI-compatible API\n"
+          "                                        (driftwood serve --help)\n"
           "  help                                  this text\n"
           "\n"
           "run options:\n"
@@ -330,6 +333,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "tokenize")) return dw_cli_tokenize(argc, argv);
   if (!strcmp(cmd, "generate")) return dw_cli_generate(argc, argv);
   if (!strcmp(cmd, "actor")) return dw_cli_actor(argc, argv);
+  if (!strcmp(cmd, "serve")) return dw_cli_serve(argc, argv);
   if (!strcmp(cmd, "help") || !strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
     usage(stdout);
     return 0;
