@@ -457,10 +457,11 @@ enum MHD_Result dw_openai_completion(dw_srv *s, dw_req *r, bool chat) {
   const char *model;
   int mi = model_index(s, req, &model);
   if (mi < 0) {
+    enum MHD_Result ret = mi == -2 ? BAD_REQ("model must be a string")
+                                   : dw_reply_error(s, r, 404, "invalid_request_error", "model_not_found",
+                                                    "no model '%s' (GET /v1/models)", model);
     json_decref(req);
-    return mi == -2 ? BAD_REQ("model must be a string")
-                    : dw_reply_error(s, r, 404, "invalid_request_error", "model_not_found", "no model '%s' (GET /v1/models)",
-                                     model);
+    return ret;
   }
   comp *c = calloc(1, sizeof *c);
   if (!c) {
@@ -585,9 +586,10 @@ enum MHD_Result dw_openai_embeddings(dw_srv *s, dw_req *r) {
   const char *model;
   int mi = model_index(s, req, &model);
   if (mi < 0) {
+    enum MHD_Result ret = dw_reply_error(s, r, mi == -2 ? 400 : 404, "invalid_request_error", "model_not_found",
+                                         "no model '%s'", model ? model : "?");
     json_decref(req);
-    return dw_reply_error(s, r, mi == -2 ? 400 : 404, "invalid_request_error", "model_not_found", "no model '%s'",
-                          model ? model : "?");
+    return ret;
   }
   const char *fmt = json_string_value(json_object_get(req, "encoding_format"));
   if (fmt && strcmp(fmt, "float") && strcmp(fmt, "base64")) {
