@@ -6,13 +6,16 @@ set -euo pipefail
 
 pkgs=(cmake make gcc clang lld wabt wasi-libc libclang-rt-14-dev-wasm32
       libcriterion-dev libzstd-dev libssl-dev libjansson-dev libmicrohttpd-dev
-      libsimde-dev libpcre2-dev libxxhash-dev pkg-config nodejs python3
+      libsimde-dev libpcre2-dev libxxhash-dev pkg-config nodejs curl python3
       python3-numpy python3-torch)
 
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# npm (the serve tests fetch the openai client with it): Debian's package
+# unless the machine's Node.js brings its own
+command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "driftwood: missing Debian packages: ${missing[*]}" >&2
