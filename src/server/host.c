@@ -252,6 +252,8 @@ static dw_status run_message(dw_host *h, hactor *a, dw_host_job *j) {
   return st;
 }
 
+static void random_id(char *out);
+
 static dw_status run_job(dw_host *h, hactor *a, dw_host_job *j) {
   dw_status st = DW_OK;
   switch (j->kind) {
@@ -270,7 +272,8 @@ static dw_status run_job(dw_host *h, hactor *a, dw_host_job *j) {
       break;
     }
     b->mod = a->mod;
-    if (j->new_id[0]) snprintf(b->id, sizeof b->id, "%s", j->new_id);
+    if (!j->new_id[0]) random_id(j->new_id);
+    snprintf(b->id, sizeof b->id, "%s", j->new_id);
     if ((st = dw_actor_fork(a->a, &b->a)) || (st = persist(h, b))) {
       free_actor(b);
       break;

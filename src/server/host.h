@@ -61,7 +61,7 @@ typedef struct dw_host_job {
   char error[256];              /* when st != DW_OK */
   uint8_t *snapshot;            /* FREEZE: malloc'd; the submitter frees it */
   size_t snapshot_len;
-  char new_id[DW_HOST_ID_MAX + 1]; /* FORK */
+  char new_id[DW_HOST_ID_MAX + 1]; /* FORK: the fork's id (empty: the host picks one and writes it here) */
   double queued_s, started_s, finished_s; /* monotonic seconds */
   /* the host's */
   struct dw_host_job *next;

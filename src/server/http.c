@@ -66,7 +66,6 @@ static enum MHD_Result queue(dw_srv *s, dw_req *r, unsigned status, struct MHD_R
 enum MHD_Result dw_reply(dw_srv *s, dw_req *r, unsigned status, const char *ctype, const void *body, size_t len) {
   struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
   if (resp && ctype) MHD_add_response_header(resp, "Content-Type", ctype);
-  if (resp && status != 200 && status != 201) dw_hist_add(&s->m.duration, dw_now() - r->t0);
   return queue(s, r, status, resp);
 }
 
@@ -483,13 +482,6 @@ static enum MHD_Result actor_fork(dw_srv *s, dw_req *r, const char *id) {
     return dw_reply_error(s, r, 400, "invalid_request_error", "invalid_id", "invalid actor id (1-64 of A-Z a-z 0-9 _ - .)");
   }
   if (want) snprintf(j.new_id, sizeof j.new_id, "%s", want);
-  if (!want) { /* the fork's id: random */
-    uint8_t rnd[8];
-    FILE *f = fopen("/dev/urandom", "rb");
-    if (!f || fread(rnd, 1, 8, f) != 8) memset(rnd, 7, 8);
-    if (f) fclose(f);
-    for (int i = 0; i < 8; i++) sprintf(j.new_id + 2 * i, "%02x", rnd[i]);
-  }
   dw_status st = run_wait(s, id, &j);
   enum MHD_Result ret;
   dw_host_actor_info info;
@@ -647,7 +639,7 @@ static enum MHD_Result metrics(dw_srv *s, dw_req *r) {
             (unsigned long long)atomic_load(&s->m.streams_cancelled));
   hist_print(&b, "driftwood_time_to_first_token_seconds", "From a completion request's arrival to its first token.",
              &s->m.ttft);
-  hist_print(&b, "driftwood_request_duration_seconds", "From a request's arrival to its last byte queued.",
+  hist_print(&b, "driftwood_request_duration_seconds", "From a request's arrival to its last byte sent.",
              &s->m.duration);
   sb_printf(&b,
             "# HELP driftwood_actors Actors known to the host (live or hibernated).\n# TYPE driftwood_actors gauge\n"
@@ -778,9 +770,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **state, enum MHD_RequestTerminationCode why) {
-  (void)cls, (void)conn, (void)why;
+  (void)conn, (void)why;
+  dw_srv *s = cls;
   conn_ctx *c = *state;
   if (!c) return;
+  dw_hist_add(&s->m.duration, dw_now() - c->r.t0); /* every request, once its last byte went */
   free(c->r.body);
   free(c);
   *state = NULL;

@@ -209,23 +209,20 @@ static int comp_emit(void *ctx, const void *data, size_t len) {
     ub_add(&c->text, p + 1, len - 1, false);
     if (c->stream) return send_delta(c, false);
     return 0;
-  case 'D': {
-    char b[160];
-    size_t n = len - 1 < sizeof b - 1 ? len - 1 : sizeof b - 1;
-    memcpy(b, p + 1, n);
-    b[n] = 0;
-    c->done = sscanf(b, "prompt=%u completion=%u cached=%u finish=%15s", &c->prompt, &c->completion, &c->cached,
-                     c->finish) == 4;
-    return 0;
-  }
+  case 'D':
   case 'E': {
     char b[250];
     size_t n = len - 1 < sizeof b - 1 ? len - 1 : sizeof b - 1;
     memcpy(b, p + 1, n);
     b[n] = 0;
-    char *sp = strchr(b, ' ');
-    c->err_code = atoi(b);
-    snprintf(c->err, sizeof c->err, "%s", sp ? sp + 1 : b);
+    if (p[0] == 'D') {
+      c->done = sscanf(b, "prompt=%u completion=%u cached=%u finish=%15s", &c->prompt, &c->completion, &c->cached,
+                       c->finish) == 4;
+    } else {
+      char *sp = strchr(b, ' ');
+      c->err_code = atoi(b);
+      snprintf(c->err, sizeof c->err, "%s", sp ? sp + 1 : b);
+    }
     return 0;
   }
   default:
@@ -282,7 +279,6 @@ static void comp_release(dw_host_job *j) {
     sse_data(c->st, json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type", type, "code", code));
     if (j->st == DW_ERR_IO) atomic_fetch_add(&c->s->m.streams_cancelled, 1);
   }
-  dw_hist_add(&c->s->m.duration, dw_now() - c->t0);
   dw_stream_close(c->st, false);
 }
 
