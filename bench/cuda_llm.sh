@@ -16,7 +16,7 @@ B=${1:-build}
 LB=${2:-}
 ROUNDS=${3:-3}
 cd "$(dirname "$0")/.."
-VOCAB=../shared/fixtures/vocab
+VOCAB=${DW_VOCAB:-../shared/fixtures/vocab}
 W=${DW_BENCH_WORK:-$(mktemp -d /tmp/dw-cuda-bench-XXXXXX)}
 mkdir -p "$W"
 export DRIFTWOOD_CACHE=$W/cache

@@ -60,6 +60,7 @@ typedef struct dev_model {
   float *logits;                 /* [logits_cap][n_vocab] */
   int logits_cap;
   float *att_part;               /* split-attention partials */
+  int *att_count;                /* [DW_GEMV_MAX_NT][n_head_kv], zero between steps (kernels.h) */
   size_t att_part_cap;           /* floats */
   /* step inputs, the same layout on both sides: IN_INTS int arrays of
    * [MAX_STEP] (tokens, pos, seq_of, out_rows, tab_off, tiles), RoPE
@@ -80,6 +81,7 @@ typedef struct cuda_engine {
   bool mapped_logits;            /* DRIFTWOOD_CUDA_LOGITS=mapped */
   bool no_graphs;                /* DRIFTWOOD_CUDA_GRAPHS=0 */
   bool no_pdl;                   /* DRIFTWOOD_CUDA_PDL=0 */
+  bool no_stream;                /* DRIFTWOOD_CUDA_STREAM=0: the older decode kernels (A/B runs) */
   void **free_blocks;            /* KV blocks kept for reuse */
   size_t free_block_bytes;
   int n_free, cap_free;
@@ -242,6 +244,9 @@ static dw_status alloc_buffers(dev_model *d) {
         deq = (size_t)w[i]->n_in * w[i]->n_out;
   }
   if (deq && (st = dev_alloc(d, deq * 2, &d->wdeq, &d->buffer_bytes))) return st;
+  size_t cnt = (size_t)DW_GEMV_MAX_NT * hp->n_head_kv * sizeof(int);
+  if ((st = dev_alloc(d, cnt, (void **)&d->att_count, &d->buffer_bytes))) return st;
+  CU(cudaMemset(d->att_count, 0, cnt), "attention counters");
   d->logits_cap = DW_GEMV_MAX_NT;
   if ((st = dev_alloc(d, (size_t)d->logits_cap * hp->n_vocab * sizeof(float), (void **)&d->logits,
                       &d->buffer_bytes)))
@@ -433,7 +438,8 @@ typedef struct step {
   dev_model *d;
   const dw_hparams *hp;
   int nt;
-  int n_split, kps;              /* attention: key ranges of kps */
+  int n_split, kps;              /* attention: key ranges of kps (stream: n_split is the split capacity) */
+  bool stream;                   /* decode-sized step on the stream.cu kernels */
   int *tokens, *out_rows, *tiles; /* device, in d_in */
   int n_tiles;
   dw_kv_args kv;
@@ -445,6 +451,10 @@ typedef struct step {
 static dw_status project(step *S, const float *x, const float *norm, int nt, int mode, const dw_gemv_item *it,
                          int n_items) {
   cudaStream_t st = S->c->stream;
+  if (S->stream && nt <= DW_SV_MAX_NT) {
+    dw_k_sv(x, norm, S->hp->eps, nt, mode, it, n_items, NULL, 0, st);
+    return DW_OK;
+  }
   if (nt <= DW_GEMV_MAX_NT) {
     dw_k_gemv(x, norm, S->hp->eps, nt, mode, it, n_items, st);
     return DW_OK;
@@ -497,9 +507,14 @@ static dw_status body(step *S) {
   for (int l = 0; l < hp->n_layer; l++) {
     const dev_layer *D = &d->layers[l];
     dw_gemv_item qkv[3] = {{&D->wq, NULL, D->bq, d->q}, {&D->wk, NULL, D->bk, d->k}, {&D->wv, NULL, D->bv, d->v}};
-    if ((rc = project(S, d->x, D->attn_norm, nt, DW_GEMV_STORE, qkv, 3))) return rc;
-    dw_k_rope_store(&S->kv, l, d->q, d->k, d->v, nt, st);
-    if (nt > DW_GEMV_MAX_NT) dw_k_attention_tiles(&S->kv, l, d->q, d->att, S->tiles, S->n_tiles, st);
+    if (S->stream && nt <= DW_SV_MAX_NT) { /* RoPE and the KV store in the GEMV's epilogue */
+      dw_k_sv(d->x, D->attn_norm, hp->eps, nt, DW_GEMV_STORE, qkv, 3, &S->kv, l, st);
+    } else {
+      if ((rc = project(S, d->x, D->attn_norm, nt, DW_GEMV_STORE, qkv, 3))) return rc;
+      dw_k_rope_store(&S->kv, l, d->q, d->k, d->v, nt, st);
+    }
+    if (S->stream) dw_k_attention_decode(&S->kv, l, d->q, d->att, nt, S->n_split, d->att_part, d->att_count, st);
+    else if (nt > DW_GEMV_MAX_NT) dw_k_attention_tiles(&S->kv, l, d->q, d->att, S->tiles, S->n_tiles, st);
     else dw_k_attention(&S->kv, l, d->q, d->att, nt, S->n_split, S->kps, d->att_part, st);
     dw_gemv_item o = {&D->wo, NULL, D->bo, d->x};
     if ((rc = project(S, d->att, NULL, nt, DW_GEMV_ADD, &o, 1))) return rc;
@@ -629,11 +644,19 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
     return dw_error_set(DW_ERR_LIMIT, "cuda engine: a step of %d tokens (1 to %d)", nt, MAX_STEP);
   pthread_mutex_lock(&c->lock);
   cudaSetDevice(c->device);
-  /* attention splits for decode steps: short key ranges, for parallelism */
-  int kps = 64, n_split = nt <= DW_GEMV_MAX_NT ? (max_keys + kps - 1) / kps : 1;
+  /* attention splits for decode steps: short key ranges, for parallelism;
+   * the stream kernels split by KV block, and their graphs are captured for
+   * a power-of-two split capacity, so they are recaptured only as it doubles */
+  bool stream = !c->no_stream && nt <= DW_GEMV_MAX_NT;
+  int kps = stream ? DW_KV_BLOCK : 64, n_split = nt <= DW_GEMV_MAX_NT ? (max_keys + kps - 1) / kps : 1;
+  if (stream) {
+    int cap = 8;
+    while (cap < n_split) cap *= 2;
+    n_split = cap;
+  }
   dw_status st = ensure_inputs(d, n_tab);
   if (!st) st = grow_logits(d, n_out);
-  if (!st && n_split > 1) st = grow_att_part(d, (size_t)nt * hp->n_head * n_split * (hp->head_dim + 2));
+  if (!st && (n_split > 1 || stream)) st = grow_att_part(d, (size_t)nt * hp->n_head * n_split * (hp->head_dim + 2));
   if (st) goto out;
   /* inputs (invariant 1) */
   int half = hp->n_rot / 2, n_tiles = 0;
@@ -675,7 +698,7 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
     st = cu_fail(e, "step inputs");
     goto out;
   }
-  step S = {.c = c, .d = d, .hp = hp, .nt = nt, .n_split = n_split, .kps = kps,
+  step S = {.c = c, .d = d, .hp = hp, .nt = nt, .n_split = n_split, .kps = kps, .stream = stream,
             .tokens = di, .out_rows = di + 3 * MAX_STEP, .tiles = di + 5 * MAX_STEP, .n_tiles = n_tiles,
             .kv = {.tables = (float *const *)(din + tab_off(d)), .tab_off = di + 4 * MAX_STEP,
                    .seq_of = di + 2 * MAX_STEP, .pos = di + MAX_STEP, .n_layer = hp->n_layer, .n_head = hp->n_head,
@@ -714,9 +737,10 @@ out:
 static void cuda_describe(void *ctx, char *buf, size_t cap) {
   cuda_engine *c = ctx;
   snprintf(buf, cap, "CUDA engine on %s (%.1f GiB): weights and KV cache in device memory, KV blocks %.1f MiB in "
-           "use, logits by %s, decode graphs %s, PDL %s",
+           "use, logits by %s, decode graphs %s, PDL %s, %s decode kernels",
            c->name, (double)c->total_mem / (1 << 30), (double)atomic_load(&c->kv_bytes) / (1 << 20),
-           c->mapped_logits ? "mapped writes" : "DMA", c->no_graphs ? "off" : "on", c->no_pdl ? "off" : "on");
+           c->mapped_logits ? "mapped writes" : "DMA", c->no_graphs ? "off" : "on", c->no_pdl ? "off" : "on",
+           c->no_stream ? "block-GEMV" : "streaming");
 }
 
 static void cuda_destroy(void *ctx) {
@@ -776,6 +800,8 @@ dw_status dw_engine_cuda_reg(dw_engine *out) {
   c->no_graphs = gr && !strcmp(gr, "0");
   const char *pdl = getenv("DRIFTWOOD_CUDA_PDL");
   c->no_pdl = pdl && !strcmp(pdl, "0");
+  const char *sv = getenv("DRIFTWOOD_CUDA_STREAM");
+  c->no_stream = sv && !strcmp(sv, "0");
   dw_k_set_pdl(!c->no_pdl);
   const char *rw = getenv("DRIFTWOOD_CUDA_GEMV_ROWS"); /* a tuning knob for bench/cuda_llm.sh */
   if (rw && (!strcmp(rw, "1") || !strcmp(rw, "2") || !strcmp(rw, "4"))) dw_k_gemv_rows_per_warp(atoi(rw));

@@ -10,59 +10,13 @@
  *  2. Accumulation is f32 (RMSNorm's sum of squares f64), as on the CPU
  *     engine, so the two agree to rounding.
  */
-#include "kernels.h"
+#include "kernels_dev.cuh"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+bool dw_k_pdl = true;
 
-#define KV_BLOCK 32
-
-/* ---- programmatic dependent launch (sm_90) ---------------------------------------
- * Decode steps are chains of small kernels, each waiting on the last. With
- * PDL a kernel's blocks start while its predecessor's last blocks finish:
- * each kernel lets its successor launch at once (pdl_launch_dependents),
- * and does nothing that depends on earlier kernels (reading their outputs,
- * writing anything) before pdl_wait(), which returns once the predecessor
- * has completed and its writes are visible. What it may do before: read
- * weights, which no kernel writes. Older cards compile both to nothing and
- * launch in plain stream order. */
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-static bool g_pdl = true; /* process-wide switch, set before any launch (DRIFTWOOD_CUDA_PDL=0) */
-
-extern "C" void dw_k_set_pdl(bool on) { g_pdl = on; }
-
-/* Launches kernel k on stream st, as a programmatic dependent of the
- * kernel before it when PDL is on. */
-template <typename... KArgs, typename... Args>
-static void launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t shm, cudaStream_t st, Args... args) {
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = g_pdl ? 1 : 0;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = shm, cfg.stream = st;
-  cfg.attrs = at, cfg.numAttrs = 1;
-  cudaLaunchKernelEx(&cfg, k, args...);
-}
-
+extern "C" void dw_k_set_pdl(bool on) { dw_k_pdl = on; }
 
 /* ---- weights: 8 consecutive elements (e % 8 == 0) of row r -------------------- */
-
-struct kwt {
-  const void *q;
-  const __half *scales;
-  int n_in;
-};
 
 template <int T>
 __device__ __forceinline__ void load8(const kwt &w, int r, int e, float out[8]) {
@@ -112,8 +66,6 @@ __device__ __forceinline__ float load1(const kwt &w, int r, int e) {
   return d * (float)((int)((i & 1) ? b >> 4 : b & 15) - 8);
 }
 
-static kwt to_kwt(const dw_kwt *w) { return kwt{w->q, (const __half *)w->scales, w->n_in}; }
-
 /* ---- GEMV ------------------------------------------------------------------------- */
 
 enum { GEMV_WARPS = 4, GEMV_UNROLL = 4 };
@@ -135,12 +87,6 @@ struct gemv_args {
   const float *norm;    /* RMSNorm weight [n_in] applied to x first, or NULL */
   float eps;
 };
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 __device__ __forceinline__ float dot8(const float w[8], const float *x) {
   float4 a = __ldg((const float4 *)x), b = __ldg((const float4 *)x + 1);
@@ -364,25 +310,6 @@ extern "C" void dw_k_embed(const dw_kwt *w, const int *tokens, float *x, int nt,
 }
 
 /* ---- RoPE + KV store, attention -------------------------------------------------------- */
-
-struct kv_args_d {
-  float *const *tables;
-  const int *tab_off, *seq_of, *pos;
-  int n_layer, n_head, n_head_kv, head_dim, n_rot, neox;
-  const float *rope;
-};
-
-static kv_args_d to_kvd(const dw_kv_args *a) {
-  return kv_args_d{a->tables, a->tab_off, a->seq_of, a->pos, a->n_layer, a->n_head, a->n_head_kv,
-                   a->head_dim, a->n_rot, a->neox ? 1 : 0, a->rope};
-}
-
-/* The K (v = 0) or V row of position p, layer l, in a token's sequence. */
-__device__ __forceinline__ float *kv_row(const kv_args_d &a, int seq, int l, int p, int v) {
-  size_t kvd = (size_t)a.n_head_kv * a.head_dim;
-  float *blk = a.tables[a.tab_off[seq] + p / KV_BLOCK];
-  return blk + ((size_t)v * a.n_layer * KV_BLOCK + (size_t)l * KV_BLOCK + p % KV_BLOCK) * kvd;
-}
 
 __global__ void __launch_bounds__(256)
     rope_store_kernel(kv_args_d a, int layer, float *__restrict__ q, float *__restrict__ k, const float *__restrict__ v) {

@@ -29,6 +29,8 @@ enum { DW_KT_F32, DW_KT_F16, DW_KT_BF16, DW_KT_Q8_0, DW_KT_Q4_0 };
 enum { DW_GEMV_MAX_NT = 8 };        /* tokens one GEMV launch takes */
 enum { DW_GEMV_STORE, DW_GEMV_ADD, DW_GEMV_GLU };
 
+typedef struct dw_kv_args dw_kv_args;
+
 typedef struct dw_kwt {
   int type, n_in, n_out;
   const void *q;                    /* the matrix (format above) */
@@ -49,6 +51,15 @@ typedef struct dw_gemv_item {
 void dw_k_gemv(const float *x, const float *norm, float eps, int nt, int mode, const dw_gemv_item *items,
                int n_items, cudaStream_t stream);
 
+/* The decode step's streaming GEMV (stream.cu): the same contract as
+ * dw_k_gemv for nt <= DW_SV_MAX_NT. With `qkv` non-NULL the three items
+ * are Q, K and V: RoPE is applied to Q and K in the epilogue (at
+ * qkv->pos, with qkv->rope) and K and V go straight into the layer's KV
+ * rows (items[1].y and items[2].y are not written). */
+enum { DW_SV_MAX_NT = 4 };
+void dw_k_sv(const float *x, const float *norm, float eps, int nt, int mode, const dw_gemv_item *items, int n_items,
+             const dw_kv_args *qkv, int layer, cudaStream_t stream);
+
 /* Programmatic dependent launch for the decode kernels (on by default;
  * it takes effect on sm_90 and newer). Call before any launch. */
 void dw_k_set_pdl(bool on);
@@ -66,13 +77,13 @@ void dw_k_embed(const dw_kwt *w, const int *tokens, float *x, int nt, cudaStream
 /* RoPE on q [nt][n_head·hd] and k [nt][n_head_kv·hd] at positions pos[t],
  * then K and V rows stored to the token's KV block:
  * tables[tab_off[seq_of[t]] + pos / 32]. */
-typedef struct dw_kv_args {
+struct dw_kv_args {
   float *const *tables;             /* device: block data pointers */
   const int *tab_off, *seq_of, *pos;/* device */
   int n_layer, n_head, n_head_kv, head_dim, n_rot;
   bool neox;
   const float *rope;                /* device [nt][n_rot / 2] (cos, sin) of pos · inv_freq */
-} dw_kv_args;
+};
 void dw_k_rope_store(const dw_kv_args *a, int layer, float *q, float *k, const float *v, int nt, cudaStream_t stream);
 
 /* Causal attention of each token over its sequence's positions [0, pos[t]]:
@@ -82,6 +93,14 @@ void dw_k_rope_store(const dw_kv_args *a, int layer, float *q, float *k, const f
  * floats of partial results. */
 void dw_k_attention(const dw_kv_args *a, int layer, const float *q, float *out, int nt, int n_split, int kps,
                     float *part, cudaStream_t stream);
+
+/* The same for decode steps (nt <= DW_GEMV_MAX_NT), one block per (KV
+ * head, token, KV block of 32 keys), the splits merged in the same launch:
+ * split_cap >= every token's ceil((pos + 1) / 32) (blocks past a token's
+ * keys return at once), `part` as above with n_split = split_cap, and
+ * `count` nt · n_head_kv ints, zero before the launch and after it. */
+void dw_k_attention_decode(const dw_kv_args *a, int layer, const float *q, float *out, int nt, int split_cap,
+                           float *part, int *count, cudaStream_t stream);
 
 /* The same for prefill steps, tiled: tiles[i] = t0 | n << 16 names n <= 32
  * consecutive tokens of one sequence at consecutive positions. */
