@@ -707,11 +707,16 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
   if ((st = run_body(&S))) goto out;
   if (embd && (st = embed_sums(&S, seqs, n_seqs))) goto out;
   if (n_out) {
-    dw_k_rmsnorm(d->x, S.out_rows, d->output_norm, d->xn, n_out, hp->dim, hp->eps, c->stream);
     float *first = seqs[0].logits;
     bool mapped = c->mapped_logits && n_seqs == 1 && n_out == 1 && first && device_writable(first);
     dw_gemv_item head = {&d->output, NULL, NULL, mapped ? first : d->logits};
-    if ((st = project(&S, d->xn, NULL, n_out, DW_GEMV_STORE, &head, 1))) goto out;
+    if (stream && n_out == nt && nt <= DW_SV_MAX_NT) { /* every row, in order: the norm goes into the GEMV */
+      st = project(&S, d->x, d->output_norm, n_out, DW_GEMV_STORE, &head, 1);
+    } else {
+      dw_k_rmsnorm(d->x, S.out_rows, d->output_norm, d->xn, n_out, hp->dim, hp->eps, c->stream);
+      st = project(&S, d->xn, NULL, n_out, DW_GEMV_STORE, &head, 1);
+    }
+    if (st) goto out;
     info->zero_copy = mapped;
     size_t row = (size_t)hp->n_vocab * sizeof(float);
     for (int i = 0, r = 0; !mapped && i < n_seqs && e == cudaSuccess; i++) {

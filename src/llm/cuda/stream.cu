@@ -358,7 +358,7 @@ extern "C" void dw_k_sv(const float *x, const float *norm, float eps, int nt, in
 
 /* ---- decode attention ------------------------------------------------------------------ */
 
-enum { AD_WARPS = 4 };
+enum { AD_WARPS = 4, AD_BATCH = 8 }; /* warps a block; splits merged per batch of loads */
 
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
@@ -376,15 +376,20 @@ __global__ void __launch_bounds__(AD_WARPS * 32)
     attn_dec_kernel(kv_args_d a, int layer, const float *q, float *out, float *part, int *count, int split_cap) {
   extern __shared__ float sh[];
   pdl_launch_dependents();
-  pdl_wait();
+  /* positions and block tables come from the step's input copy, which
+   * precedes every kernel of the step: read them before the wait */
   const int kh = blockIdx.x, t = blockIdx.y, s = blockIdx.z, hd = a.head_dim, g = a.n_head / a.n_head_kv;
   const int n_keys = a.pos[t] + 1, k0 = s * KV_BLOCK, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (k0 >= n_keys) return;
+  if (k0 >= n_keys) {
+    pdl_wait();
+    return;
+  }
   const int nk = min(KV_BLOCK, n_keys - k0), kvd = a.n_head_kv * hd, need = (n_keys + KV_BLOCK - 1) / KV_BLOCK;
   float *Ks = sh, *Vs = Ks + KV_BLOCK * (hd + 1), *Qs = Vs + KV_BLOCK * hd;
   const float *blk = a.tables[a.tab_off[a.seq_of[t]] + s];
   const float *K = blk + (size_t)layer * KV_BLOCK * kvd + (size_t)kh * hd;
   const float *V = blk + ((size_t)a.n_layer + layer) * KV_BLOCK * kvd + (size_t)kh * hd;
+  pdl_wait(); /* K and V of this step's tokens, and q, come from the kernel before */
   for (int i = threadIdx.x; i < KV_BLOCK * hd / 4; i += AD_WARPS * 32) {
     int j = i / (hd / 4), d = (i % (hd / 4)) * 4;
     float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
@@ -436,20 +441,33 @@ __global__ void __launch_bounds__(AD_WARPS * 32)
   for (int hh = warp; hh < g; hh += AD_WARPS) {
     int h = kh * g + hh;
     size_t p0 = ((size_t)t * a.n_head + h) * split_cap;
-    float M = -INFINITY;
-    for (int i = lane; i < need; i += 32) M = fmaxf(M, __ldcg(pml + 2 * (p0 + i)));
-    M = warp_max(M);
-    float L = 0.f;
-    for (int i = lane; i < need; i += 32) L += __ldcg(pml + 2 * (p0 + i) + 1) * expf(__ldcg(pml + 2 * (p0 + i)) - M);
-    L = warp_sum(L);
+    float M = -INFINITY, L = 0.f;
+    for (int i = lane; i < need; i += 32) { /* online over this lane's splits */
+      float m = __ldcg(pml + 2 * (p0 + i)), l = __ldcg(pml + 2 * (p0 + i) + 1), mx = fmaxf(M, m);
+      L = L * expf(M - mx) + l * expf(m - mx), M = mx;
+    }
+    float Mw = warp_max(M);
+    L = warp_sum(M == -INFINITY ? 0.f : L * expf(M - Mw)), M = Mw;
     float o[DPL];
 #pragma unroll
     for (int i = 0; i < DPL; i++) o[i] = 0.f;
-    for (int sp = 0; sp < need; sp++) {
-      float f = expf(__ldcg(pml + 2 * (p0 + sp)) - M);
+    /* AD_BATCH splits' loads in flight at once: the merge is latency-bound */
+    for (int sp0 = 0; sp0 < need; sp0 += AD_BATCH) {
+      float f[AD_BATCH], v[AD_BATCH][DPL];
 #pragma unroll
-      for (int i = 0; i < DPL; i++)
-        if (lane + 32 * i < hd) o[i] += __ldcg(pacc + (p0 + sp) * hd + lane + 32 * i) * f;
+      for (int u = 0; u < AD_BATCH; u++) {
+        bool ok = sp0 + u < need;
+        f[u] = ok ? __ldcg(pml + 2 * (p0 + sp0 + u)) : -INFINITY;
+#pragma unroll
+        for (int i = 0; i < DPL; i++)
+          v[u][i] = ok && lane + 32 * i < hd ? __ldcg(pacc + (p0 + sp0 + u) * hd + lane + 32 * i) : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < AD_BATCH; u++) {
+        float w = f[u] == -INFINITY ? 0.f : expf(f[u] - M);
+#pragma unroll
+        for (int i = 0; i < DPL; i++) o[i] += v[u][i] * w;
+      }
     }
 #pragma unroll
     for (int i = 0; i < DPL; i++)
