@@ -2,7 +2,8 @@
  * cuda_engine.c — the CUDA engine (engine.h): weights uploaded once per
  * model into HBM (quantised types repacked, never dequantised in memory),
  * KV blocks in HBM, and forward steps over many sequences at once: our
- * kernels (kernels.cu) for decode-sized steps, replayed from a CUDA graph,
+ * kernels (kernels.cu, and stream.cu: five a layer for steps of up to
+ * DW_SV_MAX_NT tokens) for decode-sized steps, replayed from a CUDA graph,
  * and cuBLAS tensor-core GEMMs for prefill.
  *
  * Invariants:
