@@ -79,6 +79,10 @@ typedef struct dw_runtime_config {
                             runtime: a snapshot naming another model is
                             refused instead of registering the path it
                             recorded (for snapshots from untrusted hands) */
+  uint64_t actor_memory_limit_bytes; /* each actor's linear memory: a grow
+                            past it fails as at the module's own maximum,
+                            and a snapshot whose memory is larger is
+                            refused at thaw. 0 = only the module's maximum */
 } dw_runtime_config;
 
 DW_API dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out);

@@ -162,6 +162,27 @@ Test(actor, a_message_past_the_timeout_traps_and_the_snapshot_stays, .timeout = 
   cr_assert_str_eq(out, "2: two\n");
 }
 
+Test(actor, max_memory_caps_growth_and_refuses_a_larger_snapshot, .timeout = 120) {
+  cr_assert_eq(sh(DW " actor spawn --module " ECHO " --state %s/s.dws && " DW " actor send --state %s/s.dws one",
+                  dir, dir), 0, "%s", out);
+  cr_assert_eq(sh("cp %s/s.dws %s/before.dws", dir, dir), 0);
+  /* "grow" mallocs 4 MiB: under a 2 MiB cap the allocation fails and the
+   * guest's write past its memory traps; the snapshot stays as it was */
+  cr_assert_eq(sh(DW " actor send --max-memory 2MiB --state %s/s.dws two grow", dir), 134, "%s", out);
+  cr_assert(strstr(out, "2: two") && strstr(out, "out of bounds"), "%s", out);
+  cr_assert_eq(sh("cmp %s/s.dws %s/before.dws", dir, dir), 0, "the snapshot changed: %s", out);
+  /* without the cap it grows; the grown snapshot is then refused under the cap */
+  cr_assert_eq(sh(DW " actor send --state %s/s.dws two grow", dir), 0, "%s", out);
+  cr_assert_eq(sh("cp %s/s.dws %s/grown.dws", dir, dir), 0);
+  cr_assert_neq(sh(DW " actor send --max-memory 2MiB --state %s/s.dws four", dir), 0, "%s", out);
+  cr_assert(strstr(out, "memory cannot grow"), "%s", out);
+  cr_assert_eq(sh("cmp %s/s.dws %s/grown.dws", dir, dir), 0, "the refused thaw changed the snapshot: %s", out);
+  cr_assert_eq(sh(DW " actor send --max-memory 64MiB --state %s/s.dws four", dir), 0, "%s", out);
+  cr_assert_str_eq(out, "4: four\n");
+  cr_assert_neq(sh(DW " actor send --max-memory lots --state %s/s.dws five", dir), 0);
+  cr_assert(strstr(out, "--max-memory wants a size"), "%s", out);
+}
+
 /* ---- the embedding API and hostile snapshots ---- */
 
 static dw_runtime *RT;

@@ -94,7 +94,7 @@ static dw_status actor_new(dw_module *m, dw_actor **out) {
   a->module = m;
   static const char *const argv[] = {"actor"};
   dw_wasi_config wc = {.argc = 1, .argv = argv, .stdin_fd = 0, .stdout_fd = 1, .stderr_fd = 2};
-  dw_status st = dw_guest_create(m, &wc, 0, &a->g);
+  dw_status st = dw_guest_create(m, &wc, m->rt->actor_mem_limit, &a->g);
   if (st) {
     dw_actor_destroy(a);
     return st;

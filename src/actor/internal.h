@@ -19,6 +19,7 @@ struct dw_runtime {
   dw_host_set hosts;
   dw_registry models;       /* models guests may open */
   uint64_t time_limit_ms;   /* per guest call; 0 = none */
+  uint64_t actor_mem_limit; /* bytes of an actor's linear memory; 0 = the module's maximum */
   bool fixed_models;        /* thaws never register a snapshot's model paths */
 };
 

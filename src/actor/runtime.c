@@ -47,6 +47,7 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   rt->wcfg.cache_dir = rt->cache_dir;
   rt->wcfg.progress = cfg->progress;
   rt->time_limit_ms = cfg->time_limit_ms;
+  rt->actor_mem_limit = cfg->actor_memory_limit_bytes;
   rt->fixed_models = cfg->fixed_models;
   dw_registry_init(&rt->models);
   rt->hosts.tables = host_tables;

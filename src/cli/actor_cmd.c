@@ -16,8 +16,9 @@ static void actor_usage(void) {
           "       driftwood actor fork --state S.dws --to T.dws\n"
           "       driftwood actor inspect S.dws\n"
           "common options: --backend cpu|cuda|auto (default auto), --threads N, --cache DIR,\n"
-          "                --nn-preload A:GGML:TARGET:PATH, --timeout SECONDS\n"
-          "  (--timeout: a message whose handling runs longer traps; the snapshot stays as it was)\n"
+          "                --nn-preload A:GGML:TARGET:PATH, --timeout SECONDS, --max-memory SIZE\n"
+          "  (--timeout: a message whose handling runs longer traps; the snapshot stays as it was;\n"
+          "   --max-memory: caps the actor's linear memory, e.g. 64MiB; a snapshot with more is refused)\n"
           "snapshot memory: stored raw and page-aligned, so a thaw maps it copy-on-write; --compress-memory\n"
           "  stores it zstd-compressed instead (smaller files, thaw copies). send and fork keep the snapshot's\n"
           "  choice unless --compress-memory is given.\n");
@@ -29,6 +30,7 @@ typedef struct aopts {
   int n_models, n_preloads, n_msgs, threads;
   int no_embed, compress;
   unsigned long long timeout_ms;
+  uint64_t max_memory;
 } aopts;
 
 static int parse(int argc, char **argv, aopts *o) {
@@ -50,6 +52,12 @@ static int parse(int argc, char **argv, aopts *o) {
     else if (!strcmp(a, "--timeout") && has) {
       if (!dw_cli_parse_timeout(argv[++i], &o->timeout_ms)) return 0;
     }
+    else if (!strcmp(a, "--max-memory") && has) {
+      if (dw_parse_size(argv[++i], &o->max_memory) != DW_OK || !o->max_memory) {
+        fprintf(stderr, "driftwood actor: --max-memory wants a size (e.g. 64MiB), not '%s'\n", argv[i]);
+        return 0;
+      }
+    }
     else if (!strcmp(a, "--no-embed-module")) o->no_embed = 1;
     else if (!strcmp(a, "--compress-memory")) o->compress = 1;
     else if (!strcmp(a, "--")) {
@@ -64,7 +72,7 @@ static int parse(int argc, char **argv, aopts *o) {
 
 static dw_runtime *runtime(const aopts *o) {
   dw_runtime_config rc = {.backend = o->backend ? o->backend : "auto", .cache_dir = o->cache, .progress = true, .threads = o->threads,
-                          .time_limit_ms = o->timeout_ms};
+                          .time_limit_ms = o->timeout_ms, .actor_memory_limit_bytes = o->max_memory};
   dw_runtime *rt;
   if (dw_runtime_create(&rc, &rt)) return NULL;
   for (int i = 0; i < o->n_models; i++) {

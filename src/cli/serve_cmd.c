@@ -50,6 +50,8 @@ static void usage(FILE *f) {
           "  --max-body SIZE           JSON and message bodies (default 1MiB)\n"
           "  --max-upload SIZE         uploaded snapshots (default 256MiB)\n"
           "  --timeout SECONDS         per-message time limit of an actor (default none)\n"
+          "  --max-memory SIZE         cap on each actor's linear memory, e.g. 64MiB (default: the\n"
+          "                            module's own maximum); a larger snapshot is refused\n"
           "  --cache DIR               AOT cache (see driftwood help)\n"
           "  --ready-file F            write the listening ADDR:PORT to F once ready\n"
           "\n"
@@ -142,6 +144,13 @@ int dw_cli_serve(int argc, char **argv) {
       else if (!strcmp(a, "--workers")) c.workers = (int)v;
       else if (!strcmp(a, "--max-queue")) c.max_queue = (int)v;
       else c.max_connections = (int)v;
+    } else if (!strcmp(a, "--max-memory")) {
+      if (!need(i, argc, a)) goto out;
+      if (dw_parse_size(argv[++i], &sz) != DW_OK || !sz) {
+        fprintf(stderr, "driftwood serve: --max-memory wants a size (e.g. 64MiB), not '%s'\n", argv[i]);
+        goto out;
+      }
+      c.runtime.actor_memory_limit_bytes = sz;
     } else if (!strcmp(a, "--max-body") || !strcmp(a, "--max-upload")) {
       if (!need(i, argc, a)) goto out;
       if (dw_parse_size(argv[++i], &sz) != DW_OK || !sz) {

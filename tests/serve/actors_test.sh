@@ -2,7 +2,7 @@
 # actors_test.sh DRIFTWOOD ECHO_ACTOR.wasm — the actor endpoints of
 # `driftwood serve`, driven with curl: create, message (raw and SSE), fork,
 # snapshot download and upload, delete, bounds (413, deep JSON, hostile
-# snapshots), overload (429), and kill -9 during a burst of messages: after a
+# snapshots, --max-memory), overload (429), and kill -9 during a burst of messages: after a
 # restart no acknowledged message is lost.
 set -u
 bin=$1 echo_wasm=$2
@@ -17,7 +17,7 @@ expect() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2', want '$3'";
 start() {
   rm -f "$dir/ready"
   "$bin" serve --listen 127.0.0.1:0 --ready-file "$dir/ready" --state-dir "$dir/state" --module echo="$echo_wasm" \
-    --workers 2 --max-queue "${MAXQ:-4096}" --max-body 64KiB --max-upload 8MiB 2>>"$dir/log" &
+    --workers 2 --max-queue "${MAXQ:-4096}" --max-body 64KiB --max-upload 8MiB ${EXTRA:-} 2>>"$dir/log" &
   pid=$!
   for _ in $(seq 300); do [ -s "$dir/ready" ] && break; sleep 0.1; done
   A=http://$(cat "$dir/ready")
@@ -87,13 +87,23 @@ for f in "$dir"/state/actors/*.dws; do
 done
 [ $lost = 0 ] && ok "every snapshot is valid after the kill"
 
-# overload: a tiny queue answers 429 with Retry-After instead of growing
+# --max-memory: a message that grows past the cap traps and leaves no effect
 kill -TERM $pid; wait $pid
+EXTRA="--max-memory 2MiB" start
+curl -s -o /dev/null -XPOST "$A/v1/actors" -d '{"module":"echo","id":"small"}'
+expect "a grow past --max-memory traps" "$(code -XPOST "$A/v1/actors/small/messages" --data-binary grow)" 422
+expect "the capped actor answers after it" "$(curl -s -XPOST "$A/v1/actors/small/messages" --data-binary s)" "1: s"
+kill -TERM $pid; wait $pid
+
+# overload: a tiny queue answers 429 with Retry-After instead of growing
 MAXQ=1 start
 curl -s -o /dev/null -XPOST "$A/v1/actors" -d '{"module":"echo","id":"busy"}'
 for i in $(seq 12); do curl -s -o /dev/null -m 3 -XPOST "$A/v1/actors/busy/messages" --data-binary spin & done
-sleep 0.5
-hdr=$(curl -s -D - -o /dev/null -XPOST "$A/v1/actors/e1/messages" --data-binary q)
+for _ in $(seq 20); do # until the spins have reached the queue (slow under sanitizers)
+  sleep 0.25
+  hdr=$(curl -s -D - -o /dev/null -XPOST "$A/v1/actors/e1/messages" --data-binary q)
+  case $hdr in *" 429"*) break ;; esac
+done
 case $hdr in *" 429"*[Rr]etry-[Aa]fter*) ok "a full queue answers 429 with Retry-After" ;; *) bad "overload: $hdr" ;; esac
 kill -9 $pid; wait $pid 2>/dev/null; pid=
 wait
