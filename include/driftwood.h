@@ -53,6 +53,7 @@ typedef enum dw_status {
   DW_ERR_MISALIGNED = 14,   /* a pointer lacks the alignment required */
   DW_ERR_BAD_MODEL = 15,    /* a malformed or inconsistent model (GGUF) file */
   DW_ERR_BAD_SNAPSHOT = 16, /* a truncated, corrupt or malformed snapshot */
+  DW_ERR_CANCELLED = 17,    /* the caller stopped the call (its receiver went away) */
 } dw_status;
 
 /* The calling thread's message for the last failure (never NULL). */
@@ -250,7 +251,7 @@ DW_API dw_status dw_actor_send(dw_actor *a, const void *msg, size_t len, int out
 /* Like dw_actor_send, but each of the guest's emit calls is handed to
  * fn(ctx, data, len) on the calling thread, one call per emit. When fn
  * returns non-zero the message is cancelled: the guest is stopped inside
- * that emit and dw_actor_send_cb returns DW_ERR_IO (discard the actor, as
+ * that emit and dw_actor_send_cb returns DW_ERR_CANCELLED (discard the actor, as
  * after a trap; its last snapshot is intact). */
 typedef int (*dw_emit_fn)(void *ctx, const void *data, size_t len);
 DW_API dw_status dw_actor_send_cb(dw_actor *a, const void *msg, size_t len, dw_emit_fn fn, void *ctx,

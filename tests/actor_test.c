@@ -210,6 +210,24 @@ static void reply(dw_actor *a, const char *msg, char *buf, size_t cap) {
   close(p[0]);
 }
 
+static int stop_at_first_emit(void *ctx, const void *data, size_t len) {
+  (void)data, (void)len;
+  ++*(int *)ctx;
+  return 1;
+}
+
+Test(snapshot, a_receiver_that_goes_away_cancels_the_message) {
+  dw_actor *a;
+  cr_assert_eq(dw_actor_spawn(MOD, &a), DW_OK, "%s", dw_last_error());
+  int calls = 0;
+  int32_t r = 0;
+  dw_status st = dw_actor_send_cb(a, "hello", 5, stop_at_first_emit, &calls, &r);
+  cr_assert_eq(st, DW_ERR_CANCELLED, "%s (%s)", dw_status_str(st), dw_last_error());
+  cr_assert_str_eq(dw_status_str(st), "cancelled");
+  cr_assert_eq(calls, 1, "the guest went on emitting after the cancel");
+  dw_actor_destroy(a);
+}
+
 Test(snapshot, fork_in_process_and_buffer_round_trip) {
   dw_actor *a, *f, *t;
   char r1[256], r2[256];

@@ -73,7 +73,7 @@ static uint32_t h_emit(dw_instance *inst, uint32_t ptr, uint32_t len) {
   if (ab->emit_fn) {
     if (ab->emit_fn(ab->emit_ctx, s, len) == 0) return DW_OK;
     /* the receiver went away: stop the guest here (it holds nothing) */
-    dw_rt_host_error(dw_error_set(DW_ERR_IO, "cancelled: the receiver of the replies went away"));
+    dw_rt_host_error(dw_error_set(DW_ERR_CANCELLED, "cancelled: the receiver of the replies went away"));
   }
   while (len) {
     ssize_t w = write(ab->emit_fd, s, len);

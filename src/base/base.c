@@ -41,6 +41,7 @@ const char *dw_status_str(dw_status st) {
   case DW_ERR_MISALIGNED: return "misaligned";
   case DW_ERR_BAD_MODEL: return "bad model file";
   case DW_ERR_BAD_SNAPSHOT: return "bad snapshot";
+  case DW_ERR_CANCELLED: return "cancelled";
   }
   return "unknown status";
 }

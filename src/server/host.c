@@ -334,7 +334,7 @@ static void *worker(void *arg) {
     if (j->kind == DW_JOB_MESSAGE) {
       h->totals.messages++;
       a->messages += st == DW_OK;
-      if (st == DW_ERR_IO && strstr(j->error, "cancelled")) h->totals.cancelled++;
+      if (st == DW_ERR_CANCELLED) h->totals.cancelled++;
       else if (st) h->totals.failed++;
     }
     if (st) snprintf(a->last_error, sizeof a->last_error, "%s", j->error);

@@ -277,7 +277,7 @@ static void comp_release(dw_host_job *j) {
     const char *type, *code, *msg;
     comp_failure(c, &status, &type, &code, &msg);
     sse_data(c->st, json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type", type, "code", code));
-    if (j->st == DW_ERR_IO) atomic_fetch_add(&c->s->m.streams_cancelled, 1);
+    if (j->st == DW_ERR_CANCELLED) atomic_fetch_add(&c->s->m.streams_cancelled, 1);
   }
   dw_stream_close(c->st, false);
 }
