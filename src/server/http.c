@@ -345,6 +345,8 @@ static enum MHD_Result actors_create(dw_srv *s, dw_req *r) {
     st = dw_host_spawn(s->host, module ? module : "", jid ? jid : want, id);
     json_decref(j);
   }
+  if (st == DW_ERR_LIMIT && is_octets(r)) /* the snapshot needs more than --max-memory (no queue is involved) */
+    return dw_reply_error(s, r, 413, "invalid_request_error", dw_status_str(st), "%s", dw_last_error());
   if (st) return job_error(s, r, st, dw_last_error());
   dw_host_actor_info info;
   if (dw_host_info(s->host, id, &info)) return dw_reply_error(s, r, 500, "server_error", NULL, "actor vanished");
@@ -481,7 +483,7 @@ static enum MHD_Result actor_fork(dw_srv *s, dw_req *r, const char *id) {
     dw_host_job_fini(&j);
     return dw_reply_error(s, r, 400, "invalid_request_error", "invalid_id", "invalid actor id (1-64 of A-Z a-z 0-9 _ - .)");
   }
-  if (want) snprintf(j.new_id, sizeof j.new_id, "%s", want);
+  if (want) snprintf(j.new_id, sizeof j.new_id, "%.*s", DW_HOST_ID_MAX, want); /* valid: at most that long */
   dw_status st = run_wait(s, id, &j);
   enum MHD_Result ret;
   dw_host_actor_info info;

@@ -87,9 +87,16 @@ for f in "$dir"/state/actors/*.dws; do
 done
 [ $lost = 0 ] && ok "every snapshot is valid after the kill"
 
-# --max-memory: a message that grows past the cap traps and leaves no effect
+# --max-memory: a message that grows past the cap traps and leaves no effect,
+# and a snapshot with more memory than the cap is refused (413, not 429)
+curl -s -o /dev/null -XPOST "$A/v1/actors" -d '{"module":"echo","id":"big"}'
+curl -s -o /dev/null -XPOST "$A/v1/actors/big/messages" --data-binary grow
+code "$A/v1/actors/big/snapshot" >/dev/null && cp "$dir/out" "$dir/big.dws"
 kill -TERM $pid; wait $pid
 EXTRA="--max-memory 2MiB" start
+expect "a snapshot over --max-memory is refused" "$(code -XPOST "$A/v1/actors?id=big2" \
+  -H 'Content-Type: application/octet-stream' --data-binary @"$dir/big.dws")" 413
+case $(cat "$dir/out") in *"memory cannot grow"*) ok "the refusal says why" ;; *) bad "the refusal: $(cat "$dir/out")" ;; esac
 curl -s -o /dev/null -XPOST "$A/v1/actors" -d '{"module":"echo","id":"small"}'
 expect "a grow past --max-memory traps" "$(code -XPOST "$A/v1/actors/small/messages" --data-binary grow)" 422
 expect "the capped actor answers after it" "$(curl -s -XPOST "$A/v1/actors/small/messages" --data-binary s)" "1: s"
