@@ -480,8 +480,12 @@ static dw_status load_embedded(dw_runtime *rt, const dw_snap_sec *sec, dw_module
 static dw_status clear_memory(dw_actor *a, uint64_t size, uint32_t pages, dw_mem **out) {
   *out = NULL;
   dw_status st = dw_instance_grow_to(a->g.inst, pages);
-  if (st) return st;
   dw_mem *mem = dw_instance_memory(a->g.inst);
+  if (st == DW_ERR_LIMIT && mem)
+    return dw_error_set(DW_ERR_LIMIT, "snapshot: its memory of %u pages is more than this actor may have: memory cannot "
+                        "grow past %u pages (the module's maximum or the actor memory limit, --max-memory)", pages,
+                        mem->max_pages);
+  if (st) return st;
   if ((mem ? mem->size : 0) != size)
     return BAD("the snapshot's memory (%llu bytes) does not fit the module's (%llu)", (unsigned long long)size,
                (unsigned long long)(mem ? mem->size : 0));

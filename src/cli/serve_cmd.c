@@ -144,21 +144,15 @@ int dw_cli_serve(int argc, char **argv) {
       else if (!strcmp(a, "--workers")) c.workers = (int)v;
       else if (!strcmp(a, "--max-queue")) c.max_queue = (int)v;
       else c.max_connections = (int)v;
-    } else if (!strcmp(a, "--max-memory")) {
-      if (!need(i, argc, a)) goto out;
-      if (dw_parse_size(argv[++i], &sz) != DW_OK || !sz) {
-        fprintf(stderr, "driftwood serve: --max-memory wants a size (e.g. 64MiB), not '%s'\n", argv[i]);
-        goto out;
-      }
-      c.runtime.actor_memory_limit_bytes = sz;
-    } else if (!strcmp(a, "--max-body") || !strcmp(a, "--max-upload")) {
+    } else if (!strcmp(a, "--max-body") || !strcmp(a, "--max-upload") || !strcmp(a, "--max-memory")) {
       if (!need(i, argc, a)) goto out;
       if (dw_parse_size(argv[++i], &sz) != DW_OK || !sz) {
         fprintf(stderr, "driftwood serve: %s wants a size (e.g. 4MiB), not '%s'\n", a, argv[i]);
         goto out;
       }
       if (!strcmp(a, "--max-body")) c.max_body = sz;
-      else c.max_upload = sz;
+      else if (!strcmp(a, "--max-upload")) c.max_upload = sz;
+      else c.runtime.actor_memory_limit_bytes = sz;
     } else if (!strcmp(a, "--timeout")) {
       if (!need(i, argc, a) || !dw_cli_parse_timeout(argv[++i], &ms)) goto out;
       c.runtime.time_limit_ms = ms;

@@ -100,7 +100,7 @@ unsigned dw_status_http(dw_status st) {
   case DW_ERR_BAD_MODULE:
   case DW_ERR_OVERFLOW: return 400;
   case DW_ERR_NOT_FOUND: return 404;
-  case DW_ERR_LIMIT: return 429;
+  case DW_ERR_LIMIT: return 413; /* a limit the request ran into; a full queue is 429 (job_error) */
   case DW_ERR_TRAP: return 422;
   case DW_ERR_UNSUPPORTED: return 501;
   default: return 500;
@@ -311,16 +311,20 @@ static bool is_octets(dw_req *r) {
   return ct && !strncasecmp(ct, "application/octet-stream", 24);
 }
 
-static enum MHD_Result job_error(dw_srv *s, dw_req *r, dw_status st, const char *msg) {
+/* A failed job's answer. `refused`: the host never queued it, and a
+ * DW_ERR_LIMIT then means a full queue or mailbox (429 + Retry-After);
+ * once queued, a limit is the job's own (a snapshot over --max-memory). */
+static enum MHD_Result job_error(dw_srv *s, dw_req *r, dw_status st, const char *msg, bool refused) {
+  if (refused && st == DW_ERR_LIMIT) return dw_reply_busy(s, r, msg);
   unsigned code = dw_status_http(st);
-  if (code == 429) return dw_reply_busy(s, r, msg);
   return dw_reply_error(s, r, code, code >= 500 ? "server_error" : "invalid_request_error", dw_status_str(st), "%s",
                         msg);
 }
 
-/* Runs a job on actor id and waits for it. */
-static dw_status run_wait(dw_srv *s, const char *id, dw_host_job *j) {
+/* Runs a job on actor id and waits for it; *refused: the host did not queue it. */
+static dw_status run_wait(dw_srv *s, const char *id, dw_host_job *j, bool *refused) {
   dw_status st = dw_host_submit(s->host, id, j);
+  *refused = st != DW_OK;
   if (st) {
     snprintf(j->error, sizeof j->error, "%s", dw_last_error());
     return st;
@@ -345,9 +349,7 @@ static enum MHD_Result actors_create(dw_srv *s, dw_req *r) {
     st = dw_host_spawn(s->host, module ? module : "", jid ? jid : want, id);
     json_decref(j);
   }
-  if (st == DW_ERR_LIMIT && is_octets(r)) /* the snapshot needs more than --max-memory (no queue is involved) */
-    return dw_reply_error(s, r, 413, "invalid_request_error", dw_status_str(st), "%s", dw_last_error());
-  if (st) return job_error(s, r, st, dw_last_error());
+  if (st) return job_error(s, r, st, dw_last_error(), false); /* spawn and thaw run here, queued nowhere */
   dw_host_actor_info info;
   if (dw_host_info(s->host, id, &info)) return dw_reply_error(s, r, 500, "server_error", NULL, "actor vanished");
   return dw_reply_json(s, r, 201, actor_json(&info));
@@ -446,11 +448,11 @@ static enum MHD_Result actor_message(dw_srv *s, dw_req *r, const char *id) {
     dw_stream_unref(st);
     dw_stream_set_owner(st, msg_call_free, c);
     dw_stream_unref(st);
-    return job_error(s, r, sst, msg);
+    return job_error(s, r, sst, msg, true);
   }
   /* Before the status line: the first output, or the end without any. */
   if (!dw_stream_wait_first(st) && c->job.st != DW_OK) {
-    enum MHD_Result ret = job_error(s, r, c->job.st, c->job.error);
+    enum MHD_Result ret = job_error(s, r, c->job.st, c->job.error, false);
     dw_stream_set_owner(st, msg_call_free, c);
     dw_stream_unref(st);
     return ret;
@@ -484,10 +486,11 @@ static enum MHD_Result actor_fork(dw_srv *s, dw_req *r, const char *id) {
     return dw_reply_error(s, r, 400, "invalid_request_error", "invalid_id", "invalid actor id (1-64 of A-Z a-z 0-9 _ - .)");
   }
   if (want) snprintf(j.new_id, sizeof j.new_id, "%.*s", DW_HOST_ID_MAX, want); /* valid: at most that long */
-  dw_status st = run_wait(s, id, &j);
+  bool refused;
+  dw_status st = run_wait(s, id, &j, &refused);
   enum MHD_Result ret;
   dw_host_actor_info info;
-  if (st) ret = job_error(s, r, st, j.error);
+  if (st) ret = job_error(s, r, st, j.error, refused);
   else if (dw_host_info(s->host, j.new_id, &info)) ret = dw_reply_error(s, r, 500, "server_error", NULL, "fork vanished");
   else ret = dw_reply_json(s, r, 201, actor_json(&info));
   dw_host_job_fini(&j);
@@ -499,10 +502,11 @@ static enum MHD_Result actor_snapshot(dw_srv *s, dw_req *r, const char *id) {
   dw_host_job_init(&j, DW_JOB_FREEZE);
   const char *embed = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "embed_module");
   if (embed && strcmp(embed, "0") && strcmp(embed, "false")) j.freeze_flags |= DW_FREEZE_EMBED_MODULE;
-  dw_status st = run_wait(s, id, &j);
+  bool refused;
+  dw_status st = run_wait(s, id, &j, &refused);
   enum MHD_Result ret;
   if (st) {
-    ret = job_error(s, r, st, j.error);
+    ret = job_error(s, r, st, j.error, refused);
   } else {
     struct MHD_Response *resp = MHD_create_response_from_buffer(j.snapshot_len, j.snapshot, MHD_RESPMEM_MUST_FREE);
     if (resp) {
@@ -522,8 +526,9 @@ static enum MHD_Result actor_snapshot(dw_srv *s, dw_req *r, const char *id) {
 static enum MHD_Result actor_delete(dw_srv *s, dw_req *r, const char *id) {
   dw_host_job j;
   dw_host_job_init(&j, DW_JOB_DELETE);
-  dw_status st = run_wait(s, id, &j);
-  enum MHD_Result ret = st ? job_error(s, r, st, j.error)
+  bool refused;
+  dw_status st = run_wait(s, id, &j, &refused);
+  enum MHD_Result ret = st ? job_error(s, r, st, j.error, refused)
                            : dw_reply_json(s, r, 200, json_pack("{s:s,s:s,s:b}", "id", id, "object", "actor", "deleted", 1));
   dw_host_job_fini(&j);
   return ret;
