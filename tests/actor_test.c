@@ -9,6 +9,7 @@
 #include "sh.h"
 
 #include "actor/internal.h"
+#include "actor/snapshot.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define DW DW_TEST_DRIFTWOOD
 #define DEMO DW_TEST_SOURCE "/models/demo-tiny-q8_0.gguf"
@@ -101,7 +103,7 @@ Test(actor, inspect_and_module_checks) {
   cr_assert_eq(sh(DW " actor spawn --module " ECHO " --model default=" DEMO " --state %s/s.dws --no-embed-module && " DW
                   " actor send --state %s/s.dws --module " ECHO " 'llm a b c'", dir, dir), 0, "%s", out);
   cr_assert_eq(sh(DW " actor inspect %s/s.dws", dir), 0, "%s", out);
-  cr_assert(strstr(out, "format version 2") && strstr(out, "module sha256 ") && strstr(out, "model 1 'default'") &&
+  cr_assert(strstr(out, "format version 3") && strstr(out, "module sha256 ") && strstr(out, "model 1 'default'") &&
             strstr(out, "session 1: model 1, ") && strstr(out, "section pages") && strstr(out, "copy-on-write"),
             "%s", out);
   cr_assert_null(strstr(out, "section module"), "--no-embed-module: %s", out);
@@ -343,7 +345,7 @@ Test(snapshot, thaw_maps_memory_copy_on_write_and_fork_shares_it) {
   memcpy(buf + 8, &v, 4);
   cr_assert_eq(dw_actor_thaw(RT, MOD, buf, n, &t1, &rep), DW_OK, "%s", dw_last_error());
   dw_actor_destroy(t1);
-  v = 3;
+  v = DW_SNAP_VERSION + 1;
   memcpy(buf + 8, &v, 4);
   cr_assert_eq(dw_actor_thaw(RT, MOD, buf, n, &t1, &rep), DW_ERR_UNSUPPORTED);
   free(buf);
@@ -423,6 +425,88 @@ Test(snapshot, truncated_and_corrupted_snapshots_are_refused) {
   free(bad);
   free(buf);
   dw_actor_destroy(a);
+}
+
+/* The container's piecewise checksum (snapshot.h), computed here from its
+ * definition with the xxhash library, against what the writer stored. */
+static void piecewise_digest(uint32_t type, uint32_t flags, const uint8_t *p, uint64_t n, uint8_t out[16]) {
+  uint8_t hdr[24];
+  uint64_t raw = n;
+  memcpy(hdr, &type, 4), memcpy(hdr + 4, &flags, 4), memcpy(hdr + 8, &raw, 8), memcpy(hdr + 16, &n, 8);
+  XXH3_state_t *st = XXH3_createState();
+  XXH3_128bits_reset(st);
+  XXH3_128bits_update(st, hdr, sizeof hdr);
+  for (uint64_t off = 0; off < n; off += DW_SNAP_PIECE) {
+    XXH64_canonical_t c;
+    XXH64_canonicalFromHash(&c, XXH3_64bits(p + off, n - off < DW_SNAP_PIECE ? n - off : DW_SNAP_PIECE));
+    XXH3_128bits_update(st, &c, sizeof c);
+  }
+  XXH128_canonicalFromHash((XXH128_canonical_t *)out, XXH3_128bits_digest(st));
+  XXH3_freeState(st);
+}
+
+Test(snapshot, large_sections_have_piecewise_checksums_that_catch_every_piece) {
+  size_t big = 20 * DW_SNAP_PIECE + 12345; /* 21 pieces, the last one short */
+  uint8_t *raw = malloc(big);
+  srand(5);
+  for (size_t i = 0; i < big; i++) raw[i] = (uint8_t)rand();
+  dw_bytes b;
+  dw_snap_begin(&b);
+  dw_snap_add(&b, DW_SEC_GLOBALS, "small", 5, false);
+  dw_snap_add(&b, DW_SEC_MEMORY, raw, big, false);
+  cr_assert_eq(dw_snap_end(&b), DW_OK);
+  uint32_t version, flags1, flags2;
+  memcpy(&version, b.p + 8, 4);
+  size_t sec2 = 16 + 40 + 5; /* header, then the small section */
+  memcpy(&flags1, b.p + 16 + 4, 4), memcpy(&flags2, b.p + sec2 + 4, 4);
+  cr_assert_eq(version, 3);
+  cr_assert_eq(flags1, 0, "a small section is checked flat");
+  cr_assert_eq(flags2, DW_SNAP_FLAG_PIECEWISE);
+  uint8_t want[16];
+  piecewise_digest(DW_SEC_MEMORY, flags2, raw, big, want);
+  cr_assert(!memcmp(b.p + sec2 + 24, want, 16), "the stored checksum is not the documented piecewise one");
+  dw_snap s;
+  cr_assert_eq(dw_snap_parse(b.p, b.n, &s), DW_OK, "%s", dw_last_error());
+  cr_assert(s.n == 2 && s.sec[1].flags == 0 && s.sec[1].stored_len == big && !memcmp(s.sec[1].stored, raw, big));
+  dw_snap_free(&s);
+  /* a flipped bit in any piece, the short last one included, is caught */
+  size_t payload = sec2 + 40;
+  for (size_t piece = 0; piece <= big / DW_SNAP_PIECE; piece++) {
+    size_t at = payload + piece * DW_SNAP_PIECE + (size_t)rand() % (piece == big / DW_SNAP_PIECE ? 12345 : DW_SNAP_PIECE);
+    b.p[at] ^= 0x10;
+    cr_assert_eq(dw_snap_parse(b.p, b.n, &s), DW_ERR_BAD_SNAPSHOT, "a flip in piece %zu passed", piece);
+    cr_assert(strstr(dw_last_error(), "checksum"), "%s", dw_last_error());
+    b.p[at] ^= 0x10;
+  }
+  /* deferred: the large section's check runs on other threads and is
+   * reported by dw_snap_check_end; other types are still checked at once */
+  dw_snap_check *chk;
+  cr_assert_eq(dw_snap_parse_deferred(b.p, b.n, 1u << DW_SEC_MEMORY, &s, &chk), DW_OK);
+  cr_assert_not_null(chk);
+  cr_assert_eq(dw_snap_check_end(chk), DW_OK, "%s", dw_last_error());
+  dw_snap_free(&s);
+  b.p[payload + 7 * DW_SNAP_PIECE + 99] ^= 1;
+  cr_assert_eq(dw_snap_parse_deferred(b.p, b.n, 1u << DW_SEC_MEMORY, &s, &chk), DW_OK, "the check was not deferred");
+  cr_assert_eq(dw_snap_check_end(chk), DW_ERR_BAD_SNAPSHOT);
+  cr_assert(strstr(dw_last_error(), "section 1") && strstr(dw_last_error(), "checksum"), "%s", dw_last_error());
+  dw_snap_free(&s);
+  cr_assert_eq(dw_snap_parse_deferred(b.p, b.n, 1u << DW_SEC_SESSION, &s, &chk), DW_ERR_BAD_SNAPSHOT);
+  cr_assert_null(chk);
+  b.p[payload + 7 * DW_SNAP_PIECE + 99] ^= 1;
+  cr_assert_eq(dw_snap_check_end(NULL), DW_OK);
+  /* a version 2 file knows no piecewise flag; its flat sections still parse */
+  uint32_t v2 = 2;
+  memcpy(b.p + 8, &v2, 4);
+  cr_assert_eq(dw_snap_parse(b.p, b.n, &s), DW_ERR_BAD_SNAPSHOT);
+  cr_assert(strstr(dw_last_error(), "impossible header"), "%s", dw_last_error());
+  dw_bytes f;
+  dw_snap_begin(&f);
+  dw_snap_add(&f, DW_SEC_GLOBALS, "small", 5, false);
+  cr_assert_eq(dw_snap_end(&f), DW_OK);
+  memcpy(f.p + 8, &v2, 4);
+  cr_assert_eq(dw_snap_parse(f.p, f.n, &s), DW_OK, "%s", dw_last_error());
+  dw_snap_free(&s);
+  free(f.p), free(b.p), free(raw);
 }
 
 Test(snapshot, another_model_is_refused_another_quantisation_reprefills) {

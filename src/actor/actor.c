@@ -726,8 +726,12 @@ static dw_status thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t l
                       dw_thaw_report *rep) {
   *out = NULL;
   if (rep) memset(rep, 0, sizeof *rep);
+  /* a KV session's checksum is computed by other threads while the thaw
+   * goes on (its bytes are read bounds-checked meanwhile, and an actor
+   * whose snapshot fails it is not handed out) */
   dw_snap s;
-  dw_status st = dw_snap_parse(buf, len, &s);
+  dw_snap_check *chk;
+  dw_status st = dw_snap_parse_deferred(buf, len, 1u << DW_SEC_SESSION, &s, &chk);
   if (st) return st;
   const dw_snap_sec *meta = find(&s, DW_SEC_META), *mem = find(&s, DW_SEC_MEMORY), *pgs = find(&s, DW_SEC_PAGES),
                     *glob = find(&s, DW_SEC_GLOBALS), *models = find(&s, DW_SEC_MODELS),
@@ -790,7 +794,9 @@ static dw_status thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t l
   if (tabs && (st = restore_tables(a, tabs))) goto out;
   for (uint32_t i = 0; i < s.n && !st; i++)
     if (s.sec[i].type == DW_SEC_SESSION) st = restore_session(a, &s.sec[i], models, rep);
-out:
+out:;
+  dw_status checked = dw_snap_check_end(chk);
+  if (checked) st = checked; /* a failed checksum explains whatever else went wrong */
   dw_snap_free(&s);
   if (st) {
     dw_actor_destroy(a);
@@ -810,11 +816,13 @@ dw_status dw_actor_thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t
 dw_status dw_actor_thaw_file(dw_runtime *rt, dw_module *m, const char *path, dw_actor **out, dw_thaw_report *rep) {
   *out = NULL;
   /* mapped, not read: the page cache is used in place; memory pages are
-   * mapped from fd too, and those mappings outlive it */
+   * mapped from fd too, and those mappings outlive it. Not populated: the
+   * threads that check a large section's pieces fault its pages in
+   * together, faster than one thread populating the whole file first. */
   const uint8_t *buf;
   size_t n;
   int fd;
-  dw_status st = dw_file_map(path, true, &buf, &n, &fd);
+  dw_status st = dw_file_map(path, false, &buf, &n, &fd);
   if (st) return st;
   st = thaw(rt, m, buf ? buf : (const uint8_t *)"", n, fd, out, rep);
   close(fd);

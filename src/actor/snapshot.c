@@ -4,9 +4,12 @@
  */
 #include "actor/snapshot.h"
 
-#include <xxhash.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
 #include <zstd.h>
 
 static const char MAGIC[8] = {'D', 'W', 'S', 'N', 'A', 'P', '\r', '\n'};
@@ -81,19 +84,133 @@ void dw_get_str(dw_reader *r, char *out, size_t cap) {
   if (memchr(out, 0, n)) r->bad = true;
 }
 
-/* XXH3-128 over the section header fields and the stored bytes, stored
- * big-endian (XXH's canonical form). */
-static void sec_hash(uint32_t type, uint32_t flags, uint64_t raw, uint64_t stored_len, const uint8_t *stored,
-                     uint8_t out[16]) {
-  uint8_t hdr[24];
-  dw_bytes b = {hdr, 0, sizeof hdr, false};
+/* Piecewise checksums: the XXH3-64 of each DW_SNAP_PIECE bytes of a
+ * section's stored bytes, computed by several threads, which take pieces in
+ * turn. */
+enum { MAX_HASH_THREADS = 16, PIECES_PER_THREAD = 4 };
+
+typedef struct piece_job {
+  const uint8_t *p;
+  uint64_t n;
+  uint64_t *out;           /* [n_pieces] */
+  size_t n_pieces;
+  _Atomic size_t next;
+} piece_job;
+
+static void *piece_worker(void *arg) {
+  piece_job *j = arg;
+  for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n_pieces;) {
+    uint64_t off = (uint64_t)i * DW_SNAP_PIECE, left = j->n - off;
+    j->out[i] = XXH3_64bits(j->p + off, left < DW_SNAP_PIECE ? left : DW_SNAP_PIECE);
+  }
+  return NULL;
+}
+
+static bool piece_job_init(piece_job *j, const uint8_t *p, uint64_t n) {
+  *j = (piece_job){.p = p, .n = n, .n_pieces = (size_t)((n + DW_SNAP_PIECE - 1) / DW_SNAP_PIECE)};
+  atomic_init(&j->next, 0);
+  return (j->out = malloc((j->n_pieces ? j->n_pieces : 1) * sizeof *j->out)) != NULL;
+}
+
+/* How many threads (the caller's included) for n_pieces, at most `cap`. */
+static size_t hash_threads(size_t n_pieces, size_t cap) {
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  size_t want = n_pieces / PIECES_PER_THREAD;
+  if (cpus > 0 && want > (size_t)cpus) want = (size_t)cpus;
+  if (want > cap) want = cap;
+  return want ? want : 1;
+}
+
+/* The header fields a section's checksum starts with. */
+static void sec_header(uint32_t type, uint32_t flags, uint64_t raw, uint64_t stored_len, uint8_t hdr[24]) {
+  dw_bytes b = {hdr, 0, 24, false};
   dw_put_u32(&b, type), dw_put_u32(&b, flags), dw_put_u64(&b, raw), dw_put_u64(&b, stored_len);
+}
+
+/* XXH3-128 over the header fields and then either the stored bytes or the
+ * big-endian piece digests; stored big-endian (XXH's canonical form). */
+static bool sec_digest(const uint8_t hdr[24], const uint8_t *stored, uint64_t stored_len, const piece_job *pieces,
+                       uint8_t out[16]) {
+  uint8_t *be = NULL;
+  if (pieces) {
+    if (!(be = malloc((pieces->n_pieces ? pieces->n_pieces : 1) * 8))) return false;
+    for (size_t i = 0; i < pieces->n_pieces; i++)
+      XXH64_canonicalFromHash((XXH64_canonical_t *)(be + 8 * i), pieces->out[i]);
+  }
   XXH3_state_t *st = XXH3_createState();
+  if (!st) {
+    free(be);
+    return false;
+  }
   XXH3_128bits_reset(st);
-  XXH3_128bits_update(st, hdr, sizeof hdr);
-  XXH3_128bits_update(st, stored, stored_len);
+  XXH3_128bits_update(st, hdr, 24);
+  if (be) XXH3_128bits_update(st, be, pieces->n_pieces * 8);
+  else XXH3_128bits_update(st, stored, stored_len);
   XXH128_canonicalFromHash((XXH128_canonical_t *)out, XXH3_128bits_digest(st));
   XXH3_freeState(st);
+  free(be);
+  return true;
+}
+
+/* A section's checksum, on this thread and (piecewise) helpers it starts
+ * and joins. False when out of memory. */
+static bool sec_hash(uint32_t type, uint32_t flags, uint64_t raw, uint64_t stored_len, const uint8_t *stored,
+                     uint8_t out[16]) {
+  uint8_t hdr[24];
+  sec_header(type, flags, raw, stored_len, hdr);
+  if (!(flags & DW_SNAP_FLAG_PIECEWISE)) return sec_digest(hdr, stored, stored_len, NULL, out);
+  piece_job j;
+  if (!piece_job_init(&j, stored, stored_len)) return false;
+  pthread_t th[MAX_HASH_THREADS];
+  size_t want = hash_threads(j.n_pieces, MAX_HASH_THREADS), started = 0;
+  while (started + 1 < want && pthread_create(&th[started], NULL, piece_worker, &j) == 0) started++;
+  piece_worker(&j);
+  for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
+  bool ok = sec_digest(hdr, stored, stored_len, &j, out);
+  free(j.out);
+  return ok;
+}
+
+/* Checks left running by dw_snap_parse_deferred. */
+typedef struct deferred {
+  uint32_t index, type;
+  uint8_t hdr[24], want[16];
+  piece_job j;
+} deferred;
+
+struct dw_snap_check {
+  deferred *d;
+  size_t n, cap;
+  pthread_t th[MAX_HASH_THREADS];
+  size_t n_threads;
+};
+
+static void *check_worker(void *arg) {
+  dw_snap_check *c = arg;
+  for (size_t k = 0; k < c->n; k++) piece_worker(&c->d[k].j);
+  return NULL;
+}
+
+static void check_free(dw_snap_check *c) {
+  for (size_t k = 0; c && k < c->n; k++) free(c->d[k].j.out);
+  if (c) free(c->d);
+  free(c);
+}
+
+dw_status dw_snap_check_end(dw_snap_check *c) {
+  if (!c) return DW_OK;
+  if (c->n_threads == 0) check_worker(c); /* none could start: check here */
+  for (size_t i = 0; i < c->n_threads; i++) pthread_join(c->th[i], NULL);
+  dw_status st = DW_OK;
+  for (size_t k = 0; !st && k < c->n; k++) {
+    uint8_t got[16];
+    if (!sec_digest(c->d[k].hdr, NULL, 0, &c->d[k].j, got)) st = dw_error_set(DW_ERR_NOMEM, "snapshot: checksums");
+    else if (memcmp(got, c->d[k].want, 16))
+      st = dw_error_set(DW_ERR_BAD_SNAPSHOT, "invalid snapshot: section %u (type %u) fails its checksum",
+                        c->d[k].index, c->d[k].type);
+  }
+  check_free(c);
+  return st;
 }
 
 void dw_snap_begin(dw_bytes *out) {
@@ -115,9 +232,10 @@ void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool c
   }
   const uint8_t *stored = z ? z : raw;
   uint64_t sn = z ? zn : n;
+  uint32_t flags = (z ? DW_SNAP_FLAG_ZSTD : 0u) | (sn >= DW_SNAP_PIECEWISE_MIN ? DW_SNAP_FLAG_PIECEWISE : 0u);
   uint8_t h[16];
-  sec_hash(type, z ? 1u : 0u, n, sn, stored, h);
-  dw_put_u32(out, type), dw_put_u32(out, z ? 1u : 0u), dw_put_u64(out, n), dw_put_u64(out, sn);
+  if (!sec_hash(type, flags, n, sn, stored, h)) out->oom = true;
+  dw_put_u32(out, type), dw_put_u32(out, flags), dw_put_u64(out, n), dw_put_u64(out, sn);
   dw_put(out, h, 16);
   dw_put(out, stored, sn);
   free(z);
@@ -142,7 +260,43 @@ dw_status dw_snap_end(dw_bytes *out) {
 
 #define BAD(...) dw_error_set(DW_ERR_BAD_SNAPSHOT, "invalid snapshot: " __VA_ARGS__)
 
+/* Remembers section i's checksum to be checked by dw_snap_check_end's threads. */
+static bool defer_check(dw_snap_check **cp, uint32_t i, const dw_snap_sec *s, uint32_t flags, const uint8_t want[16]) {
+  dw_snap_check *c = *cp;
+  if (!c && !(c = *cp = calloc(1, sizeof *c))) return false;
+  if (c->n == c->cap) {
+    size_t cap = c->cap ? 2 * c->cap : 4;
+    deferred *d = realloc(c->d, cap * sizeof *d);
+    if (!d) return false;
+    c->d = d, c->cap = cap;
+  }
+  deferred *d = &c->d[c->n];
+  d->index = i, d->type = s->type;
+  sec_header(s->type, flags, s->raw_len, s->stored_len, d->hdr);
+  memcpy(d->want, want, 16);
+  if (!piece_job_init(&d->j, s->stored, s->stored_len)) return false;
+  c->n++;
+  return true;
+}
+
+/* Starts the deferred checks on up to half the CPUs: the caller goes on
+ * with its own work (a thaw's copies) on the others. */
+static void check_start(dw_snap_check *c) {
+  size_t pieces = 0;
+  for (size_t k = 0; k < c->n; k++) pieces += c->d[k].j.n_pieces;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  size_t want = hash_threads(pieces, cpus > 1 ? (size_t)cpus / 2 : 1);
+  while (c->n_threads < want && pthread_create(&c->th[c->n_threads], NULL, check_worker, c) == 0) c->n_threads++;
+}
+
 dw_status dw_snap_parse(const uint8_t *buf, size_t n, dw_snap *out) {
+  return dw_snap_parse_deferred(buf, n, 0, out, NULL);
+}
+
+dw_status dw_snap_parse_deferred(const uint8_t *buf, size_t n, uint32_t defer_types, dw_snap *out,
+                                 dw_snap_check **check) {
+  dw_snap_check *chk = NULL;
+  if (check) *check = NULL;
   memset(out, 0, sizeof *out);
   dw_reader r = {buf, buf + n, false};
   const uint8_t *m = dw_get(&r, 8);
@@ -157,28 +311,45 @@ dw_status dw_snap_parse(const uint8_t *buf, size_t n, dw_snap *out) {
   if (!(out->sec = calloc(out->n ? out->n : 1, sizeof *out->sec))) return dw_error_set(DW_ERR_NOMEM, "snapshot");
   for (uint32_t i = 0; i < out->n; i++) {
     dw_snap_sec *s = &out->sec[i];
-    s->type = dw_get_u32(&r), s->flags = dw_get_u32(&r), s->raw_len = dw_get_u64(&r), s->stored_len = dw_get_u64(&r);
+    uint32_t flags;
+    s->type = dw_get_u32(&r), flags = dw_get_u32(&r), s->raw_len = dw_get_u64(&r), s->stored_len = dw_get_u64(&r);
+    s->flags = flags & DW_SNAP_FLAG_ZSTD;
     const uint8_t *h = dw_get(&r, 16);
     if (r.bad || s->stored_len > (uint64_t)(r.end - r.p)) {
+      check_free(chk);
       dw_snap_free(out);
       return BAD("section %u runs past the end of the file (truncated?)", i);
     }
-    if (s->flags > 1 || s->raw_len > DW_SNAP_MAX_RAW || (!s->flags && s->raw_len != s->stored_len)) {
+    uint32_t known = out->version >= 3 ? DW_SNAP_FLAG_ZSTD | DW_SNAP_FLAG_PIECEWISE : DW_SNAP_FLAG_ZSTD;
+    if ((flags & ~known) || s->raw_len > DW_SNAP_MAX_RAW || (!s->flags && s->raw_len != s->stored_len)) {
+      check_free(chk);
       dw_snap_free(out);
       return BAD("section %u has an impossible header", i);
     }
     s->stored = dw_get(&r, s->stored_len);
     uint8_t want[16];
-    sec_hash(s->type, s->flags, s->raw_len, s->stored_len, s->stored, want);
-    if (memcmp(want, h, 16)) {
+    bool defer = check && (flags & DW_SNAP_FLAG_PIECEWISE) && s->type < 32 && (defer_types & (1u << s->type));
+    if (defer ? !defer_check(&chk, i, s, flags, h)
+              : !sec_hash(s->type, flags, s->raw_len, s->stored_len, s->stored, want)) {
+      check_free(chk);
+      dw_snap_free(out);
+      return dw_error_set(DW_ERR_NOMEM, "snapshot: checksums");
+    }
+    if (!defer && memcmp(want, h, 16)) {
+      check_free(chk);
       uint32_t type = s->type;
       dw_snap_free(out);
       return BAD("section %u (type %u) fails its checksum", i, type);
     }
   }
   if (r.p != r.end) {
+    check_free(chk);
     dw_snap_free(out);
     return BAD("%zu bytes of trailing data", (size_t)(r.end - r.p));
+  }
+  if (chk) {
+    check_start(chk);
+    *check = chk;
   }
   return DW_OK;
 }

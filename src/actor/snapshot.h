@@ -4,9 +4,15 @@
  * and payload) and optionally zstd-compressed; plus a bounded byte reader and
  * writer for section payloads.
  *
- * File layout: "DWSNAP\r\n" | u32 version (2; 1 is still read) | u32 n_sections | sections,
- * each: u32 type | u32 flags (1 = zstd) | u64 raw_len | u64 stored_len |
- * 16-byte XXH3-128 of those fields and the stored bytes | stored_len bytes.
+ * File layout: "DWSNAP\r\n" | u32 version (3; 1 and 2 are still read) | u32 n_sections |
+ * sections, each: u32 type | u32 flags | u64 raw_len | u64 stored_len |
+ * 16-byte checksum | stored_len bytes. Flags: 1 = zstd; 2 (version 3) =
+ * piecewise checksum. The checksum is XXH3-128 over the four header fields
+ * (24 bytes, little-endian) followed by the stored bytes, or, piecewise, by
+ * the big-endian XXH3-64 of each DW_SNAP_PIECE bytes of them (the last piece
+ * may be shorter), so a large section is checked by many threads at once.
+ * The writer uses piecewise checksums for sections of DW_SNAP_PIECEWISE_MIN
+ * bytes or more.
  *
  * Invariants: parsing never reads outside the buffer; every length is
  * checked before use; a decompressed section is exactly raw_len bytes
@@ -19,10 +25,14 @@
 
 #include <stdbool.h>
 
-#define DW_SNAP_VERSION 2     /* 2 added the PAGES section */
+#define DW_SNAP_VERSION 3     /* 2 added the PAGES section, 3 piecewise checksums */
 #define DW_SNAP_MIN_VERSION 1
 #define DW_SNAP_MAX_SECTIONS 4096
 #define DW_SNAP_MAX_RAW (64ull << 30)
+#define DW_SNAP_FLAG_ZSTD 1u
+#define DW_SNAP_FLAG_PIECEWISE 2u
+#define DW_SNAP_PIECE (1u << 20)
+#define DW_SNAP_PIECEWISE_MIN (8u << 20)
 
 enum dw_snap_type {
   DW_SEC_META = 1, DW_SEC_MODULE = 2, DW_SEC_MEMORY = 3, DW_SEC_GLOBALS = 4, DW_SEC_MODELS = 5, DW_SEC_SESSION = 6,
@@ -65,7 +75,7 @@ DW_HIDDEN dw_status dw_snap_end(dw_bytes *out);
 DW_HIDDEN size_t dw_snap_next_payload(const dw_bytes *out);
 
 typedef struct dw_snap_sec {
-  uint32_t type, flags;
+  uint32_t type, flags;   /* flags: DW_SNAP_FLAG_ZSTD or 0 (how it is checked is the parser's business) */
   uint64_t raw_len, stored_len;
   const uint8_t *stored;
 } dw_snap_sec;
@@ -77,6 +87,22 @@ typedef struct dw_snap {
 
 /* Checks the header and every section's bounds and checksum. */
 DW_HIDDEN dw_status dw_snap_parse(const uint8_t *buf, size_t n, dw_snap *out);
+
+/* Checksums still being computed (dw_snap_parse_deferred). */
+typedef struct dw_snap_check dw_snap_check;
+
+/* dw_snap_parse, except that the piecewise checksums of sections whose type
+ * is in defer_types (a mask of 1u << type) are only started: threads on up
+ * to half the CPUs compute them while the caller goes on, and *check (NULL
+ * when nothing was deferred) says how they came out. The caller may read
+ * those sections meanwhile (bounds are checked; contents are not yet
+ * trusted), must not free or unmap buf before dw_snap_check_end, and must
+ * call it on every path. */
+DW_HIDDEN dw_status dw_snap_parse_deferred(const uint8_t *buf, size_t n, uint32_t defer_types, dw_snap *out,
+                                           dw_snap_check **check);
+/* Waits for the deferred checksums and frees check (NULL: DW_OK);
+ * DW_ERR_BAD_SNAPSHOT names the first section that fails. */
+DW_HIDDEN dw_status dw_snap_check_end(dw_snap_check *check);
 DW_HIDDEN void dw_snap_free(dw_snap *s);
 /* The raw payload of a section (decompressed when needed; *owned tells
  * whether the caller must free it). */

@@ -27,6 +27,7 @@
  * stream and one cuBLAS handle per engine.
  */
 #define _GNU_SOURCE
+#include "base/pool.h"
 #include "llm/cuda/kernels.h"
 #include "llm/quant.h"
 #include "llm/session.h"
@@ -37,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum { MAX_STEP = 512 };
 
@@ -72,6 +74,17 @@ typedef struct dev_model {
   int graph_split[DW_GEMV_MAX_NT + 1];       /* the attention split each was captured with */
 } dev_model;
 
+enum { RING_SLOTS = 4, RING_SLOT_BYTES = 8 << 20, COPY_THREADS = 8 };
+
+/* Staging for KV export and import (kv_through_ring). */
+typedef struct kv_ring {
+  uint8_t *host[RING_SLOTS];     /* pinned */
+  void *dev[RING_SLOTS];
+  cudaEvent_t done[RING_SLOTS];  /* recorded after the slot's last copy and kernel */
+  size_t slot_bytes;             /* 0 until allocated */
+  dw_pool *pool;                 /* host threads for the copies into and out of the slots */
+} kv_ring;
+
 typedef struct cuda_engine {
   int device;
   cudaStream_t stream;
@@ -87,6 +100,7 @@ typedef struct cuda_engine {
   size_t free_block_bytes;
   int n_free, cap_free;
   _Atomic int64_t kv_bytes;      /* KV blocks handed out */
+  kv_ring ring;
 } cuda_engine;
 
 static dw_status cu_fail(cudaError_t e, const char *what) {
@@ -99,6 +113,17 @@ static dw_status cu_fail(cudaError_t e, const char *what) {
     cudaError_t e_ = (call);                                                                                 \
     if (e_ != cudaSuccess) return cu_fail(e_, what);                                                         \
   } while (0)
+
+static void ring_free(cuda_engine *c) {
+  kv_ring *r = &c->ring;
+  for (int i = 0; i < RING_SLOTS; i++) {
+    if (r->host[i]) cudaFreeHost(r->host[i]);
+    if (r->dev[i]) cudaFree(r->dev[i]);
+    if (r->done[i]) cudaEventDestroy(r->done[i]);
+  }
+  dw_pool_destroy(r->pool);
+  memset(r, 0, sizeof *r);
+}
 
 /* ---- uploads ---------------------------------------------------------------------- */
 
@@ -359,41 +384,127 @@ static dw_status kv_copy(void *ctx, void *dst, const void *src, size_t bytes) {
   return e == cudaSuccess ? DW_OK : cu_fail(e, "KV block copy");
 }
 
-/* The canonical K and V arrays in device memory plus the block table, for
- * one export or import. */
-static dw_status kv_stage(cuda_engine *c, const dw_model *m, int n, void *const *blocks, float **dkv, void ***dtab,
-                          size_t *half) {
-  const dw_hparams *hp = &m->hp;
+/* ---- KV export and import through a pinned ring ------------------------------------ */
+
+/* A snapshot's KV moves in chunks of whole rows through RING_SLOTS pinned
+ * host buffers and as many device buffers: the host copies chunk i (with
+ * the copy pool's threads) while the DMA engine and the row kernel work on
+ * the chunks before it, so the transfer runs at the PCIe rate instead of a
+ * pageable copy's. Allocated on first use, kept until the engine goes. */
+static dw_status ring_ready(cuda_engine *c, size_t row_bytes) {
+  kv_ring *r = &c->ring;
+  size_t want = row_bytes > RING_SLOT_BYTES ? row_bytes : RING_SLOT_BYTES;
+  if (r->pool && r->slot_bytes >= want) return DW_OK;
+  ring_free(c);
+  /* half the CPUs: a thaw checks the snapshot's checksums on the others
+   * meanwhile (a fork-join copy with a descheduled worker waits for it) */
+  long half = sysconf(_SC_NPROCESSORS_ONLN) / 2;
+  dw_status st = dw_pool_create(half < 1 ? 1 : half < COPY_THREADS ? (int)half : COPY_THREADS, &r->pool);
+  cudaError_t e = cudaSuccess;
+  for (int i = 0; !st && e == cudaSuccess && i < RING_SLOTS; i++) {
+    e = cudaHostAlloc((void **)&r->host[i], want, cudaHostAllocDefault);
+    if (e == cudaSuccess) e = cudaMalloc(&r->dev[i], want);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&r->done[i], cudaEventDisableTiming);
+  }
+  if (!st && e != cudaSuccess) st = cu_fail(e, "KV transfer buffers");
+  if (st) {
+    ring_free(c);
+    return st;
+  }
+  r->slot_bytes = want;
+  return DW_OK;
+}
+
+typedef struct copy_job {
+  uint8_t *dst;
+  const uint8_t *src;
+  size_t n;
+} copy_job;
+
+static void copy_part(void *arg, int w, int nw) {
+  copy_job *j = arg;
+  size_t per = (j->n / (size_t)nw + 4095) & ~(size_t)4095, lo = (size_t)w * per;
+  if (lo < j->n) memcpy(j->dst + lo, j->src + lo, j->n - lo < per ? j->n - lo : per);
+}
+
+static void pool_copy(cuda_engine *c, void *dst, const void *src, size_t n) {
+  copy_job j = {dst, src, n};
+  dw_pool_run(c->ring.pool, copy_part, &j);
+}
+
+/* Moves n positions of every layer between the blocks (device table dtab)
+ * and host K and V arrays [n_layer][n][kvd] f32: host[0] K, host[1] V. */
+static dw_status kv_through_ring(cuda_engine *c, float *const *dtab, const dw_hparams *hp, int n, void *const host[2],
+                                 bool import) {
+  int kvd = hp->n_head_kv * hp->head_dim;
+  size_t row = (size_t)kvd * sizeof(float);
+  dw_status st = ring_ready(c, row);
+  if (st) return st;
+  kv_ring *r = &c->ring;
+  long long half = (long long)hp->n_layer * n, per = (long long)(r->slot_bytes / row);
+  long long per_half = (half + per - 1) / per, n_chunks = 2 * per_half;
+  typedef struct pend {
+    uint8_t *to;
+    size_t n;
+  } pend;
+  pend pending[RING_SLOTS] = {{0}}; /* export: where each slot's chunk goes */
+  cudaError_t e = cudaSuccess;
+  for (long long i = 0; e == cudaSuccess && i < n_chunks + RING_SLOTS - 1; i++) {
+    if (i < n_chunks) {
+      int s = (int)(i % RING_SLOTS);
+      long long r0 = (i % per_half) * per, nr = half - r0 < per ? half - r0 : per; /* rows of K (i < per_half) or V */
+      uint8_t *at = (uint8_t *)host[i / per_half] + (size_t)r0 * row;
+      long long first = (i / per_half) * half + r0;
+      if (import) {
+        e = cudaEventSynchronize(r->done[s]); /* the slot's previous chunk is on the device */
+        if (e == cudaSuccess) pool_copy(c, r->host[s], at, (size_t)nr * row);
+        if (e == cudaSuccess)
+          e = cudaMemcpyAsync(r->dev[s], r->host[s], (size_t)nr * row, cudaMemcpyHostToDevice, c->stream);
+        if (e == cudaSuccess) dw_k_kv_rows(dtab, r->dev[s], first, (int)nr, n, kvd, true, c->stream);
+      } else {
+        dw_k_kv_rows(dtab, r->dev[s], first, (int)nr, n, kvd, false, c->stream);
+        e = cudaMemcpyAsync(r->host[s], r->dev[s], (size_t)nr * row, cudaMemcpyDeviceToHost, c->stream);
+        pending[s] = (pend){at, (size_t)nr * row};
+      }
+      if (e == cudaSuccess) e = cudaEventRecord(r->done[s], c->stream);
+    }
+    /* export: empty the slot that chunk i + 1 needs, issued RING_SLOTS - 1 chunks ago */
+    long long j = i - (RING_SLOTS - 1);
+    if (!import && e == cudaSuccess && j >= 0 && j < n_chunks) {
+      int s = (int)(j % RING_SLOTS);
+      e = cudaEventSynchronize(r->done[s]);
+      if (e == cudaSuccess) pool_copy(c, pending[s].to, r->host[s], pending[s].n);
+    }
+  }
+  cudaError_t e2 = cudaStreamSynchronize(c->stream); /* nothing may still use a slot */
+  if (e == cudaSuccess) e = e2;
+  if (e == cudaSuccess) e = cudaGetLastError();
+  return e == cudaSuccess ? DW_OK : cu_fail(e, import ? "KV import" : "KV export");
+}
+
+/* The block table in device memory, for one export or import. */
+static dw_status kv_table(cuda_engine *c, int n, void *const *blocks, void ***dtab) {
   int nb = (n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
-  *half = (size_t)hp->n_layer * n * hp->n_head_kv * hp->head_dim * sizeof(float);
-  *dkv = NULL, *dtab = NULL;
-  CU(cudaMalloc((void **)dkv, 2 * *half), "KV staging");
-  cudaError_t e = cudaMalloc((void **)dtab, (size_t)nb * sizeof(void *));
-  if (e == cudaSuccess && blocks)
-    e = cudaMemcpyAsync(*dtab, blocks, (size_t)nb * sizeof(void *), cudaMemcpyHostToDevice, c->stream);
+  *dtab = NULL;
+  CU(cudaMalloc((void **)dtab, (size_t)nb * sizeof(void *)), "KV block table");
+  cudaError_t e = cudaMemcpyAsync(*dtab, blocks, (size_t)nb * sizeof(void *), cudaMemcpyHostToDevice, c->stream);
   if (e != cudaSuccess) {
-    cudaFree(*dkv), cudaFree(*dtab);
-    return cu_fail(e, "KV staging");
+    cudaFree(*dtab);
+    return cu_fail(e, "KV block table");
   }
   return DW_OK;
 }
 
 static dw_status kv_export(void *ctx, const dw_model *m, void *const *blocks, int n, void *k, void *v) {
   cuda_engine *c = ctx;
-  const dw_hparams *hp = &m->hp;
-  float *dkv;
   void **dtab;
-  size_t half;
   pthread_mutex_lock(&c->lock);
   cudaSetDevice(c->device);
-  dw_status st = kv_stage(c, m, n, blocks, &dkv, &dtab, &half);
+  dw_status st = kv_table(c, n, blocks, &dtab);
   if (!st) {
-    dw_k_kv_gather((float *const *)dtab, dkv, n, hp->n_layer, hp->n_head_kv * hp->head_dim, c->stream);
-    cudaError_t e = cudaMemcpyAsync(k, dkv, half, cudaMemcpyDeviceToHost, c->stream);
-    if (e == cudaSuccess) e = cudaMemcpyAsync(v, (uint8_t *)dkv + half, half, cudaMemcpyDeviceToHost, c->stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
-    if (e != cudaSuccess) st = cu_fail(e, "KV export");
-    cudaFree(dkv), cudaFree(dtab);
+    void *host[2] = {k, v};
+    st = kv_through_ring(c, (float *const *)dtab, &m->hp, n, host, false);
+    cudaFree(dtab);
   }
   pthread_mutex_unlock(&c->lock);
   return st;
@@ -401,27 +512,18 @@ static dw_status kv_export(void *ctx, const dw_model *m, void *const *blocks, in
 
 static dw_status kv_import(void *ctx, const dw_model *m, void **blocks, int n, const void *k, const void *v) {
   cuda_engine *c = ctx;
-  const dw_hparams *hp = &m->hp;
   int nb = (n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
   size_t bytes = dw_kv_block_bytes(m);
   dw_status st = DW_OK;
   for (int b = 0; !st && b < nb; b++) st = kv_alloc(ctx, bytes, &blocks[b]);
-  float *dkv = NULL;
   void **dtab = NULL;
-  size_t half;
   pthread_mutex_lock(&c->lock);
   cudaSetDevice(c->device);
-  if (!st) st = kv_stage(c, m, n, blocks, &dkv, &dtab, &half);
+  if (!st) st = kv_table(c, n, blocks, &dtab);
   if (!st) {
-    cudaError_t e = cudaMemcpyAsync(dkv, k, half, cudaMemcpyHostToDevice, c->stream);
-    if (e == cudaSuccess) e = cudaMemcpyAsync((uint8_t *)dkv + half, v, half, cudaMemcpyHostToDevice, c->stream);
-    if (e == cudaSuccess) {
-      dw_k_kv_scatter((float *const *)dtab, dkv, n, hp->n_layer, hp->n_head_kv * hp->head_dim, c->stream);
-      e = cudaStreamSynchronize(c->stream);
-    }
-    if (e == cudaSuccess) e = cudaGetLastError();
-    if (e != cudaSuccess) st = cu_fail(e, "KV import");
-    cudaFree(dkv), cudaFree(dtab);
+    void *host[2] = {(void *)k, (void *)v}; /* read only: import copies out of them */
+    st = kv_through_ring(c, (float *const *)dtab, &m->hp, n, host, true);
+    cudaFree(dtab);
   }
   pthread_mutex_unlock(&c->lock);
   if (st)
@@ -755,6 +857,7 @@ static void cuda_destroy(void *ctx) {
   cudaStreamSynchronize(c->stream);
   for (int i = 0; i < c->n_free; i++) cudaFree(c->free_blocks[i]);
   free(c->free_blocks);
+  ring_free(c);
   cublasDestroy(c->blas);
   cudaStreamDestroy(c->stream);
   pthread_mutex_destroy(&c->lock);

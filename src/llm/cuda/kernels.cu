@@ -608,25 +608,21 @@ extern "C" void dw_k_add_bias(float *y, const float *b, int nt, int n, cudaStrea
 
 /* ---- KV blocks ⇄ canonical layout ---------------------------------------------------------- */
 
-/* One block of threads per (block, layer, K/V): 32 rows of kvd floats. */
-__global__ void kv_move_kernel(float *const *blocks, float *kv, int n_pos, int n_layer, int kvd, bool to_blocks) {
-  int b = blockIdx.x, l = blockIdx.y, v = blockIdx.z;
-  int p0 = b * KV_BLOCK, np = min(KV_BLOCK, n_pos - p0);
-  float *blk = blocks[b] + ((size_t)v * n_layer * KV_BLOCK + (size_t)l * KV_BLOCK) * kvd;
-  float *can = kv + (size_t)v * n_layer * n_pos * kvd + ((size_t)l * n_pos + p0) * kvd;
-  for (long long i = threadIdx.x; i < (long long)np * kvd; i += blockDim.x) {
-    if (to_blocks) blk[i] = can[i];
-    else can[i] = blk[i];
+/* One block of threads a row: row r of the canonical K-then-V array is
+ * position p = r % n_pos of (K/V, layer) = r / n_pos, which lives in block
+ * p / KV_BLOCK at row (r / n_pos)·KV_BLOCK + p % KV_BLOCK. */
+__global__ void kv_rows_kernel(float *const *blocks, float *buf, long long row0, int n_pos, int kvd, bool to_blocks) {
+  long long r = row0 + blockIdx.x, lv = r / n_pos;
+  int p = (int)(r % n_pos);
+  float *blk = blocks[p / KV_BLOCK] + ((size_t)lv * KV_BLOCK + p % KV_BLOCK) * kvd;
+  float *row = buf + (size_t)blockIdx.x * kvd;
+  for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
+    if (to_blocks) blk[i] = row[i];
+    else row[i] = blk[i];
   }
 }
 
-extern "C" void dw_k_kv_gather(float *const *blocks, float *kv, int n_pos, int n_layer, int kvd, cudaStream_t stream) {
-  dim3 grid((n_pos + KV_BLOCK - 1) / KV_BLOCK, n_layer, 2);
-  kv_move_kernel<<<grid, 256, 0, stream>>>(blocks, kv, n_pos, n_layer, kvd, false);
-}
-
-extern "C" void dw_k_kv_scatter(float *const *blocks, const float *kv, int n_pos, int n_layer, int kvd,
-                                cudaStream_t stream) {
-  dim3 grid((n_pos + KV_BLOCK - 1) / KV_BLOCK, n_layer, 2);
-  kv_move_kernel<<<grid, 256, 0, stream>>>(blocks, (float *)kv, n_pos, n_layer, kvd, true);
+extern "C" void dw_k_kv_rows(float *const *blocks, float *buf, long long row0, int n_rows, int n_pos, int kvd,
+                             bool to_blocks, cudaStream_t stream) {
+  if (n_rows > 0) kv_rows_kernel<<<n_rows, 128, 0, stream>>>(blocks, buf, row0, n_pos, kvd, to_blocks);
 }

@@ -117,10 +117,10 @@ void dw_k_silu_mul(float *h, const float *g, const float *u, long long n, cudaSt
 /* y[t][i] += b[i] for t < nt, i < n. */
 void dw_k_add_bias(float *y, const float *b, int nt, int n, cudaStream_t stream);
 
-/* Between blocks and the canonical layout [layer][n_pos][kvd] (K at kv,
- * V at kv + n_layer·n_pos·kvd), both in device memory. */
-void dw_k_kv_gather(float *const *blocks, float *kv, int n_pos, int n_layer, int kvd, cudaStream_t stream);
-void dw_k_kv_scatter(float *const *blocks, const float *kv, int n_pos, int n_layer, int kvd, cudaStream_t stream);
+/* Rows [row0, row0 + n_rows) of the canonical layout, K [layer][n_pos][kvd]
+ * then V the same, between buf (device; row row0 first) and the blocks. */
+void dw_k_kv_rows(float *const *blocks, float *buf, long long row0, int n_rows, int n_pos, int kvd, bool to_blocks,
+                  cudaStream_t stream);
 
 #ifdef __cplusplus
 }
