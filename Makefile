@@ -4,7 +4,7 @@ BUILD      ?= build
 TEST_BUILD ?= build-test
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build demo test bench fuzz fuzz-snapshot clean
+.PHONY: all deps build demo test bench fuzz fuzz-snapshot fuzz-serve clean
 
 all: build
 
@@ -52,6 +52,22 @@ fuzz-snapshot: deps build
 	  DW_FUZZ_SNAPSHOT=$(FUZZ_BUILD)/snap-seeds/a.dws \
 	  ASAN_OPTIONS=allow_user_segv_handler=1:detect_leaks=1 $(FUZZ_BUILD)/snapshot_fuzz -max_total_time=$(FUZZ_SECONDS) \
 	  -max_len=1048576 -timeout=20 -rss_limit_mb=4096 $(FUZZ_BUILD)/snap-corpus $(FUZZ_BUILD)/snap-seeds
+
+# The HTTP server: each input is one raw connection (HTTP parsing, routing,
+# JSON bodies, actor messages, snapshot uploads) to a server on loopback.
+fuzz-serve: deps build
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDW_FUZZ=ON -DDRIFTWOOD_CUDA=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target serve_fuzz
+	@mkdir -p $(FUZZ_BUILD)/serve-corpus $(FUZZ_BUILD)/serve-seeds
+	$(BUILD)/driftwood actor spawn --module $(BUILD)/tests/guests/echo_actor.wasm --model default=models/demo-tiny-q8_0.gguf \
+	  --state $(FUZZ_BUILD)/serve-seeds/a.dws
+	{ printf 'POST /v1/actors?id=up HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\nConnection: close\r\n\r\n' \
+	  $$(stat -c %s $(FUZZ_BUILD)/serve-seeds/a.dws); cat $(FUZZ_BUILD)/serve-seeds/a.dws; } > $(FUZZ_BUILD)/serve-seeds/upload.http
+	rm $(FUZZ_BUILD)/serve-seeds/a.dws
+	DW_FUZZ_MODULE=$(BUILD)/tests/guests/echo_actor.wasm DW_FUZZ_MODEL=models/demo-tiny-q8_0.gguf \
+	  ASAN_OPTIONS=allow_user_segv_handler=1:detect_leaks=0 $(FUZZ_BUILD)/serve_fuzz -max_total_time=$(FUZZ_SECONDS) \
+	  -max_len=65536 -timeout=30 -rss_limit_mb=4096 -detect_leaks=0 $(FUZZ_BUILD)/serve-corpus \
+	  $(FUZZ_BUILD)/serve-seeds tests/fuzz/serve-seeds
 
 bench: build
 	bench/run.sh $(BUILD)
