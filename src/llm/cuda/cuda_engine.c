@@ -74,7 +74,7 @@ typedef struct dev_model {
   int graph_split[DW_GEMV_MAX_NT + 1];       /* the attention split each was captured with */
 } dev_model;
 
-enum { RING_SLOTS = 4, RING_SLOT_BYTES = 8 << 20, COPY_THREADS = 8 };
+enum { COPY_THREADS = 8, RING_SLOTS = 2 * COPY_THREADS, RING_SLOT_BYTES = 2 << 20 };
 
 /* Staging for KV export and import (kv_through_ring). */
 typedef struct kv_ring {
@@ -386,22 +386,23 @@ static dw_status kv_copy(void *ctx, void *dst, const void *src, size_t bytes) {
 
 /* ---- KV export and import through a pinned ring ------------------------------------ */
 
-/* A snapshot's KV moves in chunks of whole rows through RING_SLOTS pinned
- * host buffers and as many device buffers: the host copies chunk i (with
- * the copy pool's threads) while the DMA engine and the row kernel work on
- * the chunks before it, so the transfer runs at the PCIe rate instead of a
- * pageable copy's. Allocated on first use, kept until the engine goes. */
+/* A snapshot's KV moves in chunks of whole rows through pinned host slots
+ * and as many device ones. Each of the copy pool's threads takes the next
+ * chunk, copies it between the caller's array and one of its two slots,
+ * and queues the DMA and the row kernel for it, so host copies, DMAs and
+ * kernels of different chunks overlap and a thread the OS runs late delays
+ * only its own chunk. Allocated on first use, kept until the engine goes. */
 static dw_status ring_ready(cuda_engine *c, size_t row_bytes) {
   kv_ring *r = &c->ring;
   size_t want = row_bytes > RING_SLOT_BYTES ? row_bytes : RING_SLOT_BYTES;
   if (r->pool && r->slot_bytes >= want) return DW_OK;
   ring_free(c);
-  /* half the CPUs: a thaw checks the snapshot's checksums on the others
-   * meanwhile (a fork-join copy with a descheduled worker waits for it) */
+  /* half the CPUs at most: a thaw checks the snapshot's checksums on the
+   * others meanwhile */
   long half = sysconf(_SC_NPROCESSORS_ONLN) / 2;
   dw_status st = dw_pool_create(half < 1 ? 1 : half < COPY_THREADS ? (int)half : COPY_THREADS, &r->pool);
   cudaError_t e = cudaSuccess;
-  for (int i = 0; !st && e == cudaSuccess && i < RING_SLOTS; i++) {
+  for (int i = 0; !st && e == cudaSuccess && i < 2 * dw_pool_size(r->pool); i++) {
     e = cudaHostAlloc((void **)&r->host[i], want, cudaHostAllocDefault);
     if (e == cudaSuccess) e = cudaMalloc(&r->dev[i], want);
     if (e == cudaSuccess) e = cudaEventCreateWithFlags(&r->done[i], cudaEventDisableTiming);
@@ -415,21 +416,51 @@ static dw_status ring_ready(cuda_engine *c, size_t row_bytes) {
   return DW_OK;
 }
 
-typedef struct copy_job {
-  uint8_t *dst;
-  const uint8_t *src;
-  size_t n;
-} copy_job;
+/* One transfer: rows [0, 2·half) of the canonical layout, K rows from
+ * host[0], V rows from host[1], `per` rows a chunk. */
+typedef struct kv_job {
+  cuda_engine *c;
+  float *const *dtab;
+  uint8_t *host[2];
+  long long half, per, per_half, n_chunks;
+  int n, kvd;
+  size_t row;
+  bool import;
+  _Atomic long long next;  /* the next chunk to take */
+  _Atomic int err;         /* the first cudaError_t, or 0 */
+} kv_job;
 
-static void copy_part(void *arg, int w, int nw) {
-  copy_job *j = arg;
-  size_t per = (j->n / (size_t)nw + 4095) & ~(size_t)4095, lo = (size_t)w * per;
-  if (lo < j->n) memcpy(j->dst + lo, j->src + lo, j->n - lo < per ? j->n - lo : per);
-}
-
-static void pool_copy(cuda_engine *c, void *dst, const void *src, size_t n) {
-  copy_job j = {dst, src, n};
-  dw_pool_run(c->ring.pool, copy_part, &j);
+static void kv_worker(void *arg, int w, int nw) {
+  (void)nw;
+  kv_job *j = arg;
+  kv_ring *r = &j->c->ring;
+  cudaStream_t stream = j->c->stream;
+  cudaError_t e = cudaSetDevice(j->c->device);
+  for (int turn = 0; e == cudaSuccess && !atomic_load(&j->err); turn++) {
+    long long i = atomic_fetch_add(&j->next, 1);
+    if (i >= j->n_chunks) break;
+    int s = 2 * w + (turn & 1);
+    long long r0 = (i % j->per_half) * j->per, nr = j->half - r0 < j->per ? j->half - r0 : j->per;
+    uint8_t *at = j->host[i / j->per_half] + (size_t)r0 * j->row; /* rows of K (i < per_half) or V */
+    long long first = (i / j->per_half) * j->half + r0;
+    size_t bytes = (size_t)nr * j->row;
+    e = cudaEventSynchronize(r->done[s]); /* the slot's previous chunk is done with it */
+    if (e != cudaSuccess) break;
+    if (j->import) {
+      memcpy(r->host[s], at, bytes);
+      e = cudaMemcpyAsync(r->dev[s], r->host[s], bytes, cudaMemcpyHostToDevice, stream);
+      if (e == cudaSuccess) dw_k_kv_rows(j->dtab, r->dev[s], first, (int)nr, j->n, j->kvd, true, stream);
+      if (e == cudaSuccess) e = cudaEventRecord(r->done[s], stream);
+    } else {
+      dw_k_kv_rows(j->dtab, r->dev[s], first, (int)nr, j->n, j->kvd, false, stream);
+      e = cudaMemcpyAsync(r->host[s], r->dev[s], bytes, cudaMemcpyDeviceToHost, stream);
+      if (e == cudaSuccess) e = cudaEventRecord(r->done[s], stream);
+      if (e == cudaSuccess) e = cudaEventSynchronize(r->done[s]);
+      if (e == cudaSuccess) memcpy(at, r->host[s], bytes);
+    }
+  }
+  int none = 0;
+  if (e != cudaSuccess) atomic_compare_exchange_strong(&j->err, &none, (int)e);
 }
 
 /* Moves n positions of every layer between the blocks (device table dtab)
@@ -440,42 +471,14 @@ static dw_status kv_through_ring(cuda_engine *c, float *const *dtab, const dw_hp
   size_t row = (size_t)kvd * sizeof(float);
   dw_status st = ring_ready(c, row);
   if (st) return st;
-  kv_ring *r = &c->ring;
-  long long half = (long long)hp->n_layer * n, per = (long long)(r->slot_bytes / row);
-  long long per_half = (half + per - 1) / per, n_chunks = 2 * per_half;
-  typedef struct pend {
-    uint8_t *to;
-    size_t n;
-  } pend;
-  pend pending[RING_SLOTS] = {{0}}; /* export: where each slot's chunk goes */
-  cudaError_t e = cudaSuccess;
-  for (long long i = 0; e == cudaSuccess && i < n_chunks + RING_SLOTS - 1; i++) {
-    if (i < n_chunks) {
-      int s = (int)(i % RING_SLOTS);
-      long long r0 = (i % per_half) * per, nr = half - r0 < per ? half - r0 : per; /* rows of K (i < per_half) or V */
-      uint8_t *at = (uint8_t *)host[i / per_half] + (size_t)r0 * row;
-      long long first = (i / per_half) * half + r0;
-      if (import) {
-        e = cudaEventSynchronize(r->done[s]); /* the slot's previous chunk is on the device */
-        if (e == cudaSuccess) pool_copy(c, r->host[s], at, (size_t)nr * row);
-        if (e == cudaSuccess)
-          e = cudaMemcpyAsync(r->dev[s], r->host[s], (size_t)nr * row, cudaMemcpyHostToDevice, c->stream);
-        if (e == cudaSuccess) dw_k_kv_rows(dtab, r->dev[s], first, (int)nr, n, kvd, true, c->stream);
-      } else {
-        dw_k_kv_rows(dtab, r->dev[s], first, (int)nr, n, kvd, false, c->stream);
-        e = cudaMemcpyAsync(r->host[s], r->dev[s], (size_t)nr * row, cudaMemcpyDeviceToHost, c->stream);
-        pending[s] = (pend){at, (size_t)nr * row};
-      }
-      if (e == cudaSuccess) e = cudaEventRecord(r->done[s], c->stream);
-    }
-    /* export: empty the slot that chunk i + 1 needs, issued RING_SLOTS - 1 chunks ago */
-    long long j = i - (RING_SLOTS - 1);
-    if (!import && e == cudaSuccess && j >= 0 && j < n_chunks) {
-      int s = (int)(j % RING_SLOTS);
-      e = cudaEventSynchronize(r->done[s]);
-      if (e == cudaSuccess) pool_copy(c, pending[s].to, r->host[s], pending[s].n);
-    }
-  }
+  kv_job j = {.c = c, .dtab = dtab, .host = {host[0], host[1]}, .half = (long long)hp->n_layer * n,
+              .per = (long long)(c->ring.slot_bytes / row), .n = n, .kvd = kvd, .row = row, .import = import};
+  j.per_half = (j.half + j.per - 1) / j.per;
+  j.n_chunks = 2 * j.per_half;
+  atomic_init(&j.next, 0);
+  atomic_init(&j.err, 0);
+  dw_pool_run(c->ring.pool, kv_worker, &j);
+  cudaError_t e = (cudaError_t)atomic_load(&j.err);
   cudaError_t e2 = cudaStreamSynchronize(c->stream); /* nothing may still use a slot */
   if (e == cudaSuccess) e = e2;
   if (e == cudaSuccess) e = cudaGetLastError();
