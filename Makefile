@@ -66,7 +66,7 @@ fuzz-serve: deps build
 	rm $(FUZZ_BUILD)/serve-seeds/a.dws
 	DW_FUZZ_MODULE=$(BUILD)/tests/guests/echo_actor.wasm DW_FUZZ_MODEL=models/demo-tiny-q8_0.gguf \
 	  ASAN_OPTIONS=allow_user_segv_handler=1:detect_leaks=0 $(FUZZ_BUILD)/serve_fuzz -max_total_time=$(FUZZ_SECONDS) \
-	  -max_len=65536 -timeout=30 -rss_limit_mb=4096 -detect_leaks=0 $(FUZZ_BUILD)/serve-corpus \
+	  -max_len=65536 -timeout=30 -rss_limit_mb=4096 -detect_leaks=0 -artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/serve-corpus \
 	  $(FUZZ_BUILD)/serve-seeds tests/fuzz/serve-seeds
 
 bench: build
