@@ -817,8 +817,9 @@ dw_status dw_actor_thaw_file(dw_runtime *rt, dw_module *m, const char *path, dw_
   *out = NULL;
   /* mapped, not read: the page cache is used in place; memory pages are
    * mapped from fd too, and those mappings outlive it. Not populated: the
-   * threads that check a large section's pieces fault its pages in
-   * together, faster than one thread populating the whole file first. */
+   * threads that check a large section fault its pages in as they go,
+   * beside the rest of the thaw (checking a 134 MB file measured the same
+   * either way). */
   const uint8_t *buf;
   size_t n;
   int fd;

@@ -97,28 +97,17 @@ typedef struct piece_job {
   _Atomic size_t next;
 } piece_job;
 
-static void *piece_worker(void *arg) {
-  piece_job *j = arg;
+static void piece_worker(piece_job *j) {
   for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n_pieces;) {
     uint64_t off = (uint64_t)i * DW_SNAP_PIECE, left = j->n - off;
     j->out[i] = XXH3_64bits(j->p + off, left < DW_SNAP_PIECE ? left : DW_SNAP_PIECE);
   }
-  return NULL;
 }
 
 static bool piece_job_init(piece_job *j, const uint8_t *p, uint64_t n) {
   *j = (piece_job){.p = p, .n = n, .n_pieces = (size_t)((n + DW_SNAP_PIECE - 1) / DW_SNAP_PIECE)};
   atomic_init(&j->next, 0);
   return (j->out = malloc((j->n_pieces ? j->n_pieces : 1) * sizeof *j->out)) != NULL;
-}
-
-/* How many threads (the caller's included) for n_pieces, at most `cap`. */
-static size_t hash_threads(size_t n_pieces, size_t cap) {
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  size_t want = n_pieces / PIECES_PER_THREAD;
-  if (cpus > 0 && want > (size_t)cpus) want = (size_t)cpus;
-  if (want > cap) want = cap;
-  return want ? want : 1;
 }
 
 /* The header fields a section's checksum starts with. */
@@ -152,26 +141,8 @@ static bool sec_digest(const uint8_t hdr[24], const uint8_t *stored, uint64_t st
   return true;
 }
 
-/* A section's checksum, on this thread and (piecewise) helpers it starts
- * and joins. False when out of memory. */
-static bool sec_hash(uint32_t type, uint32_t flags, uint64_t raw, uint64_t stored_len, const uint8_t *stored,
-                     uint8_t out[16]) {
-  uint8_t hdr[24];
-  sec_header(type, flags, raw, stored_len, hdr);
-  if (!(flags & DW_SNAP_FLAG_PIECEWISE)) return sec_digest(hdr, stored, stored_len, NULL, out);
-  piece_job j;
-  if (!piece_job_init(&j, stored, stored_len)) return false;
-  pthread_t th[MAX_HASH_THREADS];
-  size_t want = hash_threads(j.n_pieces, MAX_HASH_THREADS), started = 0;
-  while (started + 1 < want && pthread_create(&th[started], NULL, piece_worker, &j) == 0) started++;
-  piece_worker(&j);
-  for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
-  bool ok = sec_digest(hdr, stored, stored_len, &j, out);
-  free(j.out);
-  return ok;
-}
-
-/* Checks left running by dw_snap_parse_deferred. */
+/* Piecewise checksums being computed: one entry a section, and the threads
+ * that take their pieces. */
 typedef struct deferred {
   uint32_t index, type;
   uint8_t hdr[24], want[16];
@@ -191,6 +162,45 @@ static void *check_worker(void *arg) {
   return NULL;
 }
 
+static size_t online_cpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (size_t)n : 1;
+}
+
+/* Starts up to `cap` threads on c's pieces (fewer for few pieces). */
+static void check_start(dw_snap_check *c, size_t cap) {
+  size_t pieces = 0;
+  for (size_t k = 0; k < c->n; k++) pieces += c->d[k].j.n_pieces;
+  size_t want = pieces / PIECES_PER_THREAD;
+  if (want > cap) want = cap;
+  if (want > MAX_HASH_THREADS) want = MAX_HASH_THREADS;
+  while (c->n_threads < want && pthread_create(&c->th[c->n_threads], NULL, check_worker, c) == 0) c->n_threads++;
+}
+
+/* The calling thread takes what pieces are left, then waits for the threads. */
+static void check_wait(dw_snap_check *c) {
+  check_worker(c);
+  for (size_t i = 0; i < c->n_threads; i++) pthread_join(c->th[i], NULL);
+  c->n_threads = 0;
+}
+
+/* A section's checksum, on this thread and (piecewise) helpers it starts
+ * and joins. False when out of memory. */
+static bool sec_hash(uint32_t type, uint32_t flags, uint64_t raw, uint64_t stored_len, const uint8_t *stored,
+                     uint8_t out[16]) {
+  uint8_t hdr[24];
+  sec_header(type, flags, raw, stored_len, hdr);
+  if (!(flags & DW_SNAP_FLAG_PIECEWISE)) return sec_digest(hdr, stored, stored_len, NULL, out);
+  deferred d;
+  if (!piece_job_init(&d.j, stored, stored_len)) return false;
+  dw_snap_check c = {.d = &d, .n = 1};
+  check_start(&c, online_cpus() - 1);
+  check_wait(&c);
+  bool ok = sec_digest(hdr, stored, stored_len, &d.j, out);
+  free(d.j.out);
+  return ok;
+}
+
 static void check_free(dw_snap_check *c) {
   for (size_t k = 0; c && k < c->n; k++) free(c->d[k].j.out);
   if (c) free(c->d);
@@ -199,8 +209,7 @@ static void check_free(dw_snap_check *c) {
 
 dw_status dw_snap_check_end(dw_snap_check *c) {
   if (!c) return DW_OK;
-  if (c->n_threads == 0) check_worker(c); /* none could start: check here */
-  for (size_t i = 0; i < c->n_threads; i++) pthread_join(c->th[i], NULL);
+  check_wait(c);
   dw_status st = DW_OK;
   for (size_t k = 0; !st && k < c->n; k++) {
     uint8_t got[16];
@@ -279,16 +288,6 @@ static bool defer_check(dw_snap_check **cp, uint32_t i, const dw_snap_sec *s, ui
   return true;
 }
 
-/* Starts the deferred checks on up to half the CPUs: the caller goes on
- * with its own work (a thaw's copies) on the others. */
-static void check_start(dw_snap_check *c) {
-  size_t pieces = 0;
-  for (size_t k = 0; k < c->n; k++) pieces += c->d[k].j.n_pieces;
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  size_t want = hash_threads(pieces, cpus > 1 ? (size_t)cpus / 2 : 1);
-  while (c->n_threads < want && pthread_create(&c->th[c->n_threads], NULL, check_worker, c) == 0) c->n_threads++;
-}
-
 dw_status dw_snap_parse(const uint8_t *buf, size_t n, dw_snap *out) {
   return dw_snap_parse_deferred(buf, n, 0, out, NULL);
 }
@@ -347,8 +346,8 @@ dw_status dw_snap_parse_deferred(const uint8_t *buf, size_t n, uint32_t defer_ty
     dw_snap_free(out);
     return BAD("%zu bytes of trailing data", (size_t)(r.end - r.p));
   }
-  if (chk) {
-    check_start(chk);
+  if (chk) { /* on half the CPUs: the caller goes on with its own work (a thaw's copies) */
+    check_start(chk, online_cpus() / 2);
     *check = chk;
   }
   return DW_OK;

@@ -94,7 +94,8 @@ typedef struct dw_snap_check dw_snap_check;
 /* dw_snap_parse, except that the piecewise checksums of sections whose type
  * is in defer_types (a mask of 1u << type) are only started: threads on up
  * to half the CPUs compute them while the caller goes on, and *check (NULL
- * when nothing was deferred) says how they came out. The caller may read
+ * when nothing was deferred) says how they came out; dw_snap_check_end
+ * takes what pieces are left on the calling thread before it waits. The caller may read
  * those sections meanwhile (bounds are checked; contents are not yet
  * trusted), must not free or unmap buf before dw_snap_check_end, and must
  * call it on every path. */
