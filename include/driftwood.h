@@ -157,7 +157,7 @@ typedef struct dw_session dw_session;
 typedef struct dw_model_info {
   uint32_t n_vocab;
   uint32_t n_ctx_train;     /* the context length the model was trained for */
-  int32_t bos, eos, eot;    /* special token ids, -1 when the vocab has none */
+  int32_t bos, eos, eot;    /* special token ids, -1 when the vocab has none; eot falls back to eos */
   uint32_t n_embd;
   uint32_t n_layer;
   uint32_t flags;           /* DW_MODEL_ADD_BOS | DW_MODEL_ADD_EOS */

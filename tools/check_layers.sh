@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# check_layers.sh [SRC_DIR] — enforces STYLE.md §3: each folder under src/
-# includes only project headers of the layers it may see (lower layers never
-# include higher ones); src/cli uses only the public header. Exit 1 on a
-# violation, naming file, line and header.
+# check_layers.sh [SRC_DIR [BUILD_DIR]] — enforces STYLE.md §3 (the table
+# below is the one checked): each folder under src/ uses only the layers it
+# may see (lower layers never use higher ones), in two ways:
+#  - includes: every #include "dir/…" and every <…> header of the project
+#    (include/, sdk/include/) is of an allowed layer;
+#  - links (with BUILD_DIR, a configured and built tree): every symbol an
+#    object file of a layer leaves undefined and another layer's object
+#    defines (nm) is of an allowed layer, so a call to a function declared
+#    without its header is caught too. src/cli may call only the functions
+#    the public headers include/*.h declare, and the guest SDK's sampler
+#    (sdk/, which it shares with guests; abi and the layers above it may
+#    use the sampler too: a row STYLE §3 lacks).
+# Exit 1 on a violation, naming file, line or symbol, and the layer.
 set -u
 src=${1:-$(dirname "$0")/../src}
+build=${2:-}
 declare -A allowed=(
   [base]="base"
   [mem]="mem base"
@@ -12,9 +22,9 @@ declare -A allowed=(
   [backend]="backend mem base"
   [llm]="llm backend mem base"
   [wasi]="wasi wasm mem base"
-  [abi]="abi llm wasi backend wasm mem base"
-  [actor]="actor abi llm wasi backend wasm mem base"
-  [server]="server actor abi llm wasi backend wasm mem base"
+  [abi]="abi llm wasi backend wasm mem base sdk"
+  [actor]="actor abi llm wasi backend wasm mem base sdk"
+  [server]="server actor abi llm wasi backend wasm mem base sdk"
   [cli]=""
 )
 bad=0
@@ -35,5 +45,59 @@ done < <(find "$src" -name '*.c' -o -name '*.h' | grep -v '_test\.c$' | sort)
 if [ -d "$src/cli" ] && grep -rn '^#include "' "$src/cli" | grep -v -e '"driftwood.h"' -e '"driftwood_server.h"' -e '"cli.h"'; then
   echo "src/cli may include only the public headers driftwood.h and driftwood_server.h"; bad=1
 fi
-[ $bad = 0 ] && echo "layers: $n project includes checked, 0 violations"
+# <…> includes of the project's own headers. sdk/include's sampler
+# (driftwood_sampler.h, no host types) is a layer of its own, "sdk", for
+# the layers whose row names it and for cli; the public headers are
+# included as "driftwood.h" (the guest SDK has a driftwood.h too, so <…>
+# would depend on the -I order). Every other <…> is a system header.
+root="$src/.."
+while IFS=: read -r f line inc; do
+  rel=${f#"$src"/}
+  layer=${rel%%/*}
+  if [ -f "$root/sdk/include/$inc" ] && [ "$inc" != driftwood.h ]; then
+    case " ${allowed[$layer]:-} " in *" sdk "*) continue ;; esac
+    [ "$layer" = cli ] && continue
+    echo "$rel:$line: layer '$layer' may not include the guest SDK's <$inc>"; bad=1
+  elif [ -f "$root/include/$inc" ] || [ -f "$root/sdk/include/$inc" ]; then
+    echo "$rel:$line: <$inc> is a project header: include the public one as \"$inc\""; bad=1
+  fi
+done < <(grep -rn '^#include <' "$src" --include='*.c' --include='*.h' --include='*.cu' --include='*.cuh' |
+  grep -v '_test\.c:' | sed 's/^\([^:]*\):\([0-9]*\):#include <\([^>]*\)>.*/\1:\2:\3/')
+
+links=0
+if [ -n "$build" ]; then
+  command -v nm >/dev/null || { echo "check_layers: nm (binutils) is needed for the link check"; exit 1; }
+  objs=$(find "$build/CMakeFiles" -name '*.o' \( -path '*/src/*' -o -path '*/sdk/src/*' \) ! -name '*_test.c.o' | sort)
+  [ -n "$objs" ] || { echo "check_layers: no object files under $build/CMakeFiles (build it first)"; exit 1; }
+  declare -A def_layer def_file
+  obj_layer() { # CMakeFiles/x.dir/src/abi/abi.c.o -> abi; …/sdk/src/… -> sdk
+    local o=${1#*.dir/}
+    case $o in sdk/*) echo sdk ;; src/*) o=${o#src/}; echo "${o%%/*}" ;; *) echo "?" ;; esac
+  }
+  for o in $objs; do
+    l=$(obj_layer "$o")
+    while read -r sym; do def_layer[$sym]=$l; def_file[$sym]=${o#*.dir/}; done < <(nm -P --defined-only -g "$o" 2>/dev/null | awk '$2 ~ /^[TDBRCVW]$/ {print $1}')
+  done
+  public=" $(cat "$src/../include/"*.h | grep -o '\bdw[a-z0-9_]*[[:space:]]*(' | tr -d '( \t' | sort -u | tr '\n' ' ') "
+  for o in $objs; do
+    l=$(obj_layer "$o")
+    [ "$l" = sdk ] && continue
+    rel=${o#*.dir/}; rel=${rel%.o}
+    while read -r sym; do
+      d=${def_layer[$sym]:-}
+      [ -z "$d" ] || [ "$d" = "$l" ] && continue
+      links=$((links + 1))
+      if [ "$l" = cli ]; then
+        [ "$d" = sdk ] && continue
+        case "$public" in *" $sym "*) continue ;; esac
+        echo "$rel: layer 'cli' calls $sym (defined in ${def_file[$sym]%.o}), which the public headers do not declare"; bad=1
+        continue
+      fi
+      case " ${allowed[$l]:-} " in *" $d "*) ;; *)
+        echo "$rel: layer '$l' uses $sym, defined in ${def_file[$sym]%.o} (layer '$d')"; bad=1 ;;
+      esac
+    done < <(nm -P -u "$o" 2>/dev/null | awk '{print $1}')
+  done
+fi
+[ $bad = 0 ] && echo "layers: $n project includes${build:+ and $links cross-layer symbol uses} checked, 0 violations"
 exit $bad

@@ -71,7 +71,7 @@ static uint32_t h_model_info(dw_instance *inst, uint32_t model, uint32_t out) {
   dw_status st = view(inst, out, 1, sizeof(dw_model_info), 4, &p);
   if (st) return st;
   dw_model_info info;
-  dw_model_get_info(m, &info);
+  dw_model_info_get(m, &info);
   memcpy(p, &info, sizeof info);
   return DW_OK;
 }
@@ -91,7 +91,7 @@ static uint32_t h_model_meta(dw_instance *inst, uint32_t model, uint32_t key, ui
   k[key_len] = 0;
   if (memchr(k, 0, key_len)) return DW_ERR_NOT_FOUND;
   size_t n = 0;
-  st = dw_model_meta(m, k, po, cap, &n);
+  st = dw_model_meta_str(m, k, po, cap, &n);
   uint32_t n32 = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
   if (st == DW_OK || st == DW_ERR_LIMIT) memcpy(pl, &n32, 4);
   return st;
@@ -113,7 +113,7 @@ static uint32_t h_tokenize(dw_instance *inst, uint32_t model, uint32_t text, uin
   if (flags & ~(DW_TOKENIZE_ADD_SPECIAL | DW_TOKENIZE_PARSE_SPECIAL)) return DW_ERR_INVALID_ARG;
   if (overlaps(text, text_len, out, (uint64_t)cap * 4)) return DW_ERR_INVALID_ARG;
   size_t n = 0;
-  st = dw_model_tokenize(m, pt, text_len, flags, po, cap, &n);
+  st = dw_tokenize(m->tok, pt, text_len, flags & DW_TOKENIZE_ADD_SPECIAL, flags & DW_TOKENIZE_PARSE_SPECIAL, po, cap, &n);
   uint32_t n32 = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
   if (st == DW_OK || st == DW_ERR_LIMIT) memcpy(pn, &n32, 4);
   return st;
@@ -127,7 +127,7 @@ static uint32_t h_token_piece(dw_instance *inst, uint32_t model, uint32_t token,
   if (!m) return DW_ERR_NOT_FOUND;
   if ((st = view(inst, out, cap, 1, 1, &po)) || (st = view(inst, out_len, 1, 4, 4, &pl))) return st;
   size_t n = 0;
-  st = dw_model_token_piece(m, (int32_t)token, po, cap, &n);
+  st = dw_token_piece(m->tok, (int32_t)token, po, cap, &n);
   uint32_t n32 = (uint32_t)n;
   if (st == DW_OK || st == DW_ERR_LIMIT) memcpy(pl, &n32, 4);
   return st;

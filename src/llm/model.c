@@ -254,6 +254,25 @@ void dw_model_release(dw_model *m) {
   free(m);
 }
 
+void dw_model_info_get(const dw_model *m, dw_model_info *out) {
+  const dw_tok_info *ti = dw_tokenizer_info(m->tok);
+  *out = (dw_model_info){
+      .n_vocab = (uint32_t)m->hp.n_vocab, .n_ctx_train = (uint32_t)m->hp.n_ctx_train,
+      .bos = ti->bos, .eos = ti->eos, .eot = ti->eot >= 0 ? ti->eot : ti->eos,
+      .n_embd = (uint32_t)m->hp.dim, .n_layer = (uint32_t)m->hp.n_layer,
+      .flags = (ti->add_bos ? DW_MODEL_ADD_BOS : 0) | (ti->add_eos ? DW_MODEL_ADD_EOS : 0)};
+}
+
+dw_status dw_model_meta_str(const dw_model *m, const char *key, char *out, size_t cap, size_t *n_out) {
+  dw_gguf_str s;
+  *n_out = 0;
+  if (!dw_gguf_get_str(m->g, key, &s)) return dw_error_set(DW_ERR_NOT_FOUND, "model has no string key '%s'", key);
+  *n_out = s.n;
+  if (s.n > cap) return dw_error_set(DW_ERR_LIMIT, "'%s' is %llu bytes, more than %zu", key, (unsigned long long)s.n, cap);
+  memcpy(out, s.p, s.n);
+  return DW_OK;
+}
+
 void dw_model_summary(const dw_model *m, char *buf, size_t cap) {
   const dw_hparams *hp = &m->hp;
   snprintf(buf, cap, "%s: %d layers, dim %d, %d/%d heads (head dim %d), ffn %d, vocab %d, context %d, weights %s%s",

@@ -69,6 +69,13 @@ DW_HIDDEN dw_status dw_model_load(const char *path, bool vocab_only, dw_model **
 DW_HIDDEN dw_status dw_model_from_gguf(dw_gguf *g, const char *path, bool vocab_only, dw_model **out);
 DW_HIDDEN void dw_model_retain(dw_model *m);
 DW_HIDDEN void dw_model_release(dw_model *m);
+/* What driftwood.h's dw_model_info says of the model (eot falls back to
+ * eos); guests read the same 32 bytes through model_info. */
+DW_HIDDEN void dw_model_info_get(const dw_model *m, dw_model_info *out);
+/* The GGUF string value of `key` into out[0 .. cap) (not terminated), *n
+ * its length: DW_ERR_NOT_FOUND without such a string key, DW_ERR_LIMIT
+ * (with *n set) when it is longer than cap. */
+DW_HIDDEN dw_status dw_model_meta_str(const dw_model *m, const char *key, char *out, size_t cap, size_t *n);
 /* A one-line summary (arch, sizes, weight type). */
 DW_HIDDEN void dw_model_summary(const dw_model *m, char *buf, size_t cap);
 /* Bytes of one KV block: K and V for DW_KV_BLOCK positions of every layer, f32. */
