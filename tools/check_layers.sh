@@ -67,7 +67,7 @@ done < <(grep -rn '^#include <' "$src" --include='*.c' --include='*.h' --include
 links=0
 if [ -n "$build" ]; then
   command -v nm >/dev/null || { echo "check_layers: nm (binutils) is needed for the link check"; exit 1; }
-  objs=$(find "$build/CMakeFiles" -name '*.o' \( -path '*/src/*' -o -path '*/sdk/src/*' \) ! -name '*_test.c.o' | sort)
+  objs=$(find "$build/CMakeFiles" -name '*.o' \( -path '*.dir/src/*' -o -path '*.dir/sdk/src/*' \) ! -name '*_test.c.o' | sort) # not other targets' copies (…dir/__/src/…)
   [ -n "$objs" ] || { echo "check_layers: no object files under $build/CMakeFiles (build it first)"; exit 1; }
   declare -A def_layer def_file
   obj_layer() { # CMakeFiles/x.dir/src/abi/abi.c.o -> abi; …/sdk/src/… -> sdk
