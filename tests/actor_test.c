@@ -8,7 +8,7 @@
  */
 #include "sh.h"
 
-#include "actor/internal.h"
+#include "api/internal.h"
 #include "actor/snapshot.h"
 
 #include <fcntl.h>

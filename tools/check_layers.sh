@@ -23,8 +23,9 @@ declare -A allowed=(
   [llm]="llm backend mem base"
   [wasi]="wasi wasm mem base"
   [abi]="abi llm wasi backend wasm mem base sdk"
-  [actor]="actor abi llm wasi backend wasm mem base sdk"
-  [server]="server actor abi llm wasi backend wasm mem base sdk"
+  [api]="api abi llm wasi backend wasm mem base sdk"
+  [actor]="actor api abi llm wasi backend wasm mem base sdk"
+  [server]="server actor api abi llm wasi backend wasm mem base sdk"
   [cli]=""
 )
 bad=0

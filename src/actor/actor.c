@@ -31,7 +31,7 @@
  */
 #define _GNU_SOURCE
 #include "abi/wasi_nn.h"
-#include "actor/internal.h"
+#include "api/internal.h"
 #include "actor/snapshot.h"
 #include "wasi/wasi.h"
 

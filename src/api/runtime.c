@@ -8,7 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "abi/wasi_nn.h"
-#include "actor/internal.h"
+#include "api/internal.h"
 #include "wasi/wasi.h"
 
 #include <stdio.h>

@@ -7,7 +7,7 @@
  * runtime's LLM engine, so the runtime must outlive them.
  */
 #define _GNU_SOURCE
-#include "actor/internal.h"
+#include "api/internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,10 +1,11 @@
 /*
- * internal.h — what the actor layer's files share: the runtime object
- * (backend, LLM engine, registered models, host modules) and the
- * host-side set-up of one guest (commands and actors alike).
+ * internal.h — what the public API's implementation shares (src/api and
+ * the layers above it, actor and server): the runtime object (backend, LLM
+ * engine, registered models, host modules) and the host-side set-up of one
+ * guest (commands and actors alike).
  */
-#ifndef DW_ACTOR_INTERNAL_H
-#define DW_ACTOR_INTERNAL_H
+#ifndef DW_API_INTERNAL_H
+#define DW_API_INTERNAL_H
 
 #include "abi/abi.h"
 #include "abi/wasi_nn.h"
