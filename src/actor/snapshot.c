@@ -267,7 +267,7 @@ dw_status dw_snap_end(dw_bytes *out) {
   return DW_OK;
 }
 
-#define BAD(...) dw_error_set(DW_ERR_BAD_SNAPSHOT, "invalid snapshot: " __VA_ARGS__)
+#define BAD DW_SNAP_BAD
 
 /* Remembers section i's checksum to be checked by dw_snap_check_end's threads. */
 static bool defer_check(dw_snap_check **cp, uint32_t i, const dw_snap_sec *s, uint32_t flags, const uint8_t want[16]) {
@@ -376,4 +376,10 @@ dw_status dw_snap_payload(const dw_snap_sec *s, const uint8_t **raw, bool *owned
   *raw = p;
   *owned = true;
   return DW_OK;
+}
+
+const dw_snap_sec *dw_snap_find(const dw_snap *s, uint32_t type) {
+  for (uint32_t i = 0; i < s->n; i++)
+    if (s->sec[i].type == type) return &s->sec[i];
+  return NULL;
 }

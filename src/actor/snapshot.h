@@ -105,6 +105,10 @@ DW_HIDDEN dw_status dw_snap_parse_deferred(const uint8_t *buf, size_t n, uint32_
  * DW_ERR_BAD_SNAPSHOT names the first section that fails. */
 DW_HIDDEN dw_status dw_snap_check_end(dw_snap_check *check);
 DW_HIDDEN void dw_snap_free(dw_snap *s);
+/* The first section of `type` in s, or NULL. */
+DW_HIDDEN const dw_snap_sec *dw_snap_find(const dw_snap *s, uint32_t type);
+/* A corrupt or inconsistent snapshot: DW_ERR_BAD_SNAPSHOT with a message. */
+#define DW_SNAP_BAD(...) dw_error_set(DW_ERR_BAD_SNAPSHOT, "invalid snapshot: " __VA_ARGS__)
 /* The raw payload of a section (decompressed when needed; *owned tells
  * whether the caller must free it). */
 DW_HIDDEN dw_status dw_snap_payload(const dw_snap_sec *s, const uint8_t **raw, bool *owned);

@@ -1,0 +1,234 @@
+/*
+ * freeze.c — an actor's snapshot, written (dw_actor_freeze): one scan of
+ * its memory, then the sections actor.h lists.
+ */
+#define _GNU_SOURCE
+#include "actor/actor.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Runs of 4 KiB chunks of linear memory: [i][0] the first chunk, [i][1]
+ * how many. */
+typedef struct runs {
+  uint32_t (*v)[2];
+  uint32_t n;
+} runs;
+
+/* The maximal runs of non-zero chunks: the one scan of memory a freeze
+ * makes. */
+static dw_status scan_runs(const dw_mem *mem, runs *r) {
+  uint64_t n_chunks = mem ? mem->size / DW_ACTOR_CHUNK : 0;
+  uint32_t cap = 0;
+  r->v = NULL, r->n = 0;
+  for (uint64_t c = 0; c < n_chunks; c++) {
+    if (dw_mem_page_is_zero(mem->base + c * DW_ACTOR_CHUNK)) continue;
+    if (r->n && r->v[r->n - 1][0] + r->v[r->n - 1][1] == c) {
+      r->v[r->n - 1][1]++;
+      continue;
+    }
+    if (r->n == cap) {
+      uint32_t (*v)[2] = realloc(r->v, (cap = cap ? cap * 2 : 64) * sizeof *v);
+      if (!v) {
+        free(r->v);
+        r->v = NULL, r->n = 0;
+        return dw_error_set(DW_ERR_NOMEM, "freeze: memory runs");
+      }
+      r->v = v;
+    }
+    r->v[r->n][0] = (uint32_t)c, r->v[r->n][1] = 1, r->n++;
+  }
+  return DW_OK;
+}
+
+/* MEMORY: u64 size | u32 chunk | u32 present | present x u32 chunk index |
+ * the chunks (the section is compressed when it pays). */
+static void put_memory(dw_bytes *sec, const dw_mem *mem, const runs *r) {
+  uint32_t present = 0;
+  for (uint32_t i = 0; i < r->n; i++) present += r->v[i][1];
+  dw_put_u64(sec, mem ? mem->size : 0);
+  dw_put_u32(sec, DW_ACTOR_CHUNK);
+  dw_put_u32(sec, present);
+  for (uint32_t i = 0; i < r->n; i++)
+    for (uint32_t c = r->v[i][0]; c < r->v[i][0] + r->v[i][1]; c++) dw_put_u32(sec, c);
+  for (uint32_t i = 0; i < r->n; i++) dw_put(sec, mem->base + (uint64_t)r->v[i][0] * DW_ACTOR_CHUNK, (size_t)r->v[i][1] * DW_ACTOR_CHUNK);
+}
+
+/* PAGES: u64 size | u32 chunk | u32 n_runs | n_runs x (u32 first, u32 count)
+ * | u32 pad | pad zero bytes | the runs' chunks, starting 4 KiB-aligned in
+ * the file. Runs hold only non-zero chunks unless there would be more than
+ * DW_ACTOR_MAX_RUNS of them: then runs bridge gaps of up to `gap` zero
+ * chunks, the gap doubling until they fit. */
+static void merge_runs(runs *r) {
+  for (uint64_t gap = 1; r->n > DW_ACTOR_MAX_RUNS; gap *= 2) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->n; i++) {
+      if (n && r->v[i][0] - (r->v[n - 1][0] + r->v[n - 1][1]) <= gap) {
+        r->v[n - 1][1] = r->v[i][0] + r->v[i][1] - r->v[n - 1][0];
+      } else {
+        r->v[n][0] = r->v[i][0], r->v[n][1] = r->v[i][1];
+        n++;
+      }
+    }
+    r->n = n;
+  }
+}
+
+static void put_pages(dw_bytes *sec, const dw_mem *mem, const runs *r, size_t payload_off) {
+  dw_put_u64(sec, mem ? mem->size : 0);
+  dw_put_u32(sec, DW_ACTOR_CHUNK);
+  dw_put_u32(sec, r->n);
+  for (uint32_t i = 0; i < r->n; i++) dw_put_u32(sec, r->v[i][0]), dw_put_u32(sec, r->v[i][1]);
+  uint32_t pad = (uint32_t)((DW_ACTOR_CHUNK - (payload_off + sec->n + 4) % DW_ACTOR_CHUNK) % DW_ACTOR_CHUNK);
+  static const uint8_t zero[DW_ACTOR_CHUNK];
+  dw_put_u32(sec, pad);
+  dw_put(sec, zero, pad);
+  for (uint32_t i = 0; i < r->n; i++) dw_put(sec, mem->base + (uint64_t)r->v[i][0] * DW_ACTOR_CHUNK, (size_t)r->v[i][1] * DW_ACTOR_CHUNK);
+}
+
+dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *len) {
+  bool embed_module = flags & DW_FREEZE_EMBED_MODULE;
+  *buf = NULL, *len = 0;
+  dw_bytes out, sec = {0};
+  dw_status st = DW_OK;
+  dw_mem *mem = dw_instance_memory(a->g.inst);
+  const char *hash = dw_wasm_module_hash(a->module->wasm);
+  int n_sessions = 0;
+  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) n_sessions += a->g.abi.sessions[i] != NULL;
+  /* MODELS, taken under the registry's lock once (other threads may
+   * register models meanwhile; handles are indices, so the order is kept) */
+  dw_bytes msec = {0};
+  dw_registry *reg = &a->rt->models;
+  pthread_mutex_lock(&reg->lock);
+  int n_models = reg->n;
+  const dw_model **mods = calloc((size_t)n_models + 1, sizeof *mods);
+  dw_put_u32(&msec, (uint32_t)n_models);
+  for (int i = 0; mods && i < n_models; i++) {
+    uint8_t fp[32] = {0}, fam[32] = {0};
+    if (reg->v[i].model) dw_model_fingerprint(reg->v[i].model, fp), dw_model_family(reg->v[i].model, fam);
+    mods[i] = reg->v[i].model;
+    dw_put_str(&msec, reg->v[i].name);
+    dw_put_str(&msec, reg->v[i].path);
+    dw_put_u32(&msec, reg->v[i].model != NULL);
+    dw_put(&msec, fp, 32);
+    dw_put(&msec, fam, 32);
+  }
+  pthread_mutex_unlock(&reg->lock);
+  if (!mods || msec.oom) {
+    free(mods), free(msec.p);
+    return dw_error_set(DW_ERR_NOMEM, "freeze");
+  }
+  dw_snap_begin(&out);
+  /* META */
+  dw_put(&sec, hash, 64);
+  dw_put_u32(&sec, mem ? mem->pages : 0);
+  dw_put_u32(&sec, (uint32_t)n_models);
+  dw_put_u32(&sec, (uint32_t)n_sessions);
+  dw_put_str(&sec, a->module->path);
+  dw_snap_add(&out, DW_SEC_META, sec.p, sec.n, false);
+  if (embed_module && a->mod_bytes) {
+    dw_snap_add(&out, DW_SEC_MODULE, a->mod_bytes, a->mod_len, true);
+  } else if (embed_module) { /* the bytes loaded, whatever the file holds by now */
+    size_t mn;
+    const uint8_t *mod = dw_wasm_module_bytes(a->module->wasm, &mn);
+    dw_snap_add(&out, DW_SEC_MODULE, mod, mn, true);
+  }
+  /* PAGES, or MEMORY when asked to compress */
+  sec.n = 0;
+  runs r;
+  if ((st = scan_runs(mem, &r))) goto fail;
+  if (flags & DW_FREEZE_COMPRESS_MEMORY) {
+    put_memory(&sec, mem, &r);
+    dw_snap_add(&out, DW_SEC_MEMORY, sec.p, sec.n, true);
+  } else {
+    merge_runs(&r);
+    put_pages(&sec, mem, &r, dw_snap_next_payload(&out));
+    dw_snap_add(&out, DW_SEC_PAGES, sec.p, sec.n, false);
+  }
+  free(r.v);
+  /* GLOBALS */
+  sec.n = 0;
+  unsigned ng = dw_instance_n_globals(a->g.inst);
+  dw_put_u32(&sec, ng);
+  for (unsigned i = 0; i < ng; i++) {
+    const char *name;
+    char type;
+    unsigned nb;
+    const void *p = dw_instance_global(a->g.inst, i, &name, &type, &nb);
+    dw_put_str(&sec, name);
+    dw_put_u32(&sec, (uint32_t)(uint8_t)type);
+    dw_put_u32(&sec, nb);
+    dw_put(&sec, p, nb);
+  }
+  dw_snap_add(&out, DW_SEC_GLOBALS, sec.p, sec.n, false);
+  /* TABLES: each element as an index into the table as instantiated */
+  sec.n = 0;
+  dw_put_u32(&sec, a->n_tables);
+  for (unsigned i = 0; i < a->n_tables && !st; i++) {
+    const wasm_rt_funcref_table_t *t = dw_instance_table(a->g.inst, i);
+    dw_put_u32(&sec, t->size);
+    for (uint32_t e = 0; e < t->size; e++) {
+      const wasm_rt_funcref_t *f = &t->data[e];
+      uint32_t idx = UINT32_MAX; /* null */
+      if (f->func) {
+        idx = dw_actor_ref_name(a, i, e, f);
+        if (idx == UINT32_MAX) {
+          st = dw_error_set(DW_ERR_UNSUPPORTED, "freeze: table %u element %u is a function the module does not "
+                                                "declare; it cannot be saved", i, e);
+          break;
+        }
+      }
+      dw_put_u32(&sec, idx);
+    }
+  }
+  if (st) goto fail;
+  dw_snap_add(&out, DW_SEC_TABLES, sec.p, sec.n, true);
+  /* MODELS: the registry in order, as taken above */
+  dw_snap_add(&out, DW_SEC_MODELS, msec.p, msec.n, false);
+  /* SESSIONS */
+  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) {
+    const dw_session *s = a->g.abi.sessions[i];
+    if (!s) continue;
+    int midx = -1;
+    for (int r = 0; r < n_models; r++)
+      if (mods[r] == s->model) midx = r;
+    const dw_hparams *hp = &s->model->hp;
+    size_t row = (size_t)hp->n_head_kv * hp->head_dim * sizeof(float);
+    sec.n = 0;
+    dw_put_u32(&sec, (uint32_t)i + 1);
+    dw_put_u32(&sec, (uint32_t)(midx + 1));
+    dw_put_u32(&sec, (uint32_t)s->n_ctx);
+    dw_put_u32(&sec, (uint32_t)s->n_past);
+    dw_put_u32(&sec, (uint32_t)hp->n_layer);
+    dw_put_u32(&sec, (uint32_t)(row / sizeof(float)));
+    for (int t = 0; t < s->n_past; t++) dw_put_u32(&sec, (uint32_t)s->tokens[t]);
+    size_t half = (size_t)hp->n_layer * s->n_past * row; /* K, then V: [layer][pos][kv_dim] */
+    uint8_t *kv = dw_reserve(&sec, 2 * half); /* exported straight into the section */
+    if (!kv) {
+      st = dw_error_set(DW_ERR_NOMEM, "freeze: %zu bytes of KV", 2 * half);
+      goto fail;
+    }
+    if ((st = dw_sess_export(s, kv, kv + half))) goto fail;
+    dw_snap_add(&out, DW_SEC_SESSION, sec.p, sec.n, false);
+  }
+  if (sec.oom) out.oom = true;
+  free(sec.p), free(msec.p), free(mods);
+  if ((st = dw_snap_end(&out))) return st;
+  *buf = out.p, *len = out.n;
+  return DW_OK;
+fail:
+  free(sec.p), free(msec.p), free(mods);
+  free(out.p);
+  return st;
+}
+
+dw_status dw_actor_freeze_file(dw_actor *a, unsigned flags, const char *path) {
+  uint8_t *buf;
+  size_t n;
+  dw_status st = dw_actor_freeze(a, flags, &buf, &n);
+  if (st) return st;
+  st = dw_file_write_atomic(path, buf, n);
+  free(buf);
+  return st;
+}
+
