@@ -53,7 +53,7 @@ Test(actor, one_send_or_many_gives_identical_replies) {
     cr_assert_eq(sh("cmp %s/a.dws %s/b.dws", dir, dir), 0, "the snapshots differ: %s", out);
     /* the conversation grew in the KV session across turns */
     cr_assert_eq(sh(DW " actor inspect %s/a.dws", dir), 0, "%s", out);
-    cr_assert(strstr(out, "session 1: model 1,"), "%s", out);
+    cr_assert(strstr(out, "session 1: model handle 1,"), "%s", out);
   }
 }
 
@@ -103,8 +103,9 @@ Test(actor, inspect_and_module_checks) {
   cr_assert_eq(sh(DW " actor spawn --module " ECHO " --model default=" DEMO " --state %s/s.dws --no-embed-module && " DW
                   " actor send --state %s/s.dws --module " ECHO " 'llm a b c'", dir, dir), 0, "%s", out);
   cr_assert_eq(sh(DW " actor inspect %s/s.dws", dir), 0, "%s", out);
-  cr_assert(strstr(out, "format version 3") && strstr(out, "module sha256 ") && strstr(out, "model 1 'default'") &&
-            strstr(out, "session 1: model 1, ") && strstr(out, "section pages") && strstr(out, "copy-on-write"),
+  cr_assert(strstr(out, "format version 4") && strstr(out, "module sha256 ") && strstr(out, "model 1 'default'") &&
+            strstr(out, "session 1: model handle 1, ") && strstr(out, "1 model handles: 1 = model 1\n") &&
+            strstr(out, "section pages") && strstr(out, "copy-on-write"),
             "%s", out);
   cr_assert_null(strstr(out, "section module"), "--no-embed-module: %s", out);
   cr_assert_eq(sh(DW " actor send --state %s/s.dws hi", dir), 1, "no module: %s", out);
@@ -459,7 +460,7 @@ Test(snapshot, large_sections_have_piecewise_checksums_that_catch_every_piece) {
   memcpy(&version, b.p + 8, 4);
   size_t sec2 = 16 + 40 + 5; /* header, then the small section */
   memcpy(&flags1, b.p + 16 + 4, 4), memcpy(&flags2, b.p + sec2 + 4, 4);
-  cr_assert_eq(version, 3);
+  cr_assert_eq(version, DW_SNAP_VERSION);
   cr_assert_eq(flags1, 0, "a small section is checked flat");
   cr_assert_eq(flags2, DW_SNAP_FLAG_PIECEWISE);
   uint8_t want[16];
@@ -556,6 +557,130 @@ Test(snapshot, another_model_is_refused_another_quantisation_reprefills) {
   dw_module_destroy(m1), dw_module_destroy(m2), dw_module_destroy(m3);
   dw_runtime_destroy(r1), dw_runtime_destroy(r2), dw_runtime_destroy(r3);
   sh("rm -rf %s", d);
+}
+
+/* Model handles are the guest's own, in the order it opened its models:
+ * actors frozen on hosts that registered their models in different orders
+ * thaw side by side into one host (it used to refuse all but one order),
+ * keep their handles, and a host with fixed models finds a model it serves
+ * under another name by its fingerprint. */
+Test(snapshot, model_handles_are_the_guests_own_whatever_the_host_order) {
+  char d[] = "/tmp/dw-snaph-XXXXXX";
+  cr_assert(mkdtemp(d));
+  const char *mk = "/usr/bin/python3 " DW_TEST_SOURCE "/tools/mkmodel.py --synthetic-vocab spm --dim 32 --layers 2 "
+                   "--heads 2 --kv-heads 1 --ffn 32 --ctx 512 --type f16";
+  cr_assert_eq(sh("%s --seed 5 -o %s/a.gguf && %s --seed 9 -o %s/b.gguf", mk, d, mk, d), 0, "%s", out);
+  char pa[128], pb[128];
+  snprintf(pa, sizeof pa, "%s/a.gguf", d), snprintf(pb, sizeof pb, "%s/b.gguf", d);
+  dw_runtime_config rc = {.backend = "cpu", .threads = 2};
+  dw_runtime *rt[5];
+  dw_module *mod[5];
+  const char *order[5][2][2] = {{{"a", pa}, {"b", pb}},       {{"b", pb}, {"a", pa}},     {{"b", pb}, {"a", pa}},
+                                {{"alpha", pa}, {"beta", pb}}, {{"alpha", pa}, {NULL, NULL}}};
+  for (int i = 0; i < 5; i++) {
+    rc.fixed_models = i >= 3;
+    cr_assert_eq(dw_runtime_create(&rc, &rt[i]), DW_OK);
+    for (int k = 0; k < 2 && order[i][k][0]; k++)
+      cr_assert_eq(dw_runtime_add_model(rt[i], order[i][k][0], order[i][k][1]), DW_OK, "%s", dw_last_error());
+    cr_assert_eq(dw_module_load(rt[i], ECHO, &mod[i], NULL), DW_OK);
+  }
+  /* x on host 0 (a, b): handles a=1, b=2, its session on b; y on host 1
+   * (b, a): b=1, a=2, its session on a */
+  dw_actor *x, *y, *t;
+  char r[256], want[256];
+  cr_assert_eq(dw_actor_spawn(mod[0], &x), DW_OK);
+  cr_assert_eq(dw_actor_spawn(mod[1], &y), DW_OK);
+  reply(x, "model a", r, sizeof r);
+  cr_assert_str_eq(r, "1: model 1\n");
+  reply(x, "model b", r, sizeof r);
+  cr_assert_str_eq(r, "2: model 2\n");
+  reply(x, "llm the hello world", r, sizeof r);
+  reply(y, "model b", r, sizeof r);
+  cr_assert_str_eq(r, "1: model 1\n");
+  reply(y, "model a", r, sizeof r);
+  cr_assert_str_eq(r, "2: model 2\n");
+  reply(y, "llm the hello world", r, sizeof r);
+  uint8_t *bx, *by;
+  size_t nx, ny;
+  cr_assert_eq(dw_actor_freeze(x, 0, &bx, &nx), DW_OK);
+  cr_assert_eq(dw_actor_freeze(y, 0, &by, &ny), DW_OK);
+  /* both into host 2 (b, a) and host 3 (fixed: alpha, beta), where each
+   * continues exactly as the original does */
+  for (int h = 2; h <= 3; h++) {
+    dw_thaw_report rep;
+    cr_assert_eq(dw_actor_thaw(rt[h], mod[h], bx, nx, &t, &rep), DW_OK, "host %d: %s", h, dw_last_error());
+    cr_assert_eq(rep.sessions, 1);
+    cr_assert_eq(rep.reprefilled, 0);
+    reply(t, "llm and more", r, sizeof r);
+    if (h == 2) reply(x, "llm and more", want, sizeof want);
+    cr_assert_str_eq(r, want, "x on host %d: %s vs %s", h, r, want);
+    dw_actor_destroy(t);
+    cr_assert_eq(dw_actor_thaw(rt[h], mod[h], by, ny, &t, &rep), DW_OK, "host %d: %s", h, dw_last_error());
+    reply(t, "llm and more", r, sizeof r);
+    if (h == 2) reply(y, "llm and more", want + 128, 128);
+    cr_assert_str_eq(r, want + 128, "y on host %d", h);
+    if (h == 2) { /* its handles are its own: b is still 1 */
+      reply(t, "model b", r, sizeof r);
+      cr_assert_str_eq(r, "5: model 1\n");
+    }
+    dw_actor_destroy(t);
+  }
+  /* a fixed host that lacks one of them refuses, naming it */
+  cr_assert_neq(dw_actor_thaw(rt[4], mod[4], bx, nx, &t, NULL), DW_OK);
+  cr_assert(strstr(dw_last_error(), "model 'b'"), "%s", dw_last_error());
+  free(bx), free(by);
+  dw_actor_destroy(x), dw_actor_destroy(y);
+  for (int i = 0; i < 5; i++) dw_module_destroy(mod[i]), dw_runtime_destroy(rt[i]);
+  sh("rm -rf %s", d);
+}
+
+/* A version-3 snapshot (no HANDLES section: a model handle was the
+ * registry index + 1) still thaws, its handles the MODELS entries in order. */
+Test(snapshot, a_version_3_snapshot_without_handles_thaws) {
+  dw_runtime_config rc = {.backend = "cpu", .threads = 2};
+  dw_runtime *rt;
+  dw_module *m;
+  cr_assert_eq(dw_runtime_create(&rc, &rt), DW_OK);
+  cr_assert_eq(dw_runtime_add_model(rt, "default", DEMO), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_module_load(rt, ECHO, &m, NULL), DW_OK);
+  dw_actor *a, *t;
+  char r[256], want[256];
+  cr_assert_eq(dw_actor_spawn(m, &a), DW_OK);
+  reply(a, "llm the hello world", r, sizeof r);
+  uint8_t *buf;
+  size_t n;
+  cr_assert_eq(dw_actor_freeze(a, 0, &buf, &n), DW_OK);
+  dw_snap s;
+  cr_assert_eq(dw_snap_parse(buf, n, &s), DW_OK, "%s", dw_last_error());
+  dw_bytes old;
+  dw_snap_begin(&old);
+  bool had = false;
+  for (uint32_t i = 0; i < s.n; i++) {
+    const dw_snap_sec *c = &s.sec[i];
+    if (c->type == DW_SEC_HANDLES) {
+      had = true;
+      continue;
+    }
+    const uint8_t *raw;
+    bool owned;
+    cr_assert_eq(dw_snap_payload(c, &raw, &owned), DW_OK);
+    dw_snap_add(&old, c->type, raw, c->raw_len, c->flags & DW_SNAP_FLAG_ZSTD);
+    if (owned) free((void *)raw);
+  }
+  dw_snap_free(&s);
+  cr_assert(had, "a version-4 snapshot has a HANDLES section");
+  cr_assert_eq(dw_snap_end(&old), DW_OK);
+  uint32_t v3 = 3;
+  memcpy(old.p + 8, &v3, 4);
+  dw_thaw_report rep;
+  cr_assert_eq(dw_actor_thaw(rt, m, old.p, old.n, &t, &rep), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(rep.sessions, 1);
+  reply(t, "llm and more", r, sizeof r);
+  reply(a, "llm and more", want, sizeof want);
+  cr_assert_str_eq(r, want);
+  free(buf), free(old.p);
+  dw_actor_destroy(a), dw_actor_destroy(t);
+  dw_module_destroy(m), dw_runtime_destroy(rt);
 }
 
 /* A snapshot that embeds its module embeds the bytes the actor runs, even

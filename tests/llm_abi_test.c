@@ -42,6 +42,8 @@ static void setup(void) {
   M = dw_registry_loaded(&reg, 0);
   T.abi.reg = &reg;
   T.abi.engine = P;
+  /* handle 1 is the demo model, as if the guest had opened it first */
+  cr_assert_eq(dw_abi_model_add(&T.abi, 0), DW_OK);
 }
 static void teardown(void) {
   th_close(&T);
@@ -97,8 +99,15 @@ Test(llm_abi, model_open_and_info) {
   cr_assert_eq(rd32(200), 1);
   cr_assert_eq(call("model_open", "i:iii", 100, 0, 204), DW_OK, "empty name: the first model");
   cr_assert_eq(rd32(204), 1);
+  /* a model registered later, opened: the next handle of this guest's own */
+  cr_assert_eq(dw_registry_add(&reg, "again", DEMO_MODEL, true), DW_OK, "%s", dw_last_error());
+  memcpy(T.mem->base + 110, "again", 5);
+  cr_assert_eq(call("model_open", "i:iii", 110, 5, 208), DW_OK);
+  cr_assert_eq(rd32(208), 2);
+  cr_assert_eq(call("model_open", "i:iii", 110, 5, 208), DW_OK);
+  cr_assert_eq(rd32(208), 2, "opening a model again gives its handle back");
   REFUSED(DW_ERR_NOT_FOUND, "model_info", "i:ii", 0, 300);
-  REFUSED(DW_ERR_NOT_FOUND, "model_info", "i:ii", 2, 300);
+  REFUSED(DW_ERR_NOT_FOUND, "model_info", "i:ii", 3, 300);
   REFUSED(DW_ERR_NOT_FOUND, "model_info", "i:ii", 0xFFFFFFFFu, 300);
   REFUSED(DW_ERR_OUT_OF_BOUNDS, "model_info", "i:ii", 1, MEM - 16);
   REFUSED(DW_ERR_MISALIGNED, "model_info", "i:ii", 1, 302);

@@ -48,6 +48,13 @@ DW_HIDDEN int dw_registry_find(dw_registry *r, const char *name, size_t len);
 DW_HIDDEN dw_status dw_registry_model(dw_registry *r, int idx, dw_model **out);
 /* The model at idx if already loaded, else NULL. */
 DW_HIDDEN dw_model *dw_registry_loaded(dw_registry *r, int idx);
+/* Entry idx's name and path (valid while r lives) and its model (NULL if
+ * not loaded); false if there is no entry idx. */
+DW_HIDDEN bool dw_registry_entry(dw_registry *r, int idx, const char **name, const char **path, dw_model **model);
+/* How many entries r holds (indices 0..n-1; entries never move or go away). */
+DW_HIDDEN int dw_registry_count(dw_registry *r);
+/* Index of a loaded model with this fingerprint, or -1. */
+DW_HIDDEN int dw_registry_find_fingerprint(dw_registry *r, const uint8_t fp[32]);
 
 /* What the host saw during the guest's last compute call (last_op_info). */
 typedef struct dw_op_info {
@@ -63,14 +70,35 @@ typedef struct dw_abi {
                                                               non-zero cancels the guest's call */
   void *emit_ctx;
   dw_op_info last;        /* last compute op */
-  dw_registry *reg;       /* borrowed: model handle = index + 1 */
+  dw_registry *reg;       /* borrowed: the models the guest may open */
+  int *models;            /* owned: model handle h is registry index models[h - 1] */
+  uint32_t n_models, cap_models;
   dw_engine *engine;      /* borrowed: where decode runs */
   dw_session *sessions[DW_ABI_MAX_SESSIONS]; /* owned: session handle = index + 1 */
 } dw_abi;
 
 DW_HIDDEN void dw_abi_init(dw_abi *a, dw_backend *backend, int emit_fd);
-/* Frees every session the guest left open. */
+/* Frees every session the guest left open, and the model handles. */
 DW_HIDDEN void dw_abi_fini(dw_abi *a);
+
+/* The guest's handles, for snapshots and forks (src/actor). Model handles
+ * are the instance's own (1, 2, … in the order the guest opened them), so
+ * they mean the same after a thaw into a host that registered its models in
+ * another order. */
+/* How many model handles the guest holds (handles 1..n). */
+DW_HIDDEN uint32_t dw_abi_n_models(const dw_abi *a);
+/* The registry index of model handle h, or -1. */
+DW_HIDDEN int dw_abi_model_index(const dw_abi *a, uint32_t h);
+/* Gives the guest handle n + 1 for registry index idx (thaw: in the order
+ * the snapshot lists them). */
+DW_HIDDEN dw_status dw_abi_model_add(dw_abi *a, int idx);
+/* Session handle h (1..DW_ABI_MAX_SESSIONS), or NULL. */
+DW_HIDDEN dw_session *dw_abi_session(const dw_abi *a, uint32_t h);
+/* Puts s at session handle h, which must be free; a owns s then. */
+DW_HIDDEN dw_status dw_abi_session_set(dw_abi *a, uint32_t h, dw_session *s);
+/* dst (freshly initialised) gets src's model handles and a fork of each of
+ * its sessions (copy-on-write KV). */
+DW_HIDDEN dw_status dw_abi_fork(dw_abi *dst, const dw_abi *src);
 
 /* Host-side operations behind the imports, callable without a guest. */
 DW_HIDDEN dw_status dw_abi_matmul_f32(dw_abi *a, dw_mem *mem, uint32_t a_off, uint32_t b_off, uint32_t c_off,

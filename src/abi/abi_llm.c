@@ -3,9 +3,10 @@
  * model_open, model_info, model_meta, tokenize, token_piece, session_new,
  * decode, session_len, session_truncate, session_fork, session_free.
  *
- * Handles are small integers local to the instance: a model handle is the
- * registry index + 1, a session handle the slot index + 1 (0 is never
- * valid). Every guest (offset, length) is checked with dw_mem_view* before
+ * Handles are small integers local to the instance: model handles are
+ * 1, 2, … in the order the guest first opened each model (the instance's
+ * own table of registry indices), a session handle the slot index + 1 (0
+ * is never valid). Every guest (offset, length) is checked with dw_mem_view* before
  * the engine runs; token ids and logits are read and written in place in
  * the guest's memory (decode writes the logits straight from the output
  * projection into the guest's buffer). Error codes, in checking order:
@@ -16,6 +17,7 @@
 #include "abi/abi.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ABI(inst) ((dw_abi *)dw_instance_ctx((inst), DW_SLOT_DRIFTWOOD))
@@ -25,15 +27,58 @@ void dw_abi_fini(dw_abi *a) {
     dw_sess_free(a->sessions[i]);
     a->sessions[i] = NULL;
   }
+  free(a->models);
+  a->models = NULL, a->n_models = a->cap_models = 0;
 }
 
+uint32_t dw_abi_n_models(const dw_abi *a) { return a->n_models; }
+
+int dw_abi_model_index(const dw_abi *a, uint32_t h) { return h >= 1 && h <= a->n_models ? a->models[h - 1] : -1; }
+
+dw_status dw_abi_model_add(dw_abi *a, int idx) {
+  if (a->n_models == a->cap_models) {
+    uint32_t cap = a->cap_models ? 2 * a->cap_models : 4;
+    int *v = realloc(a->models, cap * sizeof *v);
+    if (!v) return dw_error_set(DW_ERR_NOMEM, "model handles");
+    a->models = v, a->cap_models = cap;
+  }
+  a->models[a->n_models++] = idx;
+  return DW_OK;
+}
+
+dw_session *dw_abi_session(const dw_abi *a, uint32_t h) {
+  return h >= 1 && h <= DW_ABI_MAX_SESSIONS ? a->sessions[h - 1] : NULL;
+}
+
+dw_status dw_abi_session_set(dw_abi *a, uint32_t h, dw_session *s) {
+  if (h < 1 || h > DW_ABI_MAX_SESSIONS || a->sessions[h - 1])
+    return dw_error_set(DW_ERR_INVALID_ARG, "session handle %u is invalid or taken", h);
+  a->sessions[h - 1] = s;
+  return DW_OK;
+}
+
+dw_status dw_abi_fork(dw_abi *dst, const dw_abi *src) {
+  dw_status st = DW_OK;
+  for (uint32_t h = 1; !st && h <= src->n_models; h++) st = dw_abi_model_add(dst, src->models[h - 1]);
+  for (int i = 0; !st && i < DW_ABI_MAX_SESSIONS; i++)
+    if (src->sessions[i]) st = dw_sess_fork(src->sessions[i], &dst->sessions[i]);
+  return st;
+}
+
+/* The model behind handle h, loaded on first use (a thawed guest's handles
+ * name models that may not be mapped yet); NULL if h is not a handle or the
+ * model cannot be loaded. */
 static dw_model *model_of(const dw_abi *a, uint32_t h) {
-  return a && a->reg && h >= 1 && h <= (uint32_t)INT32_MAX ? dw_registry_loaded(a->reg, (int)h - 1) : NULL;
+  dw_model *m = NULL;
+  int idx = a && a->reg ? dw_abi_model_index(a, h) : -1;
+  if (idx >= 0 && dw_registry_model(a->reg, idx, &m) != DW_OK) {
+    fprintf(stderr, "driftwood: model handle %u: %s\n", h, dw_last_error());
+    m = NULL;
+  }
+  return m;
 }
 
-static dw_session *session_of(const dw_abi *a, uint32_t h) {
-  return a && h >= 1 && h <= DW_ABI_MAX_SESSIONS ? a->sessions[h - 1] : NULL;
-}
+static dw_session *session_of(const dw_abi *a, uint32_t h) { return a ? dw_abi_session(a, h) : NULL; }
 
 static dw_status view(dw_instance *inst, uint32_t off, uint64_t n, uint32_t size, uint32_t align, void **p) {
   dw_mem *mem = dw_instance_memory(inst);
@@ -59,7 +104,9 @@ static uint32_t h_model_open(dw_instance *inst, uint32_t name, uint32_t name_len
   if (idx < 0) return DW_ERR_NOT_FOUND;
   dw_model *m;
   if ((st = dw_registry_model(a->reg, idx, &m))) return st;
-  uint32_t h = (uint32_t)idx + 1;
+  uint32_t h = 1;
+  while (h <= a->n_models && a->models[h - 1] != idx) h++; /* the handle it has, or the next */
+  if (h > a->n_models && (st = dw_abi_model_add(a, idx))) return st;
   memcpy(po, &h, 4);
   return DW_OK;
 }

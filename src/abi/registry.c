@@ -114,3 +114,32 @@ dw_model *dw_registry_loaded(dw_registry *r, int idx) {
   pthread_mutex_unlock(&r->lock);
   return m;
 }
+
+bool dw_registry_entry(dw_registry *r, int idx, const char **name, const char **path, dw_model **model) {
+  pthread_mutex_lock(&r->lock);
+  bool ok = idx >= 0 && idx < r->n;
+  if (ok) { /* the strings are never freed before dw_registry_fini, though r->v may move */
+    if (name) *name = r->v[idx].name;
+    if (path) *path = r->v[idx].path;
+    if (model) *model = r->v[idx].model;
+  }
+  pthread_mutex_unlock(&r->lock);
+  return ok;
+}
+
+int dw_registry_count(dw_registry *r) {
+  pthread_mutex_lock(&r->lock);
+  int n = r->n;
+  pthread_mutex_unlock(&r->lock);
+  return n;
+}
+
+int dw_registry_find_fingerprint(dw_registry *r, const uint8_t fp[32]) {
+  int found = -1;
+  uint8_t have[32];
+  pthread_mutex_lock(&r->lock);
+  for (int i = 0; i < r->n && found < 0; i++)
+    if (r->v[i].model && (dw_model_fingerprint(r->v[i].model, have), !memcmp(have, fp, 32))) found = i;
+  pthread_mutex_unlock(&r->lock);
+  return found;
+}

@@ -127,8 +127,8 @@ void dw_actor_get_stats(const dw_actor *a, dw_actor_stats *out) {
   memset(out, 0, sizeof *out);
   const dw_mem *mem = dw_instance_memory(a->g.inst);
   out->memory_bytes = mem ? mem->size : 0;
-  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) {
-    const dw_session *s = a->g.abi.sessions[i];
+  for (uint32_t h = 1; h <= DW_ABI_MAX_SESSIONS; h++) {
+    const dw_session *s = dw_abi_session(&a->g.abi, h);
     if (!s) continue;
     out->sessions++;
     out->kv_tokens += (uint64_t)s->n_past;
@@ -187,8 +187,7 @@ dw_status dw_actor_fork(dw_actor *a, dw_actor **out) {
                           e);
     }
   }
-  for (int i = 0; !st && i < DW_ABI_MAX_SESSIONS; i++)
-    if (a->g.abi.sessions[i]) st = dw_sess_fork(a->g.abi.sessions[i], &f->g.abi.sessions[i]);
+  if (!st) st = dw_abi_fork(&f->g.abi, &a->g.abi); /* model handles; sessions share KV copy-on-write */
   if (st) {
     dw_actor_destroy(f);
     return st;

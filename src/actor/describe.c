@@ -24,11 +24,11 @@ dw_status dw_snapshot_describe(const char *path, char *buf, size_t cap) {
   size_t o = 0;
 #define P(...) (o += (size_t)snprintf(buf + (o < cap ? o : cap), o < cap ? cap - o : 0, __VA_ARGS__))
   P("snapshot %s: format version %u, %zu bytes, %u sections\n", path, s.version, n, s.n);
-  static const char *const names[] = {"?",      "meta",    "module", "memory",
-                                      "globals", "models", "session", "tables", "pages"};
+  static const char *const names[] = {"?",      "meta",    "module", "memory", "globals",
+                                      "models", "session", "tables", "pages",  "handles"};
   for (uint32_t i = 0; i < s.n; i++) {
     const dw_snap_sec *c = &s.sec[i];
-    P("  section %-8s %10llu bytes%s", c->type < 9 ? names[c->type] : "unknown",
+    P("  section %-8s %10llu bytes%s", c->type < 10 ? names[c->type] : "unknown",
       (unsigned long long)c->stored_len, c->flags ? " (zstd)" : "");
     if (c->flags) P(", %llu raw", (unsigned long long)c->raw_len);
     P("\n");
@@ -61,11 +61,19 @@ dw_status dw_snapshot_describe(const char *path, char *buf, size_t cap) {
         P("    model %u '%s' %s%s%s\n", k + 1, name, mpath, loaded ? ", fingerprint " : " (not loaded)",
           loaded ? hex : "");
       }
+    } else if (c->type == DW_SEC_HANDLES && !c->flags) {
+      uint32_t nh = dw_get_u32(&r);
+      P("    %u model handles:", nh);
+      for (uint32_t h = 1; h <= nh && !r.bad; h++) {
+        uint32_t e = dw_get_u32(&r);
+        if (!r.bad) P(" %u = model %u%s", h, e + 1, h < nh ? "," : "");
+      }
+      P("\n");
     } else if (c->type == DW_SEC_SESSION && !c->flags) {
       uint32_t slot = dw_get_u32(&r), mh = dw_get_u32(&r), n_ctx = dw_get_u32(&r), n_past = dw_get_u32(&r);
       uint32_t nl = dw_get_u32(&r), kvd = dw_get_u32(&r);
       if (!r.bad)
-        P("    session %u: model %u, %u of %u positions, KV %u layers x %u f32\n", slot, mh, n_past, n_ctx, nl, kvd);
+        P("    session %u: model handle %u, %u of %u positions, KV %u layers x %u f32\n", slot, mh, n_past, n_ctx, nl, kvd);
     }
   }
 #undef P

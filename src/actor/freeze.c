@@ -94,28 +94,41 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   dw_mem *mem = dw_instance_memory(a->g.inst);
   const char *hash = dw_wasm_module_hash(a->module->wasm);
   int n_sessions = 0;
-  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) n_sessions += a->g.abi.sessions[i] != NULL;
-  /* MODELS, taken under the registry's lock once (other threads may
-   * register models meanwhile; handles are indices, so the order is kept) */
-  dw_bytes msec = {0};
+  for (uint32_t h = 1; h <= DW_ABI_MAX_SESSIONS; h++) n_sessions += dw_abi_session(&a->g.abi, h) != NULL;
+  /* MODELS: the runtime's models (each entry stays at its index while the
+   * runtime lives), so a later thaw offers the actor the same ones; HANDLES:
+   * the guest's own model handles, as indices into MODELS */
+  dw_bytes msec = {0}, hsec = {0};
   dw_registry *reg = &a->rt->models;
-  pthread_mutex_lock(&reg->lock);
-  int n_models = reg->n;
+  int n_models = dw_registry_count(reg);
+  uint32_t n_handles = dw_abi_n_models(&a->g.abi);
   const dw_model **mods = calloc((size_t)n_models + 1, sizeof *mods);
   dw_put_u32(&msec, (uint32_t)n_models);
   for (int i = 0; mods && i < n_models; i++) {
     uint8_t fp[32] = {0}, fam[32] = {0};
-    if (reg->v[i].model) dw_model_fingerprint(reg->v[i].model, fp), dw_model_family(reg->v[i].model, fam);
-    mods[i] = reg->v[i].model;
-    dw_put_str(&msec, reg->v[i].name);
-    dw_put_str(&msec, reg->v[i].path);
-    dw_put_u32(&msec, reg->v[i].model != NULL);
+    const char *name = "", *path = "";
+    dw_model *m = NULL;
+    dw_registry_entry(reg, i, &name, &path, &m);
+    if (m) dw_model_fingerprint(m, fp), dw_model_family(m, fam);
+    mods[i] = m;
+    dw_put_str(&msec, name);
+    dw_put_str(&msec, path);
+    dw_put_u32(&msec, m != NULL);
     dw_put(&msec, fp, 32);
     dw_put(&msec, fam, 32);
   }
-  pthread_mutex_unlock(&reg->lock);
+  dw_put_u32(&hsec, n_handles);
+  for (uint32_t h = 1; h <= n_handles; h++) {
+    int idx = dw_abi_model_index(&a->g.abi, h);
+    if (idx < 0 || idx >= n_models) {
+      free(mods), free(msec.p), free(hsec.p);
+      return dw_error_set(DW_ERR_INVALID_ARG, "freeze: model handle %u is not a model of this runtime", h);
+    }
+    dw_put_u32(&hsec, (uint32_t)idx);
+  }
+  if (hsec.oom) msec.oom = true;
   if (!mods || msec.oom) {
-    free(mods), free(msec.p);
+    free(mods), free(msec.p), free(hsec.p);
     return dw_error_set(DW_ERR_NOMEM, "freeze");
   }
   dw_snap_begin(&out);
@@ -183,20 +196,25 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   }
   if (st) goto fail;
   dw_snap_add(&out, DW_SEC_TABLES, sec.p, sec.n, true);
-  /* MODELS: the registry in order, as taken above */
+  /* MODELS and HANDLES, as taken above */
   dw_snap_add(&out, DW_SEC_MODELS, msec.p, msec.n, false);
+  dw_snap_add(&out, DW_SEC_HANDLES, hsec.p, hsec.n, false);
   /* SESSIONS */
   for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) {
-    const dw_session *s = a->g.abi.sessions[i];
+    const dw_session *s = dw_abi_session(&a->g.abi, (uint32_t)i + 1);
     if (!s) continue;
-    int midx = -1;
-    for (int r = 0; r < n_models; r++)
-      if (mods[r] == s->model) midx = r;
+    uint32_t mh = 0; /* the guest's handle of the session's model */
+    for (uint32_t h = 1; h <= n_handles && !mh; h++)
+      if (mods[dw_abi_model_index(&a->g.abi, h)] == s->model) mh = h;
+    if (!mh) {
+      st = dw_error_set(DW_ERR_INVALID_ARG, "freeze: session %d's model is not one the guest opened", i + 1);
+      goto fail;
+    }
     const dw_hparams *hp = &s->model->hp;
     size_t row = (size_t)hp->n_head_kv * hp->head_dim * sizeof(float);
     sec.n = 0;
     dw_put_u32(&sec, (uint32_t)i + 1);
-    dw_put_u32(&sec, (uint32_t)(midx + 1));
+    dw_put_u32(&sec, mh);
     dw_put_u32(&sec, (uint32_t)s->n_ctx);
     dw_put_u32(&sec, (uint32_t)s->n_past);
     dw_put_u32(&sec, (uint32_t)hp->n_layer);
@@ -212,12 +230,12 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
     dw_snap_add(&out, DW_SEC_SESSION, sec.p, sec.n, false);
   }
   if (sec.oom) out.oom = true;
-  free(sec.p), free(msec.p), free(mods);
+  free(sec.p), free(msec.p), free(hsec.p), free(mods);
   if ((st = dw_snap_end(&out))) return st;
   *buf = out.p, *len = out.n;
   return DW_OK;
 fail:
-  free(sec.p), free(msec.p), free(mods);
+  free(sec.p), free(msec.p), free(hsec.p), free(mods);
   free(out.p);
   return st;
 }

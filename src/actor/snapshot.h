@@ -4,7 +4,7 @@
  * and payload) and optionally zstd-compressed; plus a bounded byte reader and
  * writer for section payloads.
  *
- * File layout: "DWSNAP\r\n" | u32 version (3; 1 and 2 are still read) | u32 n_sections |
+ * File layout: "DWSNAP\r\n" | u32 version (4; 1 to 3 are still read) | u32 n_sections |
  * sections, each: u32 type | u32 flags | u64 raw_len | u64 stored_len |
  * 16-byte checksum | stored_len bytes. Flags: 1 = zstd; 2 (version 3) =
  * piecewise checksum. The checksum is XXH3-128 over the four header fields
@@ -25,7 +25,7 @@
 
 #include <stdbool.h>
 
-#define DW_SNAP_VERSION 3     /* 2 added the PAGES section, 3 piecewise checksums */
+#define DW_SNAP_VERSION 4     /* 2 added PAGES, 3 piecewise checksums, 4 HANDLES */
 #define DW_SNAP_MIN_VERSION 1
 #define DW_SNAP_MAX_SECTIONS 4096
 #define DW_SNAP_MAX_RAW (64ull << 30)
@@ -36,7 +36,7 @@
 
 enum dw_snap_type {
   DW_SEC_META = 1, DW_SEC_MODULE = 2, DW_SEC_MEMORY = 3, DW_SEC_GLOBALS = 4, DW_SEC_MODELS = 5, DW_SEC_SESSION = 6,
-  DW_SEC_TABLES = 7, DW_SEC_PAGES = 8,
+  DW_SEC_TABLES = 7, DW_SEC_PAGES = 8, DW_SEC_HANDLES = 9,
 };
 
 /* A growable byte buffer with little-endian writers. */

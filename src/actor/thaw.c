@@ -190,40 +190,85 @@ static dw_status restore_tables(dw_actor *a, const dw_snap_sec *sec) {
   return st;
 }
 
-static dw_status restore_models(dw_runtime *rt, const dw_snap_sec *sec) {
+/* The guest's model handles: for handle h, hs->idx[h - 1] is the registry
+ * entry and hs->ent[h - 1] the snapshot's MODELS entry it was made with. */
+typedef struct handles {
+  int *idx;
+  uint32_t *ent, n;
+} handles;
+
+/* Finds each model of the snapshot's MODELS in rt: the model of that name;
+ * else one loaded with the same fingerprint (the host serves the file
+ * under another name); else, unless the host's models are fixed, the
+ * snapshot's name and path registered (mapped when first used). A fixed
+ * host refuses only a model a handle refers to. The handles come from
+ * HANDLES (version 4), or are the MODELS entries in order (before, when a
+ * handle was a registry index + 1); the host's order of --model does not
+ * matter. */
+static dw_status restore_models(dw_runtime *rt, const dw_snap_sec *sec, const dw_snap_sec *hsec, handles *hs) {
   dw_reader r = {sec->stored, sec->stored + sec->stored_len, false};
-  if (sec->flags) return BAD("the models section must not be compressed");
+  memset(hs, 0, sizeof *hs);
+  if (sec->flags || (hsec && hsec->flags)) return BAD("the models and handles sections must not be compressed");
   uint32_t n = dw_get_u32(&r);
   if (r.bad || n > 4096) return BAD("model count");
-  for (uint32_t i = 0; i < n; i++) {
-    char name[256], path[4096];
-    dw_get_str(&r, name, sizeof name);
-    dw_get_str(&r, path, sizeof path);
-    dw_get_u32(&r);
-    dw_get(&r, 64);
-    if (r.bad) return BAD("a model entry is truncated");
-    int idx = dw_registry_find(&rt->models, name, strlen(name));
-    if (idx < 0 && rt->fixed_models)
-      return dw_error_set(DW_ERR_NOT_FOUND, "snapshot: it needs model '%s', which this host does not serve", name);
-    if (idx < 0 && rt->models.n == (int)i) {
-      dw_status st = dw_registry_add(&rt->models, name, path, false);
-      if (st) return st;
-      idx = (int)i;
-    }
-    if (idx != (int)i)
-      return dw_error_set(DW_ERR_INVALID_ARG,
-                          "snapshot: model '%s' must be registered as model %u (the snapshot's order of --model)", name,
-                          i + 1);
+  dw_reader hr = {hsec ? hsec->stored : NULL, hsec ? hsec->stored + hsec->stored_len : NULL, false};
+  uint32_t nh = hsec ? dw_get_u32(&hr) : n;
+  if (hr.bad || nh > 4096 || (hsec && (uint64_t)nh * 4 != (uint64_t)(hr.end - hr.p))) return BAD("model handles");
+  int *found = calloc((size_t)n + 1, sizeof *found);
+  hs->idx = calloc((size_t)nh + 1, sizeof *hs->idx);
+  hs->ent = calloc((size_t)nh + 1, sizeof *hs->ent);
+  if (!found || !hs->idx || !hs->ent) {
+    free(found), free(hs->idx), free(hs->ent);
+    return dw_error_set(DW_ERR_NOMEM, "thaw");
   }
+  dw_status st = DW_OK;
+  for (uint32_t h = 0; h < nh && !st; h++) {
+    hs->ent[h] = hsec ? dw_get_u32(&hr) : h;
+    if (hs->ent[h] >= n) st = BAD("model handle %u refers to model %u of %u", h + 1, hs->ent[h] + 1, n);
+  }
+  char (*names)[256] = st ? NULL : calloc((size_t)n + 1, sizeof *names);
+  if (!st && !names) st = dw_error_set(DW_ERR_NOMEM, "thaw");
+  for (uint32_t i = 0; i < n && !st; i++) {
+    char path[4096];
+    dw_get_str(&r, names[i], sizeof names[i]);
+    dw_get_str(&r, path, sizeof path);
+    uint32_t loaded = dw_get_u32(&r);
+    const uint8_t *fp = dw_get(&r, 64);
+    if (r.bad) {
+      st = BAD("a model entry is truncated");
+      break;
+    }
+    const char *name = names[i];
+    int k = dw_registry_find(&rt->models, name, strlen(name));
+    if (k < 0 && loaded) k = dw_registry_find_fingerprint(&rt->models, fp);
+    if (k < 0 && !rt->fixed_models && (st = dw_registry_add(&rt->models, name, path, false)) == DW_OK)
+      k = dw_registry_find(&rt->models, name, strlen(name));
+    else if (k < 0 && !rt->fixed_models && (k = dw_registry_find(&rt->models, name, strlen(name))) >= 0)
+      st = DW_OK; /* another thread registered it meanwhile */
+    found[i] = k;
+  }
+  for (uint32_t h = 0; h < nh && !st; h++)
+    if ((hs->idx[h] = found[hs->ent[h]]) < 0)
+      st = dw_error_set(DW_ERR_NOT_FOUND, "snapshot: it needs model '%s', which this host does not serve",
+                        names[hs->ent[h]]);
+  free(found), free(names);
+  if (st) {
+    free(hs->idx), free(hs->ent);
+    memset(hs, 0, sizeof *hs);
+    return st;
+  }
+  hs->n = nh;
   return DW_OK;
 }
 
-static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_snap_sec *models, dw_thaw_report *rep) {
+static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_snap_sec *models, const handles *hs,
+                                 dw_thaw_report *rep) {
   dw_reader r = {sec->stored, sec->stored + sec->stored_len, false};
   if (sec->flags) return BAD("a session section must not be compressed");
   uint32_t slot = dw_get_u32(&r), mh = dw_get_u32(&r), n_ctx = dw_get_u32(&r), n_past = dw_get_u32(&r);
   uint32_t n_layer = dw_get_u32(&r), kvd = dw_get_u32(&r);
-  if (r.bad || slot < 1 || slot > DW_ABI_MAX_SESSIONS || a->g.abi.sessions[slot - 1] || mh < 1 || n_past > n_ctx)
+  int idx = dw_abi_model_index(&a->g.abi, mh);
+  if (r.bad || slot < 1 || slot > DW_ABI_MAX_SESSIONS || dw_abi_session(&a->g.abi, slot) || idx < 0 || n_past > n_ctx)
     return BAD("a session header is invalid");
   /* the fingerprint the session was computed with */
   dw_reader mr = {models->stored, models->stored + models->stored_len, false};
@@ -235,12 +280,14 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
     dw_get_str(&mr, tmp, sizeof tmp);
     dw_get_u32(&mr);
     const uint8_t *f = dw_get(&mr, 64); /* fingerprint, family */
-    if (i + 1 == mh) fp = f;
+    if (mh >= 1 && mh <= hs->n && i == hs->ent[mh - 1]) fp = f;
   }
-  if (!fp || mr.bad) return BAD("a session refers to model %u, which the snapshot does not list", mh);
+  if (!fp || mr.bad) return BAD("a session refers to model handle %u, which the snapshot does not list", mh);
   dw_model *m;
-  dw_status st = dw_registry_model(&a->rt->models, (int)mh - 1, &m);
+  const char *name = "", *path = "";
+  dw_status st = dw_registry_model(&a->rt->models, idx, &m);
   if (st) return st;
+  dw_registry_entry(&a->rt->models, idx, &name, &path, NULL);
   const dw_hparams *hp = &m->hp;
   size_t row = (size_t)kvd * sizeof(float);
   uint8_t have[32], fam[32];
@@ -250,11 +297,10 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
   if (!same && memcmp(fam, fp + 32, 32))
     return dw_error_set(DW_ERR_INVALID_ARG,
                         "snapshot: model '%s' (%s) is not the model the snapshot was made with (another architecture, "
-                        "shape or vocabulary)", a->rt->models.v[mh - 1].name, a->rt->models.v[mh - 1].path);
+                        "shape or vocabulary)", name, path);
   if (n_layer != (uint32_t)hp->n_layer || kvd != (uint32_t)(hp->n_head_kv * hp->head_dim) ||
       n_ctx > (uint32_t)hp->n_ctx_train)
-    return dw_error_set(DW_ERR_INVALID_ARG, "snapshot: a session's shape does not match model '%s'",
-                        a->rt->models.v[mh - 1].name);
+    return dw_error_set(DW_ERR_INVALID_ARG, "snapshot: a session's shape does not match model '%s'", name);
   const uint8_t *tok = dw_get(&r, (size_t)n_past * 4);
   const uint8_t *k = dw_get(&r, (size_t)n_layer * n_past * row), *v = dw_get(&r, (size_t)n_layer * n_past * row);
   if (r.bad || r.p != r.end) return BAD("a session's size does not match its header");
@@ -273,14 +319,14 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
     if (!st && rep) rep->reprefilled++;
     if (!st)
       fprintf(stderr, "driftwood: model '%s' differs from the one the snapshot was made with: session %u "
-                      "re-prefilled from its %u tokens\n", a->rt->models.v[mh - 1].name, slot, n_past);
+                      "re-prefilled from its %u tokens\n", name, slot, n_past);
   }
   free(ids);
   if (st) {
     dw_sess_free(s);
     return st;
   }
-  a->g.abi.sessions[slot - 1] = s;
+  dw_abi_session_set(&a->g.abi, slot, s); /* free: checked above */
   if (rep) rep->sessions++;
   return DW_OK;
 }
@@ -296,12 +342,13 @@ static dw_status thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t l
   dw_snap_check *chk;
   dw_status st = dw_snap_parse_deferred(buf, len, 1u << DW_SEC_SESSION, &s, &chk);
   if (st) return st;
-  const dw_snap_sec *meta = dw_snap_find(&s, DW_SEC_META), *mem = dw_snap_find(&s, DW_SEC_MEMORY), *pgs = dw_snap_find(&s, DW_SEC_PAGES),
-                    *glob = dw_snap_find(&s, DW_SEC_GLOBALS), *models = dw_snap_find(&s, DW_SEC_MODELS),
-                    *modsec = dw_snap_find(&s, DW_SEC_MODULE);
+  const dw_snap_sec *meta = dw_snap_find(&s, DW_SEC_META), *mem = dw_snap_find(&s, DW_SEC_MEMORY),
+                    *pgs = dw_snap_find(&s, DW_SEC_PAGES), *glob = dw_snap_find(&s, DW_SEC_GLOBALS),
+                    *models = dw_snap_find(&s, DW_SEC_MODELS), *modsec = dw_snap_find(&s, DW_SEC_MODULE);
   dw_module *own = NULL;
   uint8_t *own_bytes = NULL;
   dw_actor *a = NULL;
+  handles hs = {0};
   if (!meta || !mem == !pgs || !glob || !models || meta->flags || meta->stored_len < 76) {
     st = BAD("a required section is missing");
     goto out;
@@ -342,7 +389,9 @@ static dw_status thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t l
     st = dw_error_set(DW_ERR_INVALID_ARG, "snapshot: the module belongs to another runtime");
     goto out;
   }
-  if ((st = restore_models(rt, models)) || (st = dw_actor_new(m, &a))) goto out;
+  if ((st = restore_models(rt, models, dw_snap_find(&s, DW_SEC_HANDLES), &hs)) || (st = dw_actor_new(m, &a))) goto out;
+  for (uint32_t i = 0; i < hs.n && !st; i++) st = dw_abi_model_add(&a->g.abi, hs.idx[i]);
+  if (st) goto out;
   a->own_module = own;
   own = NULL;
   if (own_bytes) {
@@ -356,11 +405,12 @@ static dw_status thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t l
   const dw_snap_sec *tabs = dw_snap_find(&s, DW_SEC_TABLES);
   if (tabs && (st = restore_tables(a, tabs))) goto out;
   for (uint32_t i = 0; i < s.n && !st; i++)
-    if (s.sec[i].type == DW_SEC_SESSION) st = restore_session(a, &s.sec[i], models, rep);
+    if (s.sec[i].type == DW_SEC_SESSION) st = restore_session(a, &s.sec[i], models, &hs, rep);
 out:;
   dw_status checked = dw_snap_check_end(chk);
   if (checked) st = checked; /* a failed checksum explains whatever else went wrong */
   dw_snap_free(&s);
+  free(hs.idx), free(hs.ent);
   if (st) {
     dw_actor_destroy(a);
     dw_module_destroy(own);

@@ -82,8 +82,9 @@ DW_HIDDEN void dw_model_summary(const dw_model *m, char *buf, size_t cap);
 DW_HIDDEN size_t dw_kv_block_bytes(const dw_model *m);
 
 /* SHA-256 over the file's metadata and tensor descriptions (everything
- * before the tensor data) and its size: different weights, types or
- * vocabularies give different fingerprints; it costs no weight reads. */
+ * before the tensor data), its size, and the first, middle and last KiB of
+ * every tensor: other types, vocabularies or weights (even under an
+ * identical header) give other fingerprints, for a few KiB read a tensor. */
 DW_HIDDEN void dw_model_fingerprint(const dw_model *m, uint8_t out[32]);
 /* SHA-256 over the architecture, shapes and vocabulary: models with the
  * same family hash differ only in their weights (e.g. another

@@ -4,7 +4,9 @@
  * grows its memory on "grow", never returns from "spin", writes a byte into every other 4 KiB page of
  * 4 MiB on "scatter" (more separate runs of pages than a snapshot maps one
  * by one) and sums them back on "check", and keeps a KV session on "llm" messages
- * (decoding the message's tokens) so sessions can be checked.
+ * (decoding the message's tokens) so sessions can be checked; "model NAME"
+ * opens model NAME and starts that session over on it (replying with the
+ * model handle).
  */
 #include <driftwood.h>
 
@@ -36,6 +38,15 @@ __attribute__((export_name("dw_on_message"))) int32_t dw_on_message(char *msg, u
     unsigned sum = 0, nonzero = 0;
     for (int i = 0; scat && i < (4 << 20); i++) sum += scat[i] * (unsigned)(i + 1), nonzero += scat[i] != 0;
     int k = snprintf(out, sizeof out, "%d: check %u %u\n", ++counter, sum, nonzero);
+    dw_emit(out, (uint32_t)k);
+    free(msg);
+    return 0;
+  }
+  if (len > 6 && !memcmp(msg, "model ", 6)) {
+    int32_t st;
+    if (sess) dw_session_free(sess), sess = 0;
+    if ((st = dw_model_open(msg + 6, len - 6, &model)) || (st = dw_session_new(model, 256, &sess))) return st;
+    int k = snprintf(out, sizeof out, "%d: model %u\n", ++counter, (unsigned)model);
     dw_emit(out, (uint32_t)k);
     free(msg);
     return 0;
