@@ -4,7 +4,7 @@
  * "sum" reads every byte back and emits a checksum, "write" changes one
  * byte in every 4 KiB page.
  */
-#include <driftwood.h>
+#include <driftwood_guest.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +21,7 @@ __attribute__((export_name("dw_on_message"))) int32_t dw_on_message(char *msg, u
   if (!strncmp(cmd, "fill ", 5)) {
     size_t n = (size_t)atoi(cmd + 5) << 20;
     unsigned char *p = realloc(heap, n);
-    if (!p) return DW_ERR_NOMEM;
+    if (!p) return DWG_ERR_NOMEM;
     heap = p, heap_len = n;
     uint32_t x = 2463534242u;
     for (size_t i = 0; i < n; i++) {
@@ -37,11 +37,11 @@ __attribute__((export_name("dw_on_message"))) int32_t dw_on_message(char *msg, u
     int k = 0;
     for (int b = 60; b >= 0; b -= 4) out[k++] = "0123456789abcdef"[(s >> b) & 15];
     out[k++] = '\n';
-    return dw_emit(out, (uint32_t)k);
+    return dwg_emit(out, (uint32_t)k);
   }
   if (!strcmp(cmd, "write")) {
     for (size_t i = 0; i < heap_len; i += 4096) heap[i]++;
     return 0;
   }
-  return DW_ERR_INVALID_ARG;
+  return DWG_ERR_INVALID_ARG;
 }

@@ -34,7 +34,8 @@ extern "C" {
 #define DW_API __attribute__((visibility("default")))
 
 /* Status codes. The same numbers are returned to guests by the `driftwood`
- * import module (sdk/include/driftwood.h repeats them for guest code). */
+ * import module (sdk/include/driftwood_abi.h names them DWG_* for guest
+ * code; src/abi asserts that the two agree). */
 typedef enum dw_status {
   DW_OK = 0,
   DW_ERR_INVALID_ARG = 1,   /* a bad argument (guest or host) */
@@ -153,7 +154,8 @@ DW_API dw_status dw_run_command(dw_module *m, const dw_run_config *cfg,
 typedef struct dw_model dw_model;
 typedef struct dw_session dw_session;
 
-/* What a model offers; the same 32-byte layout guests get from model_info. */
+/* What a model offers (guests get the same fields from model_info, in the
+ * layout of the guest SDK's driftwood_abi.h). */
 typedef struct dw_model_info {
   uint32_t n_vocab;
   uint32_t n_ctx_train;     /* the context length the model was trained for */

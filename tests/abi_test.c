@@ -50,7 +50,7 @@ Test(hostile, matmul_valid_baseline) {
   cr_assert_eq(r.value, DW_OK);
   cr_assert(!memcmp(T.mem->base + 32, want, 16));
   cr_assert_eq(CALL(&T, "info", "i:i", &r, 64), DW_OK);
-  dw_op_info info;
+  dwg_op_info info;
   memcpy(&info, T.mem->base + 64, sizeof info);
   cr_assert_eq(info.zero_copy, 1);
   cr_assert_eq(info.staged_bytes, 0);

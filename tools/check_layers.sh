@@ -10,7 +10,8 @@
 #    without its header is caught too. src/cli may call only the functions
 #    the public headers include/*.h declare, and the guest SDK's sampler
 #    (sdk/, which it shares with guests; abi and the layers above it may
-#    use the sampler too: a row STYLE §3 lacks).
+#    use the sampler and the ABI's wire format, driftwood_abi.h, too: a row
+#    STYLE §3 lacks).
 # Exit 1 on a violation, naming file, line or symbol, and the layer.
 set -u
 src=${1:-$(dirname "$0")/../src}
@@ -37,7 +38,11 @@ while IFS= read -r f; do
   while IFS=: read -r line inc; do
     n=$((n + 1))
     dir=${inc%%/*}
-    [ "$dir" = "$inc" ] && continue # a header beside the file, or driftwood.h
+    if [ "$dir" = "$inc" ]; then # a header beside the file, or a public one
+      [ -f "$src/../sdk/include/$inc" ] && [ ! -f "$(dirname "$f")/$inc" ] && {
+        echo "$rel:$line: include the guest SDK's headers as <$inc>"; bad=1; }
+      continue
+    fi
     case " ${allowed[$layer]} " in *" $dir "*) ;; *)
       echo "$rel:$line: layer '$layer' may not include \"$inc\""; bad=1 ;;
     esac
@@ -46,16 +51,19 @@ done < <(find "$src" -name '*.c' -o -name '*.h' | grep -v '_test\.c$' | sort)
 if [ -d "$src/cli" ] && grep -rn '^#include "' "$src/cli" | grep -v -e '"driftwood.h"' -e '"driftwood_server.h"' -e '"cli.h"'; then
   echo "src/cli may include only the public headers driftwood.h and driftwood_server.h"; bad=1
 fi
-# <…> includes of the project's own headers. sdk/include's sampler
-# (driftwood_sampler.h, no host types) is a layer of its own, "sdk", for
-# the layers whose row names it and for cli; the public headers are
-# included as "driftwood.h" (the guest SDK has a driftwood.h too, so <…>
-# would depend on the -I order). Every other <…> is a system header.
+# <…> includes of the project's own headers. sdk/include's sampler and
+# ABI wire format (driftwood_sampler.h, driftwood_abi.h: no host types) are
+# a layer of their own, "sdk", for the layers whose row names it and for
+# cli; driftwood_guest.h declares the guest's wasm imports and is never
+# host code's. The public headers are included as "driftwood.h". Every
+# other <…> is a system header.
 root="$src/.."
 while IFS=: read -r f line inc; do
   rel=${f#"$src"/}
   layer=${rel%%/*}
-  if [ -f "$root/sdk/include/$inc" ] && [ "$inc" != driftwood.h ]; then
+  if [ "$inc" = driftwood_guest.h ]; then
+    echo "$rel:$line: host code may not include the guest's <$inc> (its wire format is <driftwood_abi.h>)"; bad=1
+  elif [ -f "$root/sdk/include/$inc" ]; then
     case " ${allowed[$layer]:-} " in *" sdk "*) continue ;; esac
     [ "$layer" = cli ] && continue
     echo "$rel:$line: layer '$layer' may not include the guest SDK's <$inc>"; bad=1

@@ -11,7 +11,7 @@
  *          --stats (print token counts to stderr)
  * With the same seed the reply is the same, byte for byte.
  */
-#include <driftwood.h>
+#include <driftwood_guest.h>
 #include <driftwood_sampler.h>
 
 #include <stdio.h>
@@ -47,16 +47,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: chat.wasm [--model NAME] [--system TEXT] [-n N] [--temp T] [--seed S] PROMPT\n");
     return 2;
   }
-  dw_model_t model;
-  dw_model_info info;
+  dwg_model model;
+  dwg_model_info info;
   int32_t st;
-  if ((st = dw_model_open(name, (uint32_t)strlen(name), &model))) return fail("model_open (did you pass --model?)", st);
-  if ((st = dw_model_info_get(model, &info))) return fail("model_info", st);
+  if ((st = dwg_model_open(name, (uint32_t)strlen(name), &model))) return fail("model_open (did you pass --model?)", st);
+  if ((st = dwg_model_info_get(model, &info))) return fail("model_info", st);
 
   /* the chat template, detected from the model's metadata */
   static char tmpl[16384];
   uint32_t tl = 0;
-  int kind = dw_model_meta(model, "tokenizer.chat_template", 23, tmpl, sizeof tmpl, &tl) == DW_OK
+  int kind = dwg_model_meta(model, "tokenizer.chat_template", 23, tmpl, sizeof tmpl, &tl) == DWG_OK
                  ? dws_chat_detect(tmpl, tl)
                  : DWS_CHAT_CHATML;
   dws_msg msgs[2];
@@ -68,19 +68,19 @@ int main(int argc, char **argv) {
   if (!text) return fail("malloc", 0);
   dws_chat_render(kind, msgs, nm, 1, text, need + 1);
 
-  uint32_t flags = DW_TOKENIZE_PARSE_SPECIAL | (dws_chat_add_special(kind) ? DW_TOKENIZE_ADD_SPECIAL : 0);
+  uint32_t flags = DWG_TOKENIZE_PARSE_SPECIAL | (dws_chat_add_special(kind) ? DWG_TOKENIZE_ADD_SPECIAL : 0);
   uint32_t cap = (uint32_t)need + 8, n = 0;
   int32_t *tokens = malloc(cap * sizeof *tokens);
   float *logits = malloc(info.n_vocab * sizeof *logits);
   if (!tokens || !logits) return fail("malloc", 0);
-  if ((st = dw_tokenize(model, text, (uint32_t)need, flags, tokens, cap, &n))) return fail("tokenize", st);
+  if ((st = dwg_tokenize(model, text, (uint32_t)need, flags, tokens, cap, &n))) return fail("tokenize", st);
 
-  dw_session_t sess;
-  if ((st = dw_session_new(model, 0, &sess))) return fail("session_new", st);
+  dwg_session sess;
+  if ((st = dwg_session_new(model, 0, &sess))) return fail("session_new", st);
   dws_sampler smp;
   if (dws_init(&smp, &sp, (int32_t)info.n_vocab)) return fail("sampler", 0);
   for (uint32_t i = 0; i < n; i++) dws_accept(&smp, tokens[i]);
-  if ((st = dw_decode(sess, tokens, n, logits))) return fail("decode (prompt)", st);
+  if ((st = dwg_decode(sess, tokens, n, logits))) return fail("decode (prompt)", st);
 
   int generated = 0;
   for (; generated < n_predict; generated++) {
@@ -88,14 +88,14 @@ int main(int argc, char **argv) {
     if (tok == info.eos || tok == info.eot) break;
     char piece[128];
     uint32_t pl = 0;
-    if (dw_token_piece(model, tok, piece, sizeof piece, &pl) == DW_OK) dw_emit(piece, pl);
-    st = dw_decode(sess, &tok, 1, logits);
-    if (st == DW_ERR_LIMIT) break; /* context full */
+    if (dwg_token_piece(model, tok, piece, sizeof piece, &pl) == DWG_OK) dwg_emit(piece, pl);
+    st = dwg_decode(sess, &tok, 1, logits);
+    if (st == DWG_ERR_LIMIT) break; /* context full */
     if (st) return fail("decode", st);
   }
-  dw_emit("\n", 1);
+  dwg_emit("\n", 1);
   if (stats) fprintf(stderr, "chat: template %d, prompt %u tokens, generated %d\n", kind, n, generated);
   dws_free(&smp);
-  dw_session_free(sess);
+  dwg_session_free(sess);
   return 0;
 }

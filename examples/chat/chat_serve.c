@@ -23,7 +23,7 @@
  * history resent as OpenAI clients do) re-uses them and prefills only the
  * rest; `cached` counts the re-used tokens.
  */
-#include <driftwood.h>
+#include <driftwood_guest.h>
 #include <driftwood_sampler.h>
 
 #include <stdio.h>
@@ -50,10 +50,10 @@ typedef struct req {
 /* What lives across requests: the model and session, and what the KV holds. */
 static struct {
   char model[128];
-  dw_model_t m;
-  dw_model_info info;
+  dwg_model m;
+  dwg_model_info info;
   int kind;
-  dw_session_t sess;
+  dwg_session sess;
   int32_t *hist; /* the tokens in the session, [info.n_ctx_train] */
   uint32_t n_hist;
   float *logits;
@@ -66,7 +66,7 @@ static void frame(char type, const char *s, size_t n) {
   if (!b) return;
   b[0] = type;
   memcpy(b + 1, s, n);
-  dw_emit(b, (uint32_t)(n + 1));
+  dwg_emit(b, (uint32_t)(n + 1));
   free(b);
 }
 
@@ -124,23 +124,23 @@ static int parse(char *p, char *end, req *r) {
 }
 
 static int32_t use_model(const char *name) {
-  if (S.sess && !strcmp(S.model, name)) return DW_OK;
-  if (S.sess) dw_session_free(S.sess);
+  if (S.sess && !strcmp(S.model, name)) return DWG_OK;
+  if (S.sess) dwg_session_free(S.sess);
   S.sess = 0, S.n_hist = 0;
   free(S.hist), free(S.logits);
   S.hist = NULL, S.logits = NULL;
   int32_t st;
-  if ((st = dw_model_open(name, (uint32_t)strlen(name), &S.m)) || (st = dw_model_info_get(S.m, &S.info))) return st;
+  if ((st = dwg_model_open(name, (uint32_t)strlen(name), &S.m)) || (st = dwg_model_info_get(S.m, &S.info))) return st;
   static char tmpl[16384];
   uint32_t tl = 0;
-  S.kind = dw_model_meta(S.m, "tokenizer.chat_template", 23, tmpl, sizeof tmpl, &tl) == DW_OK ? dws_chat_detect(tmpl, tl)
+  S.kind = dwg_model_meta(S.m, "tokenizer.chat_template", 23, tmpl, sizeof tmpl, &tl) == DWG_OK ? dws_chat_detect(tmpl, tl)
                                                                                               : DWS_CHAT_CHATML;
-  if ((st = dw_session_new(S.m, 0, &S.sess))) return st;
+  if ((st = dwg_session_new(S.m, 0, &S.sess))) return st;
   S.hist = malloc(S.info.n_ctx_train * sizeof *S.hist);
   S.logits = malloc(S.info.n_vocab * sizeof *S.logits);
-  if (!S.hist || !S.logits) return DW_ERR_NOMEM;
+  if (!S.hist || !S.logits) return DWG_ERR_NOMEM;
   snprintf(S.model, sizeof S.model, "%s", name);
-  return DW_OK;
+  return DWG_OK;
 }
 
 /* The longest suffix of text[0..n) that is a proper prefix of a stop
@@ -173,39 +173,39 @@ static int32_t serve(req *r) {
   if (st) return fail(st, "cannot open the model");
   char *prompt;
   size_t need;
-  uint32_t flags = DW_TOKENIZE_PARSE_SPECIAL;
+  uint32_t flags = DWG_TOKENIZE_PARSE_SPECIAL;
   if (r->chat) {
-    if (!r->n_msgs) return fail(DW_ERR_INVALID_ARG, "no messages");
+    if (!r->n_msgs) return fail(DWG_ERR_INVALID_ARG, "no messages");
     need = dws_chat_render(S.kind, r->msgs, r->n_msgs, 1, NULL, 0);
-    if (!(prompt = malloc(need + 1))) return fail(DW_ERR_NOMEM, "prompt");
+    if (!(prompt = malloc(need + 1))) return fail(DWG_ERR_NOMEM, "prompt");
     dws_chat_render(S.kind, r->msgs, r->n_msgs, 1, prompt, need + 1);
-    if (dws_chat_add_special(S.kind)) flags |= DW_TOKENIZE_ADD_SPECIAL;
+    if (dws_chat_add_special(S.kind)) flags |= DWG_TOKENIZE_ADD_SPECIAL;
   } else {
     need = r->prompt_len;
-    if (!(prompt = malloc(need + 1))) return fail(DW_ERR_NOMEM, "prompt");
+    if (!(prompt = malloc(need + 1))) return fail(DWG_ERR_NOMEM, "prompt");
     memcpy(prompt, r->prompt ? r->prompt : "", need);
-    flags = DW_TOKENIZE_ADD_SPECIAL; /* a completion's prompt is plain text */
+    flags = DWG_TOKENIZE_ADD_SPECIAL; /* a completion's prompt is plain text */
   }
   uint32_t n_ctx = S.info.n_ctx_train, n = 0;
   int32_t *tokens = malloc((need + 8) * sizeof *tokens);
-  if (!tokens) return free(prompt), fail(DW_ERR_NOMEM, "tokens");
-  st = dw_tokenize(S.m, prompt, (uint32_t)need, flags, tokens, (uint32_t)need + 8, &n);
+  if (!tokens) return free(prompt), fail(DWG_ERR_NOMEM, "tokens");
+  st = dwg_tokenize(S.m, prompt, (uint32_t)need, flags, tokens, (uint32_t)need + 8, &n);
   free(prompt);
   if (st) return free(tokens), fail(st, "cannot tokenize the prompt");
-  if (n == 0) return free(tokens), fail(DW_ERR_INVALID_ARG, "the prompt is empty");
+  if (n == 0) return free(tokens), fail(DWG_ERR_INVALID_ARG, "the prompt is empty");
   if (n >= n_ctx) {
     char b[160];
     snprintf(b, sizeof b, "the prompt has %u tokens; the context holds %u", n, n_ctx);
     free(tokens);
-    return fail(DW_ERR_LIMIT, b);
+    return fail(DWG_ERR_LIMIT, b);
   }
   /* keep what the session already holds of this prompt (at least one
    * token is decoded, for its logits) */
   uint32_t keep = 0;
   while (keep < S.n_hist && keep < n - 1 && S.hist[keep] == tokens[keep]) keep++;
-  if ((st = dw_session_truncate(S.sess, keep))) return free(tokens), fail(st, "truncate");
+  if ((st = dwg_session_truncate(S.sess, keep))) return free(tokens), fail(st, "truncate");
   S.n_hist = keep;
-  st = dw_decode(S.sess, tokens + keep, n - keep, S.logits);
+  st = dwg_decode(S.sess, tokens + keep, n - keep, S.logits);
   if (st) {
     free(tokens);
     return fail(st, "prefill failed");
@@ -213,7 +213,7 @@ static int32_t serve(req *r) {
   memcpy(S.hist + keep, tokens + keep, (n - keep) * sizeof *tokens);
   S.n_hist = n;
   dws_sampler smp;
-  if (dws_init(&smp, &r->params, (int32_t)S.info.n_vocab)) return free(tokens), fail(DW_ERR_NOMEM, "sampler");
+  if (dws_init(&smp, &r->params, (int32_t)S.info.n_vocab)) return free(tokens), fail(DWG_ERR_NOMEM, "sampler");
   for (uint32_t i = 0; i < n; i++) dws_accept(&smp, tokens[i]);
   free(tokens);
 
@@ -225,14 +225,14 @@ static int32_t serve(req *r) {
     int32_t tok = dws_sample(&smp, S.logits);
     if (tok == S.info.eos || tok == S.info.eot) {
       /* the end-of-turn token goes into the KV: the next turn follows it */
-      if (dw_decode(S.sess, &tok, 1, S.logits) == DW_OK) S.hist[S.n_hist++] = tok;
+      if (dwg_decode(S.sess, &tok, 1, S.logits) == DWG_OK) S.hist[S.n_hist++] = tok;
       finish = "stop";
       produced++;
       break;
     }
     char piece[256];
     uint32_t pl = 0;
-    if (dw_token_piece(S.m, tok, piece, sizeof piece, &pl) != DW_OK) pl = 0;
+    if (dwg_token_piece(S.m, tok, piece, sizeof piece, &pl) != DWG_OK) pl = 0;
     if (len + pl > cap) {
       char *t = realloc(text, cap = 2 * (len + pl));
       if (!t) break;
@@ -251,22 +251,22 @@ static int32_t serve(req *r) {
     size_t ok = len - held_back(r, text, len);
     if (ok > sent) frame('T', text + sent, ok - sent), sent = ok;
     dws_accept(&smp, tok);
-    if ((st = dw_decode(S.sess, &tok, 1, S.logits))) break;
+    if ((st = dwg_decode(S.sess, &tok, 1, S.logits))) break;
     S.hist[S.n_hist++] = tok;
   }
   if (text && len > sent) frame('T', text + sent, len - sent); /* held back, but no stop came */
   free(text);
   dws_free(&smp);
-  if (st && st != DW_ERR_LIMIT) return fail(st, "decode failed");
+  if (st && st != DWG_ERR_LIMIT) return fail(st, "decode failed");
   char b[160];
   int bl = snprintf(b, sizeof b, "prompt=%u completion=%u cached=%u finish=%s", n, produced, keep, finish);
   frame('D', b, (size_t)bl);
-  return DW_OK;
+  return DWG_OK;
 }
 
 __attribute__((export_name("dw_on_message"))) int32_t dw_on_message(char *msg, uint32_t len) {
   req r;
-  int32_t st = parse(msg, msg + len, &r) ? fail(DW_ERR_INVALID_ARG, "malformed request") : serve(&r);
+  int32_t st = parse(msg, msg + len, &r) ? fail(DWG_ERR_INVALID_ARG, "malformed request") : serve(&r);
   free(msg);
   return st;
 }

@@ -7,7 +7,7 @@
  * Last line: "matmul MxNxK: E errors of C elements, zero_copy=Z"
  * Exit status 0 only when there are no errors and the host computed in place.
  */
-#include <driftwood.h>
+#include <driftwood_guest.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,13 +33,13 @@ int main(int argc, char **argv) {
   for (uint32_t i = 0; i < k * n; i++) b[i] = (float)((int)((i * 13u + 5u) % 7u) - 3);
   for (uint32_t i = 0; i < m * n; i++) c[i] = -12345.0f;
 
-  int32_t st = dw_matmul_f32(a, b, c, m, n, k);
-  if (st != DW_OK) {
+  int32_t st = dwg_matmul_f32(a, b, c, m, n, k);
+  if (st != DWG_OK) {
     fprintf(stderr, "matmul: host returned status %d\n", st);
     return 1;
   }
-  dw_op_info info = {0};
-  dw_last_op_info(&info);
+  dwg_op_info info = {0};
+  dwg_last_op_info(&info);
 
   uint64_t errors = 0;
   for (uint32_t i = 0; i < m; i++)

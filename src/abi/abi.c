@@ -17,6 +17,22 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The codes guests see are the host's statuses (driftwood_abi.h). */
+#define SAME(c) _Static_assert((int)DWG_##c == (int)DW_##c, "driftwood_abi.h: DWG_" #c " is not DW_" #c)
+SAME(OK);
+SAME(ERR_INVALID_ARG);
+SAME(ERR_OUT_OF_BOUNDS);
+SAME(ERR_NOMEM);
+SAME(ERR_IO);
+SAME(ERR_UNSUPPORTED);
+SAME(ERR_LIMIT);
+SAME(ERR_BACKEND);
+SAME(ERR_NOT_FOUND);
+SAME(ERR_OVERFLOW);
+SAME(ERR_MISALIGNED);
+SAME(ERR_BAD_MODEL);
+#undef SAME
+
 void dw_abi_init(dw_abi *a, dw_backend *backend, int emit_fd) {
   memset(a, 0, sizeof *a);
   a->backend = backend;
@@ -32,7 +48,7 @@ dw_status dw_abi_matmul_f32(dw_abi *ab, dw_mem *mem, uint32_t a_off, uint32_t b_
   uint64_t na = (uint64_t)m * k, nb = (uint64_t)k * n, nc = (uint64_t)m * n;
   void *pa, *pb, *pc;
   dw_status st;
-  ab->last = (dw_op_info){0};
+  ab->last = (dwg_op_info){0};
   if (!mem) return ab->last.status = DW_ERR_OUT_OF_BOUNDS;
   if ((st = dw_mem_view_array(mem, a_off, na, 4, 4, &pa)) != DW_OK ||
       (st = dw_mem_view_array(mem, b_off, nb, 4, 4, &pb)) != DW_OK ||
@@ -53,7 +69,7 @@ dw_status dw_abi_matmul_f32(dw_abi *ab, dw_mem *mem, uint32_t a_off, uint32_t b_
 
 static uint32_t h_abi_version(dw_instance *inst) {
   (void)inst;
-  return DW_ABI_VERSION;
+  return DWG_ABI_VERSION;
 }
 
 static uint32_t h_matmul_f32(dw_instance *inst, uint32_t a, uint32_t b, uint32_t c, uint32_t m, uint32_t n,
@@ -91,7 +107,7 @@ static uint32_t h_last_op_info(dw_instance *inst, uint32_t out) {
   void *p;
   if (!ab) return DW_ERR_UNSUPPORTED;
   if (!mem) return DW_ERR_OUT_OF_BOUNDS;
-  dw_status st = dw_mem_view_array(mem, out, 1, sizeof(dw_op_info), 4, &p);
+  dw_status st = dw_mem_view_array(mem, out, 1, sizeof(dwg_op_info), 4, &p);
   if (st != DW_OK) return st;
   memcpy(p, &ab->last, sizeof ab->last);
   return DW_OK;

@@ -18,9 +18,9 @@
 #include "llm/session.h"
 #include "wasm/wasm.h"
 
+#include <driftwood_abi.h> /* the wire format guests see (sdk/include) */
 #include <pthread.h>
 
-#define DW_ABI_VERSION 1
 #define DW_ABI_MAX_SESSIONS 256
 
 /* A model the host registered under a name: --model NAME=PATH (loaded at
@@ -56,20 +56,13 @@ DW_HIDDEN int dw_registry_count(dw_registry *r);
 /* Index of a loaded model with this fingerprint, or -1. */
 DW_HIDDEN int dw_registry_find_fingerprint(dw_registry *r, const uint8_t fp[32]);
 
-/* What the host saw during the guest's last compute call (last_op_info). */
-typedef struct dw_op_info {
-  uint32_t zero_copy;     /* 1: the backend computed on the guest's own bytes */
-  uint32_t status;        /* the op's dw_status */
-  uint64_t staged_bytes;  /* bytes copied into staging buffers (0 = none) */
-} dw_op_info;
-
 typedef struct dw_abi {
   dw_backend *backend;    /* borrowed */
   int emit_fd;            /* where emit() writes; borrowed */
   int (*emit_fn)(void *ctx, const void *data, size_t len); /* when set: emit() calls it instead;
                                                               non-zero cancels the guest's call */
   void *emit_ctx;
-  dw_op_info last;        /* last compute op */
+  dwg_op_info last;       /* last compute op, as last_op_info writes it */
   dw_registry *reg;       /* borrowed: the models the guest may open */
   int *models;            /* owned: model handle h is registry index models[h - 1] */
   uint32_t n_models, cap_models;

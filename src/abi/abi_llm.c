@@ -115,11 +115,15 @@ static uint32_t h_model_info(dw_instance *inst, uint32_t model, uint32_t out) {
   dw_model *m = model_of(ABI(inst), model);
   void *p;
   if (!m) return DW_ERR_NOT_FOUND;
-  dw_status st = view(inst, out, 1, sizeof(dw_model_info), 4, &p);
+  dw_status st = view(inst, out, 1, sizeof(dwg_model_info), 4, &p);
   if (st) return st;
   dw_model_info info;
   dw_model_info_get(m, &info);
-  memcpy(p, &info, sizeof info);
+  dwg_model_info w = {.n_vocab = info.n_vocab, .n_ctx_train = info.n_ctx_train, .bos = info.bos, .eos = info.eos,
+                      .eot = info.eot, .n_embd = info.n_embd, .n_layer = info.n_layer,
+                      .flags = ((info.flags & DW_MODEL_ADD_BOS) ? DWG_MODEL_ADD_BOS : 0) |
+                               ((info.flags & DW_MODEL_ADD_EOS) ? DWG_MODEL_ADD_EOS : 0)};
+  memcpy(p, &w, sizeof w);
   return DW_OK;
 }
 
@@ -157,10 +161,11 @@ static uint32_t h_tokenize(dw_instance *inst, uint32_t model, uint32_t text, uin
   if ((st = view(inst, text, text_len, 1, 1, &pt)) || (st = view(inst, out, cap, 4, 4, &po)) ||
       (st = view(inst, out_n, 1, 4, 4, &pn)))
     return st;
-  if (flags & ~(DW_TOKENIZE_ADD_SPECIAL | DW_TOKENIZE_PARSE_SPECIAL)) return DW_ERR_INVALID_ARG;
+  if (flags & ~(DWG_TOKENIZE_ADD_SPECIAL | DWG_TOKENIZE_PARSE_SPECIAL)) return DW_ERR_INVALID_ARG;
   if (overlaps(text, text_len, out, (uint64_t)cap * 4)) return DW_ERR_INVALID_ARG;
   size_t n = 0;
-  st = dw_tokenize(m->tok, pt, text_len, flags & DW_TOKENIZE_ADD_SPECIAL, flags & DW_TOKENIZE_PARSE_SPECIAL, po, cap, &n);
+  st = dw_tokenize(m->tok, pt, text_len, flags & DWG_TOKENIZE_ADD_SPECIAL, flags & DWG_TOKENIZE_PARSE_SPECIAL, po, cap,
+                   &n);
   uint32_t n32 = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
   if (st == DW_OK || st == DW_ERR_LIMIT) memcpy(pn, &n32, 4);
   return st;
@@ -217,7 +222,7 @@ static uint32_t h_decode(dw_instance *inst, uint32_t session, uint32_t tokens, u
   /* the guest sees only the code; a device failure is the operator's to see */
   if (st == DW_ERR_BACKEND) fprintf(stderr, "driftwood: decode: %s\n", dw_last_error());
   /* what reached the guest's logits: written in place, or DMA'd from the engine's buffer */
-  a->last = (dw_op_info){.zero_copy = !st && s->last.zero_copy, .status = st,
+  a->last = (dwg_op_info){.zero_copy = !st && s->last.zero_copy, .status = st,
                          .staged_bytes = st ? 0 : s->last.staged_bytes};
   return st;
 }

@@ -8,7 +8,7 @@
  * opens model NAME and starts that session over on it (replying with the
  * model handle).
  */
-#include <driftwood.h>
+#include <driftwood_guest.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +16,8 @@
 
 static int counter;
 static volatile unsigned char *scat;
-static dw_session_t sess;
-static dw_model_t model;
+static dwg_session sess;
+static dwg_model model;
 
 __attribute__((export_name("dw_alloc"))) void *dw_alloc(uint32_t len) { return malloc(len ? len : 1); }
 
@@ -38,41 +38,41 @@ __attribute__((export_name("dw_on_message"))) int32_t dw_on_message(char *msg, u
     unsigned sum = 0, nonzero = 0;
     for (int i = 0; scat && i < (4 << 20); i++) sum += scat[i] * (unsigned)(i + 1), nonzero += scat[i] != 0;
     int k = snprintf(out, sizeof out, "%d: check %u %u\n", ++counter, sum, nonzero);
-    dw_emit(out, (uint32_t)k);
+    dwg_emit(out, (uint32_t)k);
     free(msg);
     return 0;
   }
   if (len > 6 && !memcmp(msg, "model ", 6)) {
     int32_t st;
-    if (sess) dw_session_free(sess), sess = 0;
-    if ((st = dw_model_open(msg + 6, len - 6, &model)) || (st = dw_session_new(model, 256, &sess))) return st;
+    if (sess) dwg_session_free(sess), sess = 0;
+    if ((st = dwg_model_open(msg + 6, len - 6, &model)) || (st = dwg_session_new(model, 256, &sess))) return st;
     int k = snprintf(out, sizeof out, "%d: model %u\n", ++counter, (unsigned)model);
-    dw_emit(out, (uint32_t)k);
+    dwg_emit(out, (uint32_t)k);
     free(msg);
     return 0;
   }
   if (len > 4 && !memcmp(msg, "llm ", 4)) {
-    dw_model_info info;
+    dwg_model_info info;
     int32_t st = 0;
-    if (!sess && ((st = dw_model_open("", 0, &model)) || (st = dw_session_new(model, 256, &sess)))) return st;
-    dw_model_info_get(model, &info);
+    if (!sess && ((st = dwg_model_open("", 0, &model)) || (st = dwg_session_new(model, 256, &sess)))) return st;
+    dwg_model_info_get(model, &info);
     int32_t tok[64];
     uint32_t n = 0;
     float *logits = malloc(info.n_vocab * sizeof(float));
-    if ((st = dw_tokenize(model, msg + 4, len - 4, 0, tok, 64, &n)) || (st = dw_decode(sess, tok, n, logits))) return st;
+    if ((st = dwg_tokenize(model, msg + 4, len - 4, 0, tok, 64, &n)) || (st = dwg_decode(sess, tok, n, logits))) return st;
     int best = 0;
     for (uint32_t i = 1; i < info.n_vocab; i++)
       if (logits[i] > logits[best]) best = (int)i;
     uint32_t pos;
-    dw_session_len(sess, &pos);
+    dwg_session_len(sess, &pos);
     free(logits);
     int k = snprintf(out, sizeof out, "%d: next %d at %u\n", ++counter, best, pos);
-    dw_emit(out, (uint32_t)k);
+    dwg_emit(out, (uint32_t)k);
     free(msg);
     return 0;
   }
   int k = snprintf(out, sizeof out, "%d: %.*s\n", ++counter, (int)(len > 400 ? 400 : len), msg);
-  dw_emit(out, (uint32_t)k);
+  dwg_emit(out, (uint32_t)k);
   free(msg);
   return 0;
 }

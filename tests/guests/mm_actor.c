@@ -5,7 +5,7 @@
  * guest from its own memory. A thaw must leave the backend seeing the
  * restored bytes, so "mm" after a thaw must reply as it did before.
  */
-#include <driftwood.h>
+#include <driftwood_guest.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,12 +24,12 @@ __attribute__((export_name("dw_on_message"))) int32_t dw_on_message(char *msg, u
     k = snprintf(out, sizeof out, "filled\n");
   } else if (len == 2 && !memcmp(msg, "mm", 2)) {
     memset(c, 0, sizeof c);
-    int32_t st = dw_matmul_f32(a, b, c, N, N, N);
+    int32_t st = dwg_matmul_f32(a, b, c, N, N, N);
     double sum = 0;
     for (int i = 0; i < N * N; i++) sum += (double)c[i] * (i % 11 + 1);
     k = snprintf(out, sizeof out, "mm %d %.1f\n", st, sum);
   }
   free(msg);
-  if (k) dw_emit(out, (uint32_t)k);
-  return k ? 0 : DW_ERR_INVALID_ARG;
+  if (k) dwg_emit(out, (uint32_t)k);
+  return k ? 0 : DWG_ERR_INVALID_ARG;
 }

@@ -2,8 +2,10 @@
 # check_layers_test.sh CHECKER — the layer checker on small trees of our
 # own: a clean one passes; a lower layer that includes a higher one's
 # header, one that calls a higher layer's function without any include
-# (seen only at link level), and cli calling a function the public header
-# does not declare each fail with a message naming the symbol or header.
+# (seen only at link level), cli calling a function the public header
+# does not declare, host code including the guest's import header, and a
+# layer including an SDK header its row lacks each fail with a message
+# naming the symbol or header.
 set -u
 chk=$1
 t=$(mktemp -d)
@@ -48,4 +50,21 @@ mk src/cli/main.c '#include "driftwood.h"
 int dw_actor_y(void); int main(void) { return dw_pub() + dw_actor_y(); }'
 obj cli/main.c
 expect 1 "layer 'cli' calls dw_actor_y"
+mk src/cli/main.c '#include "driftwood.h"
+int main(void) { return dw_pub(); }'
+obj cli/main.c
+mk sdk/include/driftwood_guest.h 'int dwg_emit(const void *p, unsigned n);'
+mk sdk/include/driftwood_abi.h 'enum { DWG_OK = 0 };'
+mk src/actor/actor.c '#include <driftwood_guest.h>
+int dw_base_x(void); int dw_actor_y(void) { return dw_base_x(); }
+int dw_pub(void) { return dw_actor_y(); }'
+expect 1 "actor/actor.c:1: host code may not include the guest's <driftwood_guest.h>"
+mk src/actor/actor.c 'int dw_base_x(void); int dw_actor_y(void) { return dw_base_x(); }
+int dw_pub(void) { return dw_actor_y(); }'
+mk src/base/base.c '#include <driftwood_abi.h>
+int dw_base_x(void) { return 1; }'
+expect 1 "base/base.c:1: layer 'base' may not include the guest SDK's <driftwood_abi.h>"
+mk src/base/base.c '#include "driftwood_abi.h"
+int dw_base_x(void) { return 1; }'
+expect 1 "base/base.c:1: include the guest SDK's headers as <driftwood_abi.h>"
 exit $fail
