@@ -61,7 +61,7 @@ static long rss_kib(void) {
 
 int main(int argc, char **argv) {
   dw_backend *be;
-  if (dw_backend_create("cuda", 1, &be) != DW_OK) {
+  if (dw_backend_create("cuda", 1, NULL, &be) != DW_OK) {
     fprintf(stderr, "%s\n", dw_last_error());
     return 1;
   }
@@ -88,11 +88,11 @@ int main(int argc, char **argv) {
     size_t ba = (size_t)m * k * 4, bb = (size_t)k * n * 4, bc = (size_t)m * n * 4;
     uint32_t pages = (uint32_t)((ba + bb + bc + 65535) / 65536);
     dw_backend *bs; /* a fresh backend per shape: its scratch starts empty */
-    if (dw_backend_create("cuda", 1, &bs) != DW_OK) {
+    if (dw_backend_create("cuda", 1, NULL, &bs) != DW_OK) {
       fprintf(stderr, "%s\n", dw_last_error());
       return 1;
     }
-    dw_mem_hooks hooks = {bs, commit, release, true};
+    dw_mem_hooks hooks = {bs, commit, release, true, false};
     size_t free0, free1, total;
     cudaMemGetInfo(&free0, &total);
     long rss0 = rss_kib();
@@ -148,7 +148,7 @@ int main(int argc, char **argv) {
   }
   /* bandwidth: kernels reading / writing registered guest memory */
   size_t bw_bytes = 256u << 20;
-  dw_mem_hooks hooks = {be, commit, release, true};
+  dw_mem_hooks hooks = {be, commit, release, true, false};
   dw_mem *mem;
   dw_mem_create((uint32_t)(bw_bytes / 65536), (uint32_t)(bw_bytes / 65536), 0, &hooks, &mem);
   memset(mem->base, 1, bw_bytes);

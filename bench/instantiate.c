@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "abi/abi.h"
+#include "api/internal.h" /* dw_env_settings */
 #include "wasi/wasi.h"
 
 #include <stdio.h>
@@ -34,7 +35,7 @@ int main(int argc, char **argv) {
   dw_backend *be;
   dw_wasm_module *mod;
   bool hit;
-  if (dw_backend_create("cpu", 1, &be) || dw_wasm_module_load(argv[1], NULL, &hosts, &mod, &hit)) {
+  if (dw_backend_create("cpu", 1, NULL, &be) || dw_wasm_module_load(argv[1], &(dw_wasm_config){.settings = &dw_env_settings}, &hosts, &mod, &hit)) {
     fprintf(stderr, "%s\n", dw_last_error());
     return 1;
   }

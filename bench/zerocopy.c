@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "abi/abi.h"
+#include "api/internal.h" /* dw_env_settings */
 #include "wasi/wasi.h"
 
 #include <malloc.h>
@@ -68,7 +69,7 @@ static void run_path(const char *guest, uint32_t n, int copy, int fd) {
   dw_wasm_module *mod;
   dw_instance *inst;
   dw_abi abi;
-  if (dw_backend_create("cpu", 0, &be) || dw_wasm_module_load(guest, NULL, &hosts, &mod, NULL)) {
+  if (dw_backend_create("cpu", 0, NULL, &be) || dw_wasm_module_load(guest, &(dw_wasm_config){.settings = &dw_env_settings}, &hosts, &mod, NULL)) {
     fprintf(stderr, "setup: %s\n", dw_last_error());
     _exit(1);
   }

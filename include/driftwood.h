@@ -85,6 +85,17 @@ typedef struct dw_runtime_config {
                             past it fails as at the module's own maximum,
                             and a snapshot whose memory is larger is
                             refused at thaw. 0 = only the module's maximum */
+  uint32_t max_sessions;   /* KV sessions one guest may hold at once; 0 = 256 */
+  uint32_t max_open_files; /* WASI descriptors one guest may hold (stdio and
+                              --dir grants included); 0 = 1024. Both tables
+                              start small and grow on demand. */
+  /* Where the runtime reads its tunables and test hooks by name
+   * (DRIFTWOOD_CACHE, DRIFTWOOD_CC, DRIFTWOOD_MEM_COW, DRIFTWOOD_CUDA_*, …;
+   * the README lists them, and PATH, XDG_CACHE_HOME, HOME): the value, or
+   * NULL if unset. NULL reads the process environment; nothing below the
+   * API calls getenv, so runtimes of one process may differ. */
+  const char *(*setting)(void *ctx, const char *name);
+  void *setting_ctx;
 } dw_runtime_config;
 
 DW_API dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out);

@@ -683,6 +683,53 @@ Test(snapshot, a_version_3_snapshot_without_handles_thaws) {
   dw_module_destroy(m), dw_runtime_destroy(rt);
 }
 
+/* An embedder's settings source replaces the environment, for the layers
+ * below the API too: its AOT cache directory is where modules compile, and
+ * its DRIFTWOOD_MEM_COW=0 makes a thaw copy memory instead of mapping it,
+ * while a runtime on the environment in the same process maps it. */
+static const char *test_setting(void *ctx, const char *name) {
+  if (!strcmp(name, "DRIFTWOOD_CACHE")) return ctx;
+  if (!strcmp(name, "DRIFTWOOD_MEM_COW")) return "0";
+  return NULL;
+}
+
+Test(snapshot, an_embedders_settings_replace_the_environment) {
+  char d[] = "/tmp/dw-settings-XXXXXX", path[128];
+  cr_assert(mkdtemp(d));
+  dw_runtime_config rc = {.backend = "cpu", .threads = 1, .setting = test_setting, .setting_ctx = d};
+  dw_runtime *mine, *env;
+  dw_module *m1, *m2;
+  cr_assert_eq(dw_runtime_create(&rc, &mine), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_runtime_create(&(dw_runtime_config){.backend = "cpu", .threads = 1}, &env), DW_OK);
+  cr_assert_eq(dw_module_load(mine, ECHO, &m1, NULL), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_module_load(env, ECHO, &m2, NULL), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(sh("ls %s | grep -c '\\.so$'", d), 0, "the module compiled into the embedder's cache: %s", out);
+  char desc[4096];
+  dw_runtime_describe(mine, desc, sizeof desc);
+  cr_assert(strstr(desc, d), "%s", desc);
+  dw_actor *a, *t;
+  char r[256];
+  cr_assert_eq(dw_actor_spawn(m2, &a), DW_OK);
+  reply(a, "scatter", r, sizeof r);
+  snprintf(path, sizeof path, "%s/a.dws", d);
+  cr_assert_eq(dw_actor_freeze_file(a, 0, path), DW_OK, "%s", dw_last_error());
+  dw_thaw_report rep;
+  cr_assert_eq(dw_actor_thaw_file(env, m2, path, &t, &rep), DW_OK, "%s", dw_last_error());
+  cr_assert_gt(rep.memory_mapped, 0, "the environment's runtime maps memory from the file");
+  dw_actor_destroy(t);
+  cr_assert_eq(dw_actor_thaw_file(mine, m1, path, &t, &rep), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(rep.memory_mapped, 0, "DRIFTWOOD_MEM_COW=0 from the embedder's settings copies");
+  cr_assert_gt(rep.memory_bytes, 0);
+  reply(t, "check", r, sizeof r);
+  char want[256];
+  reply(a, "check", want, sizeof want);
+  cr_assert_str_eq(r, want);
+  dw_actor_destroy(t), dw_actor_destroy(a);
+  dw_module_destroy(m1), dw_module_destroy(m2);
+  dw_runtime_destroy(mine), dw_runtime_destroy(env);
+  sh("rm -rf %s", d);
+}
+
 /* A snapshot that embeds its module embeds the bytes the actor runs, even
  * when the file it came from has changed since (it used to re-read the
  * file, and such a snapshot could never thaw). */

@@ -106,6 +106,20 @@ Test(cli, directory_escapes_are_refused, .init = make_tree, .fini = remove_tree)
   cr_assert(strncmp(out, "denied", 6) == 0, "%s", out);
 }
 
+/* The descriptor table starts small and grows on demand, to 1024 at most
+ * (stdio and the grant included): a guest can hold 1020 files open, the
+ * next open is EMFILE, and a closed number is handed out again first. */
+Test(cli, a_guest_holds_up_to_1024_descriptors) {
+  char d[] = "/tmp/dw-fds-XXXXXX";
+  cr_assert(mkdtemp(d));
+  cr_assert_eq(sh("echo x > %s/f", d), 0);
+  cr_assert_eq(sh(DW " run --dir %s::/d " PROBE " open-many /d/f 2000", d), 0, "%s", out);
+  cr_assert_str_eq(out, "opened 1020, then EMFILE; reads ok; after closing fd 4 the next is fd 4\n");
+  cr_assert_eq(sh(DW " run --dir %s::/d " PROBE " open-many /d/f 10", d), 0, "%s", out);
+  cr_assert_str_eq(out, "opened 10, then none; reads ok; after closing fd 4 the next is fd 4\n");
+  sh("rm -rf %s", d);
+}
+
 Test(cli, timeout_ends_a_guest_that_never_returns, .timeout = 120) {
   cr_assert_eq(sh(DW " run --timeout 0.3 " DW_TEST_GUESTS "/spin.wasm"), 134, "%s", out);
   cr_assert(strstr(out, "time limit exceeded"), "%s", out);

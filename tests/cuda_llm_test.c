@@ -27,8 +27,8 @@ static dw_engine *cpu, *gpu;
 static char dir[256];
 
 static void setup(void) {
-  cr_assert_eq(dw_engine_create("cpu", 2, &cpu), DW_OK, "%s", dw_last_error());
-  cr_assert_eq(dw_engine_create("cuda", 0, &gpu), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_engine_create("cpu", 2, NULL, &cpu), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_engine_create("cuda", 0, NULL, &gpu), DW_OK, "%s", dw_last_error());
   snprintf(dir, sizeof dir, "%s/cuda-llm-models", DW_TEST_BUILD);
   char cmd[512];
   snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
@@ -257,7 +257,7 @@ Test(cuda_llm, weights_loaded_once_per_model) {
 
 static bool have_cuda_engine(const char **why) {
   dw_engine *e;
-  if (dw_engine_create("cuda", 0, &e) != DW_OK) return *why = dw_last_error(), false;
+  if (dw_engine_create("cuda", 0, NULL, &e) != DW_OK) return *why = dw_last_error(), false;
   dw_engine_destroy(e);
   return true;
 }

@@ -31,7 +31,7 @@ static void teardown(void) {
 
 Test(cuda, matmul_example_on_cuda) {
   dw_backend *be;
-  if (dw_backend_create("cuda", 1, &be) != DW_OK) cr_skip_test("no CUDA device: %s", dw_last_error());
+  if (dw_backend_create("cuda", 1, NULL, &be) != DW_OK) cr_skip_test("no CUDA device: %s", dw_last_error());
   dw_backend_destroy(be);
   FILE *p = popen(DW_TEST_DRIFTWOOD " run --backend cuda " DW_TEST_BUILD "/examples/matmul.wasm 2>&1", "r");
   char out[4096] = {0};
@@ -124,7 +124,7 @@ static void check_product(dw_abi *abi, dw_mem *mem, uint32_t m, uint32_t n, uint
 }
 
 Test(cuda, large_gemms_are_staged_exactly_and_reported, .init = setup, .fini = teardown) {
-  dw_mem_hooks h = {T.be, s_commit, s_release, true};
+  dw_mem_hooks h = {T.be, s_commit, s_release, true, false};
   dw_mem *mem;
   const uint32_t N = 320;
   cr_assert_eq(dw_mem_create(24, 24, 0, &h, &mem), DW_OK);
@@ -260,7 +260,7 @@ Test(cuda, sixteen_instances_and_pinned_accounting, .init = setup, .fini = teard
 static bool have_cuda(const char **why) {
 #ifdef DW_HAVE_CUDA
   dw_backend *be;
-  if (dw_backend_create("cuda", 1, &be) != DW_OK) return *why = dw_last_error(), false;
+  if (dw_backend_create("cuda", 1, NULL, &be) != DW_OK) return *why = dw_last_error(), false;
   dw_backend_destroy(be);
   return true;
 #else

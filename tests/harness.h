@@ -6,6 +6,7 @@
 #define DW_TEST_HARNESS_H
 
 #include "abi/abi.h"
+#include "api/internal.h" /* dw_env_settings */
 #include "wasi/wasi.h"
 
 #include <criterion/criterion.h>
@@ -39,10 +40,10 @@ static inline void th_instance(th *t, uint64_t max_memory) {
  * backend is unavailable here, e.g. CUDA without a device. */
 static inline bool th_open_on(th *t, const char *path, int emit_fd, const char *backend) {
   memset(t, 0, sizeof *t);
-  dw_status st = dw_backend_create(backend, 2, &t->be);
+  dw_status st = dw_backend_create(backend, 2, NULL, &t->be);
   if (st == DW_ERR_UNSUPPORTED) return false;
   cr_assert_eq(st, DW_OK, "%s", dw_last_error());
-  cr_assert_eq(dw_wasm_module_load(path, NULL, &th_hosts, &t->mod, NULL), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_wasm_module_load(path, &(dw_wasm_config){.settings = &dw_env_settings}, &th_hosts, &t->mod, NULL), DW_OK, "%s", dw_last_error());
   dw_abi_init(&t->abi, t->be, emit_fd);
   th_instance(t, 0);
   return true;

@@ -36,7 +36,7 @@ static const char *engine_name(void) {
 static void setup(void) {
   cr_assert_eq(pipe2(pipefd, O_NONBLOCK), 0);
   cr_assert(th_open_on(&T, GUEST("llm_calls"), pipefd[1], engine_name()), "%s", dw_last_error());
-  cr_assert_eq(dw_engine_create(engine_name(), 2, &P), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_engine_create(engine_name(), 2, NULL, &P), DW_OK, "%s", dw_last_error());
   dw_registry_init(&reg);
   cr_assert_eq(dw_registry_add(&reg, "demo", DEMO_MODEL, true), DW_OK, "%s", dw_last_error());
   M = dw_registry_loaded(&reg, 0);
@@ -196,6 +196,22 @@ Test(llm_abi, session_lifecycle_and_handles) {
   /* teardown frees every session the guest left open (LeakSanitizer checks) */
 }
 
+/* The session table grows on demand up to max_sessions (the runtime's
+ * dw_runtime_config.max_sessions), handing out the lowest free handle. */
+Test(llm_abi, the_session_table_grows_to_its_configured_bound) {
+  T.abi.max_sessions = 6;
+  cr_assert_eq(dw_abi_session_slots(&T.abi), 0, "no slots before the first session");
+  for (uint32_t i = 1; i <= 6; i++) {
+    cr_assert_eq(call("session_new", "i:iii", 1, 8, 500), DW_OK);
+    cr_assert_eq(rd32(500), i);
+  }
+  cr_assert_leq(dw_abi_session_slots(&T.abi), 6);
+  REFUSED(DW_ERR_LIMIT, "session_new", "i:iii", 1, 8, 500);
+  cr_assert_eq(call("session_free", "i:i", 3), DW_OK);
+  cr_assert_eq(call("session_new", "i:iii", 1, 8, 500), DW_OK);
+  cr_assert_eq(rd32(500), 3, "the lowest free handle again");
+}
+
 Test(llm_abi, decode_in_place_and_hostile) {
   uint32_t s = new_session(40);
   int nv = M->hp.n_vocab;
@@ -248,7 +264,7 @@ Test(llm_abi, decode_in_place_and_hostile) {
 /* On an engine this machine lacks, the suite is skipped (exit 77). */
 static bool have_engine(const char **why) {
   dw_engine *e;
-  if (dw_engine_create(engine_name(), 1, &e) != DW_OK) return *why = dw_last_error(), false;
+  if (dw_engine_create(engine_name(), 1, NULL, &e) != DW_OK) return *why = dw_last_error(), false;
   dw_engine_destroy(e);
   return true;
 }

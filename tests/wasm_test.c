@@ -215,7 +215,7 @@ static void *thread_main(void *p) {
 
 Test(threads, eight_threads_run_instances_concurrently) {
   dw_wasm_module *mod;
-  cr_assert_eq(dw_wasm_module_load(GUEST("traps"), NULL, &th_hosts, &mod, NULL), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_wasm_module_load(GUEST("traps"), &(dw_wasm_config){.settings = &dw_env_settings}, &th_hosts, &mod, NULL), DW_OK, "%s", dw_last_error());
   pthread_t tid[8];
   thread_job jobs[8];
   for (int i = 0; i < 8; i++) {
@@ -252,7 +252,7 @@ static void write_file(const char *path, const void *data, size_t n) {
 
 static void expect_refused(const char *path, dw_status want, const char *msg) {
   dw_wasm_module *m = NULL;
-  dw_status st = dw_wasm_module_load(path, NULL, &th_hosts, &m, NULL);
+  dw_status st = dw_wasm_module_load(path, &(dw_wasm_config){.settings = &dw_env_settings}, &th_hosts, &m, NULL);
   cr_assert_eq(st, want, "%s: status %d: %s", path, st, dw_last_error());
   cr_assert_null(m);
   cr_assert(strstr(dw_last_error(), msg), "message for %s: %s", path, dw_last_error());
@@ -284,7 +284,7 @@ Test(modules, malformed_are_refused_clearly) {
 Test(modules, cache_hit_and_corrupt_entry_rebuilt) {
   char dir[] = "/tmp/dw-cache-XXXXXX";
   cr_assert(mkdtemp(dir));
-  dw_wasm_config cfg = {.cache_dir = dir};
+  dw_wasm_config cfg = {.cache_dir = dir, .settings = &dw_env_settings};
   dw_wasm_module *m;
   bool hit = true;
   cr_assert_eq(dw_wasm_module_load(GUEST("trap_start"), &cfg, &th_hosts, &m, &hit), DW_OK, "%s", dw_last_error());

@@ -73,6 +73,15 @@ while IFS=: read -r f line inc; do
 done < <(grep -rn '^#include <' "$src" --include='*.c' --include='*.h' --include='*.cu' --include='*.cuh' |
   grep -v '_test\.c:' | sed 's/^\([^:]*\):\([0-9]*\):#include <\([^>]*\)>.*/\1:\2:\3/')
 
+# The layers below the API read tunables from the settings they are given
+# (base.h's dw_settings), never from the environment.
+while IFS=: read -r f line _; do
+  rel=${f#"$src"/}
+  case ${rel%%/*} in base | mem | wasm | backend | llm | wasi | abi)
+    echo "$rel:$line: layer '${rel%%/*}' calls getenv: take a dw_settings instead"; bad=1 ;;
+  esac
+done < <(grep -rn '\bgetenv *(' "$src" --include='*.c' --include='*.h' --include='*.cu' --include='*.cuh' | grep -v '_test\.c:')
+
 links=0
 if [ -n "$build" ]; then
   command -v nm >/dev/null || { echo "check_layers: nm (binutils) is needed for the link check"; exit 1; }

@@ -21,7 +21,7 @@
 #include <driftwood_abi.h> /* the wire format guests see (sdk/include) */
 #include <pthread.h>
 
-#define DW_ABI_MAX_SESSIONS 256
+#define DW_ABI_MAX_SESSIONS 256 /* sessions a guest may hold at once, unless max_sessions says */
 
 /* A model the host registered under a name: --model NAME=PATH (loaded at
  * once) or --nn-preload (loaded when a guest first asks for it). */
@@ -67,7 +67,9 @@ typedef struct dw_abi {
   int *models;            /* owned: model handle h is registry index models[h - 1] */
   uint32_t n_models, cap_models;
   dw_engine *engine;      /* borrowed: where decode runs */
-  dw_session *sessions[DW_ABI_MAX_SESSIONS]; /* owned: session handle = index + 1 */
+  dw_session **sessions;  /* owned: session handle h is sessions[h - 1] (NULL: free) */
+  uint32_t n_sessions;    /* slots allocated, grown on demand up to max_sessions */
+  uint32_t max_sessions;  /* 0 = DW_ABI_MAX_SESSIONS */
 } dw_abi;
 
 DW_HIDDEN void dw_abi_init(dw_abi *a, dw_backend *backend, int emit_fd);
@@ -85,9 +87,12 @@ DW_HIDDEN int dw_abi_model_index(const dw_abi *a, uint32_t h);
 /* Gives the guest handle n + 1 for registry index idx (thaw: in the order
  * the snapshot lists them). */
 DW_HIDDEN dw_status dw_abi_model_add(dw_abi *a, int idx);
-/* Session handle h (1..DW_ABI_MAX_SESSIONS), or NULL. */
+/* Session handles run 1..dw_abi_session_slots(a) (some of them free). */
+DW_HIDDEN uint32_t dw_abi_session_slots(const dw_abi *a);
+/* Session handle h, or NULL. */
 DW_HIDDEN dw_session *dw_abi_session(const dw_abi *a, uint32_t h);
-/* Puts s at session handle h, which must be free; a owns s then. */
+/* Puts s at session handle h (1..max_sessions), which must be free; a owns
+ * s then. */
 DW_HIDDEN dw_status dw_abi_session_set(dw_abi *a, uint32_t h, dw_session *s);
 /* dst (freshly initialised) gets src's model handles and a fork of each of
  * its sessions (copy-on-write KV). */

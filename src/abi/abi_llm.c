@@ -23,10 +23,9 @@
 #define ABI(inst) ((dw_abi *)dw_instance_ctx((inst), DW_SLOT_DRIFTWOOD))
 
 void dw_abi_fini(dw_abi *a) {
-  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) {
-    dw_sess_free(a->sessions[i]);
-    a->sessions[i] = NULL;
-  }
+  for (uint32_t i = 0; i < a->n_sessions; i++) dw_sess_free(a->sessions[i]);
+  free(a->sessions);
+  a->sessions = NULL, a->n_sessions = 0;
   free(a->models);
   a->models = NULL, a->n_models = a->cap_models = 0;
 }
@@ -46,13 +45,31 @@ dw_status dw_abi_model_add(dw_abi *a, int idx) {
   return DW_OK;
 }
 
+static uint32_t max_sessions(const dw_abi *a) { return a->max_sessions ? a->max_sessions : DW_ABI_MAX_SESSIONS; }
+
+/* Makes slots 1..n exist (n <= max_sessions); false if memory is short. */
+static bool session_slots(dw_abi *a, uint32_t n) {
+  if (n <= a->n_sessions) return true;
+  uint32_t cap = a->n_sessions ? a->n_sessions : 4;
+  while (cap < n) cap *= 2;
+  if (cap > max_sessions(a)) cap = max_sessions(a);
+  dw_session **v = realloc(a->sessions, cap * sizeof *v);
+  if (!v) return false;
+  memset(v + a->n_sessions, 0, (cap - a->n_sessions) * sizeof *v);
+  a->sessions = v, a->n_sessions = cap;
+  return true;
+}
+
+uint32_t dw_abi_session_slots(const dw_abi *a) { return a->n_sessions; }
+
 dw_session *dw_abi_session(const dw_abi *a, uint32_t h) {
-  return h >= 1 && h <= DW_ABI_MAX_SESSIONS ? a->sessions[h - 1] : NULL;
+  return h >= 1 && h <= a->n_sessions ? a->sessions[h - 1] : NULL;
 }
 
 dw_status dw_abi_session_set(dw_abi *a, uint32_t h, dw_session *s) {
-  if (h < 1 || h > DW_ABI_MAX_SESSIONS || a->sessions[h - 1])
+  if (h < 1 || h > max_sessions(a) || dw_abi_session(a, h))
     return dw_error_set(DW_ERR_INVALID_ARG, "session handle %u is invalid or taken", h);
+  if (!session_slots(a, h)) return dw_error_set(DW_ERR_NOMEM, "session handles");
   a->sessions[h - 1] = s;
   return DW_OK;
 }
@@ -60,7 +77,9 @@ dw_status dw_abi_session_set(dw_abi *a, uint32_t h, dw_session *s) {
 dw_status dw_abi_fork(dw_abi *dst, const dw_abi *src) {
   dw_status st = DW_OK;
   for (uint32_t h = 1; !st && h <= src->n_models; h++) st = dw_abi_model_add(dst, src->models[h - 1]);
-  for (int i = 0; !st && i < DW_ABI_MAX_SESSIONS; i++)
+  dst->max_sessions = src->max_sessions;
+  if (!st && !session_slots(dst, src->n_sessions)) st = dw_error_set(DW_ERR_NOMEM, "session handles");
+  for (uint32_t i = 0; !st && i < src->n_sessions; i++)
     if (src->sessions[i]) st = dw_sess_fork(src->sessions[i], &dst->sessions[i]);
   return st;
 }
@@ -186,13 +205,14 @@ static uint32_t h_token_piece(dw_instance *inst, uint32_t model, uint32_t token,
 }
 
 static uint32_t put_session(dw_instance *inst, dw_abi *a, dw_session *s, uint32_t out) {
-  for (uint32_t i = 0; i < DW_ABI_MAX_SESSIONS; i++)
-    if (!a->sessions[i]) {
-      a->sessions[i] = s;
-      return put_u32(inst, out, i + 1); /* out was checked by the caller */
-    }
-  dw_sess_free(s);
-  return DW_ERR_LIMIT;
+  uint32_t i = 0;
+  while (i < a->n_sessions && a->sessions[i]) i++; /* the lowest free handle */
+  if (i == max_sessions(a) || !session_slots(a, i + 1)) {
+    dw_sess_free(s);
+    return i == max_sessions(a) ? DW_ERR_LIMIT : DW_ERR_NOMEM;
+  }
+  a->sessions[i] = s;
+  return put_u32(inst, out, i + 1); /* out was checked by the caller */
 }
 
 static uint32_t h_session_new(dw_instance *inst, uint32_t model, uint32_t n_ctx, uint32_t out) {

@@ -127,7 +127,7 @@ void dw_actor_get_stats(const dw_actor *a, dw_actor_stats *out) {
   memset(out, 0, sizeof *out);
   const dw_mem *mem = dw_instance_memory(a->g.inst);
   out->memory_bytes = mem ? mem->size : 0;
-  for (uint32_t h = 1; h <= DW_ABI_MAX_SESSIONS; h++) {
+  for (uint32_t h = 1; h <= dw_abi_session_slots(&a->g.abi); h++) {
     const dw_session *s = dw_abi_session(&a->g.abi, h);
     if (!s) continue;
     out->sessions++;

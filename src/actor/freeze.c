@@ -94,7 +94,7 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   dw_mem *mem = dw_instance_memory(a->g.inst);
   const char *hash = dw_wasm_module_hash(a->module->wasm);
   int n_sessions = 0;
-  for (uint32_t h = 1; h <= DW_ABI_MAX_SESSIONS; h++) n_sessions += dw_abi_session(&a->g.abi, h) != NULL;
+  for (uint32_t h = 1; h <= dw_abi_session_slots(&a->g.abi); h++) n_sessions += dw_abi_session(&a->g.abi, h) != NULL;
   /* MODELS: the runtime's models (each entry stays at its index while the
    * runtime lives), so a later thaw offers the actor the same ones; HANDLES:
    * the guest's own model handles, as indices into MODELS */
@@ -200,7 +200,7 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   dw_snap_add(&out, DW_SEC_MODELS, msec.p, msec.n, false);
   dw_snap_add(&out, DW_SEC_HANDLES, hsec.p, hsec.n, false);
   /* SESSIONS */
-  for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) {
+  for (int i = 0; i < (int)dw_abi_session_slots(&a->g.abi); i++) {
     const dw_session *s = dw_abi_session(&a->g.abi, (uint32_t)i + 1);
     if (!s) continue;
     uint32_t mh = 0; /* the guest's handle of the session's model */

@@ -268,7 +268,7 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
   uint32_t slot = dw_get_u32(&r), mh = dw_get_u32(&r), n_ctx = dw_get_u32(&r), n_past = dw_get_u32(&r);
   uint32_t n_layer = dw_get_u32(&r), kvd = dw_get_u32(&r);
   int idx = dw_abi_model_index(&a->g.abi, mh);
-  if (r.bad || slot < 1 || slot > DW_ABI_MAX_SESSIONS || dw_abi_session(&a->g.abi, slot) || idx < 0 || n_past > n_ctx)
+  if (r.bad || slot < 1 || dw_abi_session(&a->g.abi, slot) || idx < 0 || n_past > n_ctx)
     return BAD("a session header is invalid");
   /* the fingerprint the session was computed with */
   dw_reader mr = {models->stored, models->stored + models->stored_len, false};
@@ -326,7 +326,10 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
     dw_sess_free(s);
     return st;
   }
-  dw_abi_session_set(&a->g.abi, slot, s); /* free: checked above */
+  if ((st = dw_abi_session_set(&a->g.abi, slot, s))) { /* beyond this host's max_sessions, or no memory */
+    dw_sess_free(s);
+    return st;
+  }
   if (rep) rep->sessions++;
   return DW_OK;
 }

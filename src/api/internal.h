@@ -22,7 +22,13 @@ struct dw_runtime {
   uint64_t time_limit_ms;   /* per guest call; 0 = none */
   uint64_t actor_mem_limit; /* bytes of an actor's linear memory; 0 = the module's maximum */
   bool fixed_models;        /* thaws never register a snapshot's model paths */
+  dw_settings settings;     /* the embedder's, or the environment (dw_env_settings) */
+  uint32_t max_sessions, max_open_files; /* per guest; 0 = the defaults */
 };
+
+/* The process environment as a settings source: what the layers below read
+ * instead of getenv, unless the embedder gives its own. */
+DW_HIDDEN extern const dw_settings dw_env_settings;
 
 struct dw_module {
   dw_runtime *rt;           /* borrowed */

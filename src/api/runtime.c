@@ -18,13 +18,23 @@
 static const dw_hostfn *const host_tables[] = {dw_wasi_functions, dw_abi_functions, dw_abi_llm_functions,
                                                dw_nn_functions};
 
+static const char *env_setting(void *ctx, const char *name) {
+  (void)ctx;
+  return getenv(name);
+}
+
+const dw_settings dw_env_settings = {env_setting, NULL};
+
 dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   *out = NULL;
   dw_runtime_config def = {0};
   if (!cfg) cfg = &def;
   dw_runtime *rt = calloc(1, sizeof *rt);
   if (!rt) return dw_error_set(DW_ERR_NOMEM, "runtime");
-  dw_status st = dw_backend_create(cfg->backend, cfg->threads, &rt->backend);
+  rt->settings = cfg->setting ? (dw_settings){cfg->setting, cfg->setting_ctx} : dw_env_settings;
+  const char *step = dw_setting(&rt->settings, "DRIFTWOOD_FAULT_WRITE_STEP"); /* a test hook */
+  if (step) dw_file_fault_step(atoi(step));
+  dw_status st = dw_backend_create(cfg->backend, cfg->threads, &rt->settings, &rt->backend);
   if (st != DW_OK) {
     free(rt);
     return st;
@@ -36,7 +46,7 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
 #ifndef DW_HAVE_CUDA_ENGINE
   engine = "cpu";
 #endif
-  if ((st = dw_engine_create(engine, cfg->threads, &rt->engine)) != DW_OK) {
+  if ((st = dw_engine_create(engine, cfg->threads, &rt->settings, &rt->engine)) != DW_OK) {
     dw_runtime_destroy(rt);
     return st;
   }
@@ -46,9 +56,12 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   }
   rt->wcfg.cache_dir = rt->cache_dir;
   rt->wcfg.progress = cfg->progress;
+  rt->wcfg.settings = &rt->settings;
   rt->time_limit_ms = cfg->time_limit_ms;
   rt->actor_mem_limit = cfg->actor_memory_limit_bytes;
   rt->fixed_models = cfg->fixed_models;
+  rt->max_sessions = cfg->max_sessions;
+  rt->max_open_files = cfg->max_open_files;
   dw_registry_init(&rt->models);
   rt->hosts.tables = host_tables;
   rt->hosts.n_tables = 4;
@@ -108,7 +121,9 @@ static dw_status commit_hook(void *ud, void *p, size_t n) { return dw_backend_re
 static void release_hook(void *ud, void *p, size_t n) { dw_backend_unregister_memory(ud, p, n); }
 
 dw_mem_hooks dw_rt_hooks(dw_runtime *rt) {
-  return (dw_mem_hooks){rt->backend, commit_hook, release_hook, dw_backend_pins_memory(rt->backend)};
+  const char *cow = dw_setting(&rt->settings, "DRIFTWOOD_MEM_COW"); /* read per instance: benches flip it */
+  return (dw_mem_hooks){rt->backend, commit_hook, release_hook, dw_backend_pins_memory(rt->backend),
+                        cow && !strcmp(cow, "0")};
 }
 
 dw_status dw_guest_create(dw_module *m, const dw_wasi_config *wc, uint64_t max_memory_bytes, dw_guest *g) {
@@ -116,7 +131,10 @@ dw_status dw_guest_create(dw_module *m, const dw_wasi_config *wc, uint64_t max_m
   dw_abi_init(&g->abi, m->rt->backend, wc->stdout_fd);
   g->abi.reg = &m->rt->models;
   g->abi.engine = m->rt->engine;
-  dw_status st = dw_wasi_create(wc, &g->wasi);
+  g->abi.max_sessions = m->rt->max_sessions;
+  dw_wasi_config w = *wc;
+  if (!w.max_fds) w.max_fds = (int)(m->rt->max_open_files > INT32_MAX ? INT32_MAX : m->rt->max_open_files);
+  dw_status st = dw_wasi_create(&w, &g->wasi);
   if (!st) st = dw_nn_create(&m->rt->models, m->rt->engine, wc->stdout_fd, &g->nn);
   if (!st) {
     dw_instance_config ic = {.max_memory_bytes = max_memory_bytes, .hooks = dw_rt_hooks(m->rt),

@@ -16,7 +16,7 @@ const char *dw_backend_list(void) {
 #endif
 }
 
-dw_status dw_backend_create(const char *name, int threads, dw_backend **out) {
+dw_status dw_backend_create(const char *name, int threads, const dw_settings *settings, dw_backend **out) {
   *out = NULL;
   if (!name) name = "auto";
   dw_backend *b = calloc(1, sizeof *b);
@@ -26,7 +26,7 @@ dw_status dw_backend_create(const char *name, int threads, dw_backend **out) {
     st = dw_backend_cpu_reg(threads, b);
   } else if (!strcmp(name, "cuda") || !strcmp(name, "auto")) {
 #ifdef DW_HAVE_CUDA
-    st = dw_backend_cuda_reg(b);
+    st = dw_backend_cuda_reg(settings, b);
     if (st == DW_ERR_UNSUPPORTED && !strcmp(name, "auto")) st = dw_backend_cpu_reg(threads, b);
 #else
     st = !strcmp(name, "auto") ? dw_backend_cpu_reg(threads, b)

@@ -54,8 +54,11 @@ typedef struct dw_backend {
   dw_backend_stats stats;
 } dw_backend;
 
-/* Creates "cpu", "cuda" or "auto" (CUDA when a device is present). */
-DW_HIDDEN dw_status dw_backend_create(const char *name, int threads, dw_backend **out);
+/* Creates "cpu", "cuda" or "auto" (CUDA when a device is present).
+ * settings (may be NULL): the CUDA backend's DRIFTWOOD_CUDA_STAGING,
+ * DRIFTWOOD_CUDA_STAGE_MIN_BYTES and DRIFTWOOD_CUDA_FORCE_REGISTER. */
+DW_HIDDEN dw_status dw_backend_create(const char *name, int threads, const dw_settings *settings,
+                                      dw_backend **out);
 DW_HIDDEN void dw_backend_destroy(dw_backend *b);
 DW_HIDDEN const char *dw_backend_name(const dw_backend *b);
 /* The backends compiled into this build, e.g. "cpu cuda". */
@@ -74,7 +77,7 @@ DW_HIDDEN dw_status dw_backend_matmul_f32(dw_backend *b, const float *a, const f
 DW_HIDDEN dw_status dw_backend_cpu_reg(int threads, dw_backend *out);
 #ifdef DW_HAVE_CUDA
 /* DW_ERR_UNSUPPORTED when no device is present. */
-DW_HIDDEN dw_status dw_backend_cuda_reg(dw_backend *out);
+DW_HIDDEN dw_status dw_backend_cuda_reg(const dw_settings *settings, dw_backend *out);
 /* Bytes currently pinned by the CUDA backend (0 for other backends). */
 DW_HIDDEN int64_t dw_backend_cuda_pinned_bytes(const dw_backend *b);
 /* matmul_f32's staging policy: "auto" (GEMMs whose A, B and C together

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,14 +142,13 @@ static dw_status write_all(int fd, const void *data, size_t n, const char *what)
   return DW_OK;
 }
 
-/* Test hook: DRIFTWOOD_FAULT_WRITE_STEP=N makes step N of the next atomic
- * writes fail as if the disk had (1 create, 2 write, 3 fsync, 4 close,
- * 5 rename, 6 fsync of the directory); what a crash at that step would
- * leave behind is then what the caller sees. */
-static bool fault(int step) {
-  const char *e = getenv("DRIFTWOOD_FAULT_WRITE_STEP");
-  return e && atoi(e) == step;
-}
+static _Atomic int fault_step; /* dw_file_fault_step */
+
+void dw_file_fault_step(int step) { atomic_store(&fault_step, step); }
+
+static bool fault(int step) { return atomic_load_explicit(&fault_step, memory_order_relaxed) == step; }
+
+const char *dw_setting(const dw_settings *s, const char *name) { return s && s->get ? s->get(s->ctx, name) : NULL; }
 
 dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_bytes) {
   char tmp[4096], dir[4096];

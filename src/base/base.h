@@ -1,5 +1,6 @@
 /*
- * base.h — status and error messages, small file helpers, atomic writes.
+ * base.h — status and error messages, small file helpers, atomic writes,
+ * and the settings source the layers below the API read tunables from.
  *
  * Owns the thread-local error slot read by dw_last_error(). Every function
  * here is thread-safe. libc only.
@@ -32,6 +33,22 @@ DW_HIDDEN dw_status dw_file_map(const char *path, bool populate, const uint8_t *
 /* Writes data to path atomically: temp file in the same directory, fsync,
  * rename over path, fsync the directory. On failure path is untouched. */
 DW_HIDDEN dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_bytes);
+/* Test hook: step N (1..6) of every later atomic write fails as if the disk
+ * had (1 create, 2 write, 3 fsync, 4 close, 5 rename, 6 fsync of the
+ * directory), so a test sees what a crash there leaves behind; 0 = none.
+ * Process-wide; the API sets it from DRIFTWOOD_FAULT_WRITE_STEP. */
+DW_HIDDEN void dw_file_fault_step(int step);
+
+/* Where the layers below the API read tunables and test hooks by name
+ * (DRIFTWOOD_CC, DRIFTWOOD_CUDA_*, …): never getenv, so each runtime of an
+ * embedder may have its own. The API's source is the embedder's
+ * (dw_runtime_config.setting) or the process environment. */
+typedef struct dw_settings {
+  const char *(*get)(void *ctx, const char *name); /* the value, or NULL if unset */
+  void *ctx;
+} dw_settings;
+/* s's value for name; NULL when s or the value is missing. */
+DW_HIDDEN const char *dw_setting(const dw_settings *s, const char *name);
 /* mkdir -p with mode 0755. */
 DW_HIDDEN dw_status dw_mkdirs(const char *path);
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-dw_status dw_engine_create(const char *name, int threads, dw_engine **out) {
+dw_status dw_engine_create(const char *name, int threads, const dw_settings *settings, dw_engine **out) {
   *out = NULL;
   if (!name) name = "auto";
   dw_engine *e = calloc(1, sizeof *e);
@@ -19,7 +19,7 @@ dw_status dw_engine_create(const char *name, int threads, dw_engine **out) {
   bool is_auto = !strcmp(name, "auto");
   if (!strcmp(name, "cuda") || is_auto) {
 #ifdef DW_HAVE_CUDA_ENGINE
-    st = dw_engine_cuda_reg(e);
+    st = dw_engine_cuda_reg(settings, e);
 #else
     st = dw_error_set(DW_ERR_UNSUPPORTED, "llm: this build has no CUDA engine");
 #endif

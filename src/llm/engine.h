@@ -96,8 +96,9 @@ typedef struct dw_engine {
 } dw_engine;
 
 /* "cpu", "cuda" or "auto" (CUDA when a device is present). threads: the
- * CPU engine's workers (<= 0: one per core). */
-DW_HIDDEN dw_status dw_engine_create(const char *name, int threads, dw_engine **out);
+ * CPU engine's workers (<= 0: one per core). settings (may be NULL): the
+ * CUDA engine's DRIFTWOOD_CUDA_LOGITS, _GRAPHS, _PDL, _STREAM, _GEMV_ROWS. */
+DW_HIDDEN dw_status dw_engine_create(const char *name, int threads, const dw_settings *settings, dw_engine **out);
 DW_HIDDEN void dw_engine_destroy(dw_engine *e);
 DW_HIDDEN const char *dw_engine_name(const dw_engine *e);
 DW_HIDDEN void dw_engine_describe(const dw_engine *e, char *buf, size_t cap);
@@ -108,7 +109,7 @@ DW_HIDDEN dw_status dw_engine_weights_for(dw_engine *e, dw_model *m, const dw_en
 DW_HIDDEN dw_status dw_engine_cpu_reg(int threads, dw_engine *out);
 #ifdef DW_HAVE_CUDA_ENGINE
 /* DW_ERR_UNSUPPORTED when no device is present. */
-DW_HIDDEN dw_status dw_engine_cuda_reg(dw_engine *out);
+DW_HIDDEN dw_status dw_engine_cuda_reg(const dw_settings *settings, dw_engine *out);
 #endif
 
 #endif

@@ -235,8 +235,7 @@ dw_status dw_mem_view_array(const dw_mem *m, uint64_t off, uint64_t count, uint6
 }
 
 bool dw_mem_can_map(const dw_mem *m) {
-  const char *e = getenv("DRIFTWOOD_MEM_COW");
-  return m && !m->hooks.pins && !(e && strcmp(e, "0") == 0);
+  return m && !m->hooks.pins && !m->hooks.no_file_maps;
 }
 
 static dw_status map_private(dw_mem *m, uint64_t off, uint64_t n, int fd, uint64_t file_off) {

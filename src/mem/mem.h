@@ -44,6 +44,8 @@ typedef struct dw_mem_hooks {
   void (*release)(void *ud, void *ptr, size_t n_bytes);      /* optional */
   bool pins;  /* commit pins the pages (e.g. for a GPU): they must never be
                  remapped, so copy-on-write mappings are refused */
+  bool no_file_maps; /* copy instead of mapping files copy-on-write (the
+                        API's DRIFTWOOD_MEM_COW=0, for measuring) */
 } dw_mem_hooks;
 
 typedef struct dw_mem_range {

@@ -28,7 +28,7 @@ static void on_release(void *ud, void *p, size_t n) {
 
 Test(mem, create_grow_and_views) {
   counter c = {.fail_after = -1};
-  dw_mem_hooks h = {&c, on_commit, on_release, false};
+  dw_mem_hooks h = {&c, on_commit, on_release, false, false};
   dw_mem *m;
   cr_assert_eq(dw_mem_create(2, 10, 0, &h, &m), DW_OK);
   cr_assert_eq(m->size, 2 * DW_MEM_PAGE);
@@ -76,7 +76,7 @@ Test(mem, limits) {
 
 Test(mem, failed_registration_leaves_memory_unchanged) {
   counter c = {.fail_after = 1};
-  dw_mem_hooks h = {&c, on_commit, on_release, false};
+  dw_mem_hooks h = {&c, on_commit, on_release, false, false};
   dw_mem *m;
   cr_assert_eq(dw_mem_create(1, 10, 0, &h, &m), DW_OK);
   uint32_t old;
@@ -133,7 +133,6 @@ static bool mapping_names(const void *addr, const char *what) {
 }
 
 Test(mem, map_file_is_private_and_checked) {
-  unsetenv("DRIFTWOOD_MEM_COW");
   int fd = pattern_file(16384);
   dw_mem *m;
   cr_assert_eq(dw_mem_create(2, 4, 0, NULL, &m), DW_OK);
@@ -166,7 +165,7 @@ Test(mem, map_file_is_private_and_checked) {
   dw_mem_destroy(m);
   /* pinned memories and the switch refuse mappings */
   counter c = {.fail_after = -1};
-  dw_mem_hooks h = {&c, on_commit, on_release, true};
+  dw_mem_hooks h = {&c, on_commit, on_release, true, false};
   cr_assert_eq(dw_mem_create(1, 2, 0, &h, &m), DW_OK);
   cr_assert_eq(dw_mem_map_file(m, 0, 4096, fd, 0), DW_ERR_UNSUPPORTED);
   m->base[5] = 7;
@@ -183,16 +182,14 @@ Test(mem, map_file_is_private_and_checked) {
   cr_assert(!(res & 1), "an unpinned page was kept");
   cr_assert_eq(m->base[5], 0);
   dw_mem_destroy(m);
-  setenv("DRIFTWOOD_MEM_COW", "0", 1);
-  cr_assert_eq(dw_mem_create(1, 2, 0, NULL, &m), DW_OK);
+  dw_mem_hooks copy = {.no_file_maps = true}; /* the API's DRIFTWOOD_MEM_COW=0 */
+  cr_assert_eq(dw_mem_create(1, 2, 0, &copy, &m), DW_OK);
   cr_assert_eq(dw_mem_map_file(m, 0, 4096, fd, 0), DW_ERR_UNSUPPORTED);
   dw_mem_destroy(m);
-  unsetenv("DRIFTWOOD_MEM_COW");
   close(fd);
 }
 
 Test(mem, share_is_copy_on_write_both_ways) {
-  unsetenv("DRIFTWOOD_MEM_COW");
   dw_mem *a, *b, *small;
   cr_assert_eq(dw_mem_create(3, 4, 0, NULL, &a), DW_OK);
   cr_assert_eq(dw_mem_create(3, 4, 0, NULL, &b), DW_OK);

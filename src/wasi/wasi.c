@@ -45,7 +45,8 @@ enum { FDF_APPEND = 1, FDF_DSYNC = 2, FDF_NONBLOCK = 4, FDF_RSYNC = 8, FDF_SYNC 
 #define R_FD_FILESTAT_SET_SIZE (1ull << 22)
 #define R_ALL 0x1fffffffull
 
-#define MAX_FDS 1024
+#define DEFAULT_MAX_FDS 1024
+#define INITIAL_FDS 8 /* stdio, a few grants and files; the table grows on demand */
 
 typedef struct fd_entry {
   int host;          /* -1 when free */
@@ -58,8 +59,24 @@ typedef struct fd_entry {
 struct dw_wasi {
   int argc, n_env;
   char **argv, **env; /* owned copies */
-  fd_entry fds[MAX_FDS];
+  fd_entry *fds;      /* owned: n_fds entries, free ones with host -1 */
+  int n_fds, max_fds;
 };
+
+/* Grows the table to at least n entries (at most max_fds); false if it
+ * cannot. Pointers into the table do not survive a growth. */
+static bool fds_reserve(dw_wasi *w, int n) {
+  if (n <= w->n_fds) return true;
+  if (n > w->max_fds) return false;
+  int cap = w->n_fds ? w->n_fds : INITIAL_FDS;
+  while (cap < n) cap *= 2;
+  if (cap > w->max_fds) cap = w->max_fds;
+  fd_entry *v = realloc(w->fds, (size_t)cap * sizeof *v);
+  if (!v) return false;
+  for (int i = w->n_fds; i < cap; i++) v[i] = (fd_entry){.host = -1};
+  w->fds = v, w->n_fds = cap;
+  return true;
+}
 
 static char **dup_strings(int n, const char *const *src) {
   char **out = calloc((size_t)n + 1, sizeof *out);
@@ -71,10 +88,11 @@ static char **dup_strings(int n, const char *const *src) {
 
 void dw_wasi_destroy(dw_wasi *w) {
   if (!w) return;
-  for (int i = 0; i < MAX_FDS; i++) {
+  for (int i = 0; i < w->n_fds; i++) {
     if (w->fds[i].host >= 0 && w->fds[i].owned) close(w->fds[i].host);
     free(w->fds[i].name);
   }
+  free(w->fds);
   for (int i = 0; w->argv && i < w->argc; i++) free(w->argv[i]);
   for (int i = 0; w->env && i < w->n_env; i++) free(w->env[i]);
   free(w->argv);
@@ -96,7 +114,17 @@ dw_status dw_wasi_create(const dw_wasi_config *cfg, dw_wasi **out) {
   *out = NULL;
   dw_wasi *w = calloc(1, sizeof *w);
   if (!w) return dw_error_set(DW_ERR_NOMEM, "wasi context");
-  for (int i = 0; i < MAX_FDS; i++) w->fds[i].host = -1;
+  w->max_fds = cfg->max_fds > 0 ? cfg->max_fds : DEFAULT_MAX_FDS;
+  if (cfg->n_dirs < 0 || w->max_fds < 3 || cfg->n_dirs > w->max_fds - 3) {
+    int max = w->max_fds;
+    dw_wasi_destroy(w);
+    return dw_error_set(DW_ERR_LIMIT, "%d directory grants do not fit %d descriptors", cfg->n_dirs, max);
+  }
+  int first = 3 + cfg->n_dirs > INITIAL_FDS ? 3 + cfg->n_dirs : INITIAL_FDS;
+  if (!fds_reserve(w, first < w->max_fds ? first : w->max_fds)) {
+    dw_wasi_destroy(w);
+    return dw_error_set(DW_ERR_NOMEM, "wasi context");
+  }
   w->argc = cfg->argc;
   w->n_env = cfg->n_env;
   w->argv = dup_strings(cfg->argc, cfg->argv);
@@ -113,10 +141,6 @@ dw_status dw_wasi_create(const dw_wasi_config *cfg, dw_wasi **out) {
     struct stat sb;
     w->fds[i].host = stdio[i];
     w->fds[i].type = fstat(stdio[i], &sb) == 0 ? type_of_mode(sb.st_mode) : FT_CHAR;
-  }
-  if (cfg->n_dirs > MAX_FDS - 3) {
-    dw_wasi_destroy(w);
-    return dw_error_set(DW_ERR_LIMIT, "too many directory grants");
   }
   for (int i = 0; i < cfg->n_dirs; i++) {
     int fd = open(cfg->dir_host[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -195,7 +219,7 @@ static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return
 static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 static fd_entry *fd_get(dw_wasi *w, uint32_t fd) {
-  if (!w || fd >= MAX_FDS || w->fds[fd].host < 0) return NULL;
+  if (!w || fd >= (uint32_t)w->n_fds || w->fds[fd].host < 0) return NULL;
   return &w->fds[fd];
 }
 
@@ -238,10 +262,13 @@ static uint32_t open_parent(int dirfd, char *path, int *out_fd, const char **lea
   return E_SUCCESS;
 }
 
+/* A free descriptor number (the lowest, as POSIX does), growing the table
+ * when it is full; -1 at max_fds. Invalidates fd_entry pointers. */
 static int fd_alloc(dw_wasi *w) {
-  for (int i = 3; i < MAX_FDS; i++)
+  for (int i = 3; i < w->n_fds; i++)
     if (w->fds[i].host < 0) return i;
-  return -1;
+  int n = w->n_fds;
+  return fds_reserve(w, n + 1) ? n : -1;
 }
 
 /* ---- args, environment, clocks, random ------------------------------------ */
@@ -643,9 +670,10 @@ static uint32_t w_path_open(dw_instance *inst, uint32_t dirfd, uint32_t lookup, 
   if (fdflags & (FDF_SYNC | FDF_RSYNC)) fl |= O_SYNC;
   if (fdflags & FDF_DSYNC) fl |= O_DSYNC;
   if ((fl & O_DIRECTORY) && (fl & O_ACCMODE) != O_RDONLY) return E_ISDIR;
+  int dir_host = d->host; /* d does not survive fd_alloc */
   int slot = fd_alloc(w);
   if (slot < 0) return E_MFILE;
-  int h = openat2_beneath(d->host, p, fl, (fl & O_CREAT) ? 0644 : 0, lookup & 1);
+  int h = openat2_beneath(dir_host, p, fl, (fl & O_CREAT) ? 0644 : 0, lookup & 1);
   if (h < 0 && errno == EISDIR && (fl & O_ACCMODE) != O_RDONLY) return E_ISDIR;
   if (h < 0) return errno == EXDEV ? E_NOTCAPABLE : errno_to_wasi(errno);
   struct stat sb;

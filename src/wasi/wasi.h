@@ -27,6 +27,9 @@ typedef struct dw_wasi_config {
   const char *const *dir_host;  /* host directory paths */
   const char *const *dir_guest; /* names the guest sees */
   int stdin_fd, stdout_fd, stderr_fd;
+  int max_fds;                  /* descriptors the guest may hold open at once
+                                   (stdio and grants included); 0 = 1024. The
+                                   table starts small and grows on demand. */
 } dw_wasi_config;
 
 typedef struct dw_wasi dw_wasi;

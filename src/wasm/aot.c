@@ -43,8 +43,8 @@ struct dw_wasm_module {
   size_t n_bytes;
 };
 
-static const char *cc_name(void) {
-  const char *cc = getenv("DRIFTWOOD_CC");
+static const char *cc_name(const dw_wasm_config *cfg) {
+  const char *cc = dw_setting(cfg ? cfg->settings : NULL, "DRIFTWOOD_CC");
   return cc && *cc ? cc : "cc";
 }
 
@@ -54,9 +54,9 @@ static void sha256(const void *data, size_t n, uint8_t out[32]) {
 }
 
 /* "realpath:size:mtime" of a program found in PATH, or "missing:name". */
-static void tool_identity(const char *name, char *out, size_t cap) {
+static void tool_identity(const dw_wasm_config *cfg, const char *name, char *out, size_t cap) {
   char cand[PATH_MAX], real[PATH_MAX];
-  const char *path = getenv("PATH");
+  const char *path = dw_setting(cfg ? cfg->settings : NULL, "PATH");
   if (strchr(name, '/')) path = "";
   char *dup = strdup(path ? path : "/usr/bin:/bin");
   snprintf(out, cap, "missing:%s", name);
@@ -75,11 +75,12 @@ static void tool_identity(const char *name, char *out, size_t cap) {
 }
 
 dw_status dw_wasm_cache_dir(const dw_wasm_config *cfg, char *out, size_t cap) {
-  const char *d = cfg && cfg->cache_dir ? cfg->cache_dir : getenv("DRIFTWOOD_CACHE");
+  const dw_settings *set = cfg ? cfg->settings : NULL;
+  const char *d = cfg && cfg->cache_dir ? cfg->cache_dir : dw_setting(set, "DRIFTWOOD_CACHE");
   int n;
   if (d && *d) n = snprintf(out, cap, "%s", d);
-  else if ((d = getenv("XDG_CACHE_HOME")) && *d) n = snprintf(out, cap, "%s/driftwood", d);
-  else if ((d = getenv("HOME")) && *d) n = snprintf(out, cap, "%s/.cache/driftwood", d);
+  else if ((d = dw_setting(set, "XDG_CACHE_HOME")) && *d) n = snprintf(out, cap, "%s/driftwood", d);
+  else if ((d = dw_setting(set, "HOME")) && *d) n = snprintf(out, cap, "%s/.cache/driftwood", d);
   else return dw_error_set(DW_ERR_IO, "no cache directory: set DRIFTWOOD_CACHE or HOME");
   if (n < 0 || (size_t)n >= cap) return dw_error_set(DW_ERR_INVALID_ARG, "cache path too long");
   return DW_OK;
@@ -152,7 +153,7 @@ static double now_s(void) {
 }
 
 static dw_status compile(const char *cache, const char *key, const uint8_t *bytes, size_t n,
-                         const char *name, const dw_host_set *hosts, bool progress,
+                         const char *name, const dw_host_set *hosts, bool progress, const char *cc,
                          const char *so, const char *sum) {
   char tmp[PATH_MAX], wasm[PATH_MAX + 32], gen[PATH_MAX + 32], shim[PATH_MAX + 32], out[PATH_MAX + 32], err[8192];
   if (snprintf(tmp, sizeof tmp, "%s/tmp-%.12s-XXXXXX", cache, key) >= (int)sizeof tmp)
@@ -169,10 +170,10 @@ static dw_status compile(const char *cache, const char *key, const uint8_t *byte
   if (st == DW_OK) st = dw_w2c_write_shim(gen, key, hosts, shim);
   if (st == DW_OK && progress) fprintf(stderr, " cc...");
   if (st == DW_OK) {
-    char *argv[] = {(char *)cc_name(), CC_FLAGS, "-o", out, shim, NULL};
+    char *argv[] = {(char *)cc, CC_FLAGS, "-o", out, shim, NULL};
     int rc = dw_w2c_spawn(argv, err, sizeof err);
     if (rc != 0)
-      st = dw_error_set(DW_ERR_COMPILE, "C compiler '%s' failed (status %d): %.2000s", cc_name(), rc, err);
+      st = dw_error_set(DW_ERR_COMPILE, "C compiler '%s' failed (status %d): %.2000s", cc, rc, err);
   }
   char hex[65];
   if (st == DW_OK) st = hash_file(out, hex);
@@ -218,8 +219,8 @@ dw_status dw_wasm_module_load(const char *path, const dw_wasm_config *cfg, const
   dw_hex(digest, 32, m->hash);
 
   char ident[4 * PATH_MAX], w2c_id[PATH_MAX + 64], cc_id[PATH_MAX + 64], key[65];
-  tool_identity("wasm2c", w2c_id, sizeof w2c_id);
-  tool_identity(cc_name(), cc_id, sizeof cc_id);
+  tool_identity(cfg, "wasm2c", w2c_id, sizeof w2c_id);
+  tool_identity(cfg, cc_name(cfg), cc_id, sizeof cc_id);
   int len = snprintf(ident, sizeof ident, "driftwood-aot abi=%d wasm2c=%s %s cc=%s flags=%s module=%s",
                      DW_W2C_ABI, DW_W2C_VERSION, w2c_id, cc_id, CC_FLAGS_TEXT, m->hash);
   sha256(ident, (size_t)len, digest);
@@ -246,7 +247,7 @@ dw_status dw_wasm_module_load(const char *path, const dw_wasm_config *cfg, const
     if (open_entry(so, sum, key, m) != DW_OK) { /* nobody built it meanwhile */
       const char *base = strrchr(path, '/');
       st = compile(cache, key, bytes, n, base ? base + 1 : path, hosts,
-                   cfg && cfg->progress && isatty(2), so, sum);
+                   cfg && cfg->progress && isatty(2), cc_name(cfg), so, sum);
       if (st == DW_OK && open_entry(so, sum, key, m) != DW_OK)
         st = dw_error_set(DW_ERR_COMPILE, "compiled module %s cannot be loaded: %s", so, dlerror());
     } else if (cache_hit) {

@@ -40,8 +40,11 @@ typedef struct dw_host_set {
 } dw_host_set;
 
 typedef struct dw_wasm_config {
-  const char *cache_dir; /* NULL: $DRIFTWOOD_CACHE, $XDG_CACHE_HOME/driftwood, ~/.cache/driftwood */
+  const char *cache_dir; /* NULL: the settings' DRIFTWOOD_CACHE, XDG_CACHE_HOME/driftwood,
+                            HOME/.cache/driftwood */
   bool progress;         /* progress lines on stderr when it is a terminal */
+  const dw_settings *settings; /* borrowed, may be NULL: DRIFTWOOD_CC (the C compiler,
+                                  default cc), PATH (where it is found) and the above */
 } dw_wasm_config;
 
 typedef struct dw_wasm_module dw_wasm_module;

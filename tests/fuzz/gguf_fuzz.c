@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   dw_session *s;
   dw_engine *e = NULL; /* one per input: an engine keeps the models it prepared */
-  if (!vocab_only && m->hp.n_vocab > 0 && dw_engine_create("cpu", 1, &e) != DW_OK) abort();
+  if (!vocab_only && m->hp.n_vocab > 0 && dw_engine_create("cpu", 1, NULL, &e) != DW_OK) abort();
   if (e && dw_sess_new(m, e, 8, &s) == DW_OK) {
     int32_t t[2] = {0, m->hp.n_vocab - 1};
     float *logits = malloc((size_t)m->hp.n_vocab * sizeof(float));

@@ -8,6 +8,10 @@
  *   write PATH TEXT      write TEXT to PATH
  *   ls DIR               print the directory's entries, sorted
  *   try-open PATH        print "ok" or "denied: <errno name>"
+ *   open-many PATH N     open PATH up to N times, keeping each open; print
+ *                        how many opened, why the next failed, whether the
+ *                        first and last read the file, and the lowest fd
+ *                        handed out again after the first is closed
  *   alloc MIB            malloc MIB MiB and touch it; print "ok" or "failed"
  *   time                 print "ok" when the clock moves and random bytes vary
  */
@@ -69,6 +73,19 @@ int main(int argc, char **argv) {
     closedir(d);
     qsort(names, (size_t)n, sizeof *names, cmp);
     for (int i = 0; i < n; i++) printf("%s\n", names[i]);
+  } else if (!strcmp(c, "open-many") && argc == 4) {
+    int n = atoi(argv[3]), k = 0, *fds = calloc((size_t)n + 1, sizeof *fds);
+    const char *why = "none";
+    while (k < n && (fds[k] = open(argv[2], O_RDONLY)) >= 0) k++;
+    if (k < n) why = errno == EMFILE ? "EMFILE" : strerror(errno);
+    char a = 0, b = 0;
+    int ok = k > 0 && read(fds[0], &a, 1) == 1 && read(fds[k - 1], &b, 1) == 1 && a == b;
+    int first = k > 0 ? fds[0] : -1;
+    if (k > 0) close(fds[0]);
+    int again = open(argv[2], O_RDONLY);
+    printf("opened %d, then %s; reads %s; after closing fd %d the next is fd %d\n", k, why, ok ? "ok" : "failed", first,
+           again);
+    free(fds);
   } else if (!strcmp(c, "try-open") && argc == 3) {
     int fd = open(argv[2], O_RDONLY);
     if (fd >= 0) {

@@ -3,9 +3,9 @@
 # own: a clean one passes; a lower layer that includes a higher one's
 # header, one that calls a higher layer's function without any include
 # (seen only at link level), cli calling a function the public header
-# does not declare, host code including the guest's import header, and a
-# layer including an SDK header its row lacks each fail with a message
-# naming the symbol or header.
+# does not declare, host code including the guest's import header, a
+# layer including an SDK header its row lacks, and getenv below the API
+# each fail with a message naming the symbol or header.
 set -u
 chk=$1
 t=$(mktemp -d)
@@ -67,4 +67,7 @@ expect 1 "base/base.c:1: layer 'base' may not include the guest SDK's <driftwood
 mk src/base/base.c '#include "driftwood_abi.h"
 int dw_base_x(void) { return 1; }'
 expect 1 "base/base.c:1: include the guest SDK's headers as <driftwood_abi.h>"
+mk src/base/base.c '#include <stdlib.h>
+int dw_base_x(void) { return getenv("X") != 0; }'
+expect 1 "base/base.c:2: layer 'base' calls getenv"
 exit $fail

@@ -43,7 +43,7 @@ Test(cpu, matmul_matches_double_reference) {
   int threads[] = {1, 3};
   for (int t = 0; t < 2; t++) {
     dw_backend *be;
-    cr_assert_eq(dw_backend_create("cpu", threads[t], &be), DW_OK);
+    cr_assert_eq(dw_backend_create("cpu", threads[t], NULL, &be), DW_OK);
     uint32_t shapes[][3] = {{1, 1, 1}, {2, 3, 4}, {5, 7, 3}, {4, 300, 129}, {130, 257, 131},
                             {64, 64, 64}, {3, 513, 17}, {128, 128, 128}, {7, 1, 300}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check(be, shapes[i][0], shapes[i][1], shapes[i][2]);
@@ -53,7 +53,7 @@ Test(cpu, matmul_matches_double_reference) {
 
 Test(cpu, k_zero_writes_zeros) {
   dw_backend *be;
-  cr_assert_eq(dw_backend_create("cpu", 2, &be), DW_OK);
+  cr_assert_eq(dw_backend_create("cpu", 2, NULL, &be), DW_OK);
   float c[6] = {1, 2, 3, 4, 5, 6};
   cr_assert_eq(dw_backend_matmul_f32(be, NULL, NULL, c, 2, 3, 0, NULL), DW_OK);
   for (int i = 0; i < 6; i++) cr_assert_eq(c[i], 0.0f);
@@ -62,6 +62,6 @@ Test(cpu, k_zero_writes_zeros) {
 
 Test(cpu, unknown_backend_is_an_error) {
   dw_backend *be;
-  cr_assert_eq(dw_backend_create("tpu", 1, &be), DW_ERR_INVALID_ARG);
+  cr_assert_eq(dw_backend_create("tpu", 1, NULL, &be), DW_ERR_INVALID_ARG);
   cr_assert(strstr(dw_last_error(), "tpu"));
 }

@@ -199,7 +199,7 @@ int64_t dw_backend_cuda_scratch_bytes(const dw_backend *b) {
   return n;
 }
 
-dw_status dw_backend_cuda_reg(dw_backend *out) {
+dw_status dw_backend_cuda_reg(const dw_settings *settings, dw_backend *out) {
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0) {
@@ -223,7 +223,7 @@ dw_status dw_backend_cuda_reg(dw_backend *out) {
     c->total_mem = prop.totalGlobalMem;
     cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, 0);
     cudaDeviceGetAttribute(&uses_host_pt, cudaDevAttrPageableMemoryAccessUsesHostPageTables, 0);
-    c->pageable = pageable != 0 && getenv("DRIFTWOOD_CUDA_FORCE_REGISTER") == NULL;
+    c->pageable = pageable != 0 && dw_setting(settings, "DRIFTWOOD_CUDA_FORCE_REGISTER") == NULL;
     if (!prop.unifiedAddressing) st = dw_error_set(DW_ERR_UNSUPPORTED, "cuda: device lacks unified addressing");
   }
   if (st == DW_OK && (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
@@ -239,7 +239,8 @@ dw_status dw_backend_cuda_reg(dw_backend *out) {
   }
   out->ops = &cuda_ops;
   out->ctx = c;
-  const char *mode = getenv("DRIFTWOOD_CUDA_STAGING"), *min = getenv("DRIFTWOOD_CUDA_STAGE_MIN_BYTES");
+  const char *mode = dw_setting(settings, "DRIFTWOOD_CUDA_STAGING");
+  const char *min = dw_setting(settings, "DRIFTWOOD_CUDA_STAGE_MIN_BYTES");
   st = dw_backend_cuda_set_staging(out, mode && *mode ? mode : "auto", min ? strtoull(min, NULL, 10) : 0);
   if (st != DW_OK) {
     cuda_destroy(c);

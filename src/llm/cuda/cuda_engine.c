@@ -882,7 +882,7 @@ static const dw_engine_ops cuda_ops = {
     .destroy = cuda_destroy,
 };
 
-dw_status dw_engine_cuda_reg(dw_engine *out) {
+dw_status dw_engine_cuda_reg(const dw_settings *settings, dw_engine *out) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     cudaGetLastError();
@@ -907,15 +907,15 @@ dw_status dw_engine_cuda_reg(dw_engine *out) {
   cublasSetStream(c->blas, c->stream);
   snprintf(c->name, sizeof c->name, "%s (cc %d.%d)", p.name, p.major, p.minor);
   c->total_mem = p.totalGlobalMem;
-  const char *lg = getenv("DRIFTWOOD_CUDA_LOGITS"), *gr = getenv("DRIFTWOOD_CUDA_GRAPHS");
+  const char *lg = dw_setting(settings, "DRIFTWOOD_CUDA_LOGITS"), *gr = dw_setting(settings, "DRIFTWOOD_CUDA_GRAPHS");
   c->mapped_logits = lg && !strcmp(lg, "mapped");
   c->no_graphs = gr && !strcmp(gr, "0");
-  const char *pdl = getenv("DRIFTWOOD_CUDA_PDL");
+  const char *pdl = dw_setting(settings, "DRIFTWOOD_CUDA_PDL");
   c->no_pdl = pdl && !strcmp(pdl, "0");
-  const char *sv = getenv("DRIFTWOOD_CUDA_STREAM");
+  const char *sv = dw_setting(settings, "DRIFTWOOD_CUDA_STREAM");
   c->no_stream = sv && !strcmp(sv, "0");
   dw_k_set_pdl(!c->no_pdl);
-  const char *rw = getenv("DRIFTWOOD_CUDA_GEMV_ROWS"); /* a tuning knob for bench/cuda_llm.sh */
+  const char *rw = dw_setting(settings, "DRIFTWOOD_CUDA_GEMV_ROWS"); /* a tuning knob for bench/cuda_llm.sh */
   if (rw && (!strcmp(rw, "1") || !strcmp(rw, "2") || !strcmp(rw, "4"))) dw_k_gemv_rows_per_warp(atoi(rw));
   pthread_mutex_init(&c->lock, NULL);
   out->ops = &cuda_ops;
