@@ -462,7 +462,7 @@ static dw_model *M;
 static dw_engine *P;
 static void sess_setup(void) {
   cr_assert_eq(dw_model_load(DEMO_MODEL, false, &M), DW_OK, "%s", dw_last_error());
-  cr_assert_eq(dw_engine_create("cpu", 2, &P), DW_OK);
+  cr_assert_eq(dw_engine_create("cpu", 2, NULL, &P), DW_OK);
 }
 static void sess_teardown(void) {
   dw_engine_destroy(P);
@@ -537,6 +537,50 @@ Test(session, fork_shares_prefix_and_diverges_independently) {
   cr_assert_eq(atomic_load(&f->blocks[0]->refs), 1);
   dw_sess_free(f), dw_sess_free(fresh);
   free(l1), free(l2), free(r1), free(r2);
+}
+
+static int n_mappings(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  int n = 0, ch;
+  while (f && (ch = fgetc(f)) != EOF) n += ch == '\n';
+  if (f) fclose(f);
+  return n;
+}
+
+/* KV blocks come from slabs, not a mapping each: 300 live sessions of two
+ * blocks take a few mappings, each session's KV is its own (same logits as
+ * one session alone), and blocks freed are reused. */
+Test(session, kv_blocks_share_few_mappings) {
+  enum { N = 300 };
+  int nv = M->hp.n_vocab;
+  int32_t t[40];
+  some_tokens(t, 40, 6);
+  float *want = malloc((size_t)nv * 4), *got = malloc((size_t)nv * 4);
+  static dw_session *s[N];
+  int before = n_mappings();
+  for (int i = 0; i < N; i++) {
+    cr_assert_eq(dw_sess_new(M, P, 128, &s[i]), DW_OK);
+    cr_assert_eq(dw_decode(s[i], t, 33 + i % 7, i == 0 ? want : NULL, NULL), DW_OK); /* two blocks each */
+  }
+  int during = n_mappings();
+  cr_assert_lt(during - before, 40, "%d live KV blocks took %d mappings", 2 * N, during - before);
+  for (int i = 0; i < N; i += 7) { /* each session's blocks are its own */
+    cr_assert_eq(dw_sess_truncate(s[i], 0), DW_OK);
+    cr_assert_eq(dw_decode(s[i], t, 33, got, NULL), DW_OK);
+    cr_assert_lt(max_rel(got, want, nv), 1e-6, "session %d", i);
+  }
+  /* sessions ending in no order leave no holes that split mappings (a
+   * mapping a block, unmapped at its end, left one mapping per hole) */
+  for (int i = 0; i < N; i += 2) dw_sess_free(s[i]);
+  int holes = n_mappings();
+  cr_assert_lt(holes - before, 40, "after %d of %d sessions ended: %d mappings", N / 2, N, holes - before);
+  for (int i = 0; i < N; i += 2) { /* freed blocks come back before any new mapping */
+    cr_assert_eq(dw_sess_new(M, P, 128, &s[i]), DW_OK);
+    cr_assert_eq(dw_decode(s[i], t, 40, NULL, NULL), DW_OK);
+  }
+  cr_assert_leq(n_mappings(), holes, "the slabs' blocks were reused");
+  for (int i = 0; i < N; i++) dw_sess_free(s[i]);
+  free(want), free(got);
 }
 
 Test(session, truncate_then_redecode_reproduces) {

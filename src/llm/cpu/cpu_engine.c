@@ -1,7 +1,8 @@
 /*
  * cpu_engine.c — the CPU engine (engine.h): weights read in place from the
- * file mapping, KV blocks in anonymous mappings, and the batched forward
- * pass on a dw_pool of host threads.
+ * file mapping, KV blocks carved from large anonymous mappings (slabs, one
+ * per block size), and the batched forward pass on a dw_pool of host
+ * threads.
  *
  * Forward pass per micro-batch of T tokens (spec §4): embeddings; per layer
  * RMSNorm → fused Q/K/V projection (+bias) → RoPE (NORM or NEOX) → K/V
@@ -28,29 +29,109 @@
 
 enum { UBATCH = 256, RB = 48 };
 
-typedef struct cpu_engine {
-  dw_pool *pool; /* owned */
-} cpu_engine;
-
 /* ---- KV blocks --------------------------------------------------------------- */
 
-/* KV blocks are mapped directly, populated in one go: faulting megabytes
- * in page by page costs more than filling them. */
-static void *block_alloc(size_t bytes) {
-  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
+/* KV blocks of one size come from slabs: mappings of up to SLAB_BYTES (64
+ * blocks at most), so a node with thousands of short sessions holds a few
+ * mappings, not one per block (the kernel allows ~65k a process). A free
+ * block goes on its slab's free list with its pages dropped (MADV_DONTNEED:
+ * an idle session's KV costs no memory once freed); a block handed out is
+ * populated in one go (faulting megabytes in page by page costs more than
+ * filling them). Mappings are returned when the engine ends. */
+enum { SLAB_BYTES = 32 << 20, SLAB_MAX_BLOCKS = 64 };
+
+typedef struct kv_slab {
+  size_t bytes;              /* of each block (page-rounded) */
+  void **free;               /* free blocks (a stack) */
+  size_t n_free, cap_free;
+  void **maps;               /* the mappings, to unmap at the end */
+  size_t n_maps, cap_maps, per_map;
+  struct kv_slab *next;
+} kv_slab;
+
+typedef struct cpu_engine {
+  dw_pool *pool;          /* owned */
+  pthread_mutex_t kv_lock; /* the slabs */
+  kv_slab *slabs;         /* owned list, one per block size */
+} cpu_engine;
+
+static bool push(void ***v, size_t *n, size_t *cap, void *p) {
+  if (*n == *cap) {
+    size_t c = *cap ? 2 * *cap : 64;
+    void **nv = realloc(*v, c * sizeof *nv);
+    if (!nv) return false;
+    *v = nv, *cap = c;
+  }
+  (*v)[(*n)++] = p;
+  return true;
+}
+
+/* Fills the block's pages now (zero pages: contents are undefined anyway). */
+static void populate(void *p, size_t bytes) {
+#ifdef MADV_POPULATE_WRITE
+  if (madvise(p, bytes, MADV_POPULATE_WRITE) == 0) return;
+#endif
+  for (size_t o = 0; o < bytes; o += 4096) ((volatile char *)p)[o] = 0; /* a kernel without it */
+}
+
+/* A block from c's slab of its size, mapping a new slab when none is free;
+ * NULL when memory is short. Thread-safe (restore workers call it at once). */
+static void *block_alloc(cpu_engine *c, size_t bytes) {
+  bytes = (bytes + 4095) & ~(size_t)4095;
+  void *p = NULL;
+  pthread_mutex_lock(&c->kv_lock);
+  kv_slab *s = c->slabs;
+  while (s && s->bytes != bytes) s = s->next;
+  if (!s && (s = calloc(1, sizeof *s))) {
+    s->bytes = bytes;
+    s->per_map = SLAB_BYTES / bytes;
+    s->per_map = s->per_map < 1 ? 1 : s->per_map > SLAB_MAX_BLOCKS ? SLAB_MAX_BLOCKS : s->per_map;
+    s->next = c->slabs, c->slabs = s;
+  }
+  if (s && !s->n_free) { /* a new mapping; the free stack gets room for every block there will be */
+    size_t len = s->per_map * bytes, total = (s->n_maps + 1) * s->per_map;
+    void **fv = total > s->cap_free ? realloc(s->free, total * sizeof *fv) : s->free;
+    if (fv) s->free = fv, s->cap_free = total > s->cap_free ? total : s->cap_free;
+    uint8_t *m = fv ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+                    : MAP_FAILED;
+    if (m != MAP_FAILED && push(&s->maps, &s->n_maps, &s->cap_maps, m)) {
+      for (size_t i = s->per_map; i-- > 0;) s->free[s->n_free++] = m + i * bytes;
+    } else if (m != MAP_FAILED) {
+      munmap(m, len);
+    }
+  }
+  if (s && s->n_free) p = s->free[--s->n_free];
+  pthread_mutex_unlock(&c->kv_lock);
+  if (p) populate(p, bytes);
+  return p;
+}
+
+static void block_free(cpu_engine *c, void *blk, size_t bytes) {
+  if (!blk) return;
+  bytes = (bytes + 4095) & ~(size_t)4095;
+  madvise(blk, bytes, MADV_DONTNEED); /* its memory back to the system now */
+  pthread_mutex_lock(&c->kv_lock);
+  kv_slab *s = c->slabs;
+  while (s && s->bytes != bytes) s = s->next;
+  if (s && s->n_free < s->cap_free) s->free[s->n_free++] = blk; /* room for every block: block_alloc made it */
+  pthread_mutex_unlock(&c->kv_lock);
+}
+
+static void slabs_free(cpu_engine *c) {
+  for (kv_slab *s = c->slabs, *n; s; s = n) {
+    n = s->next;
+    for (size_t i = 0; i < s->n_maps; i++) munmap(s->maps[i], s->per_map * s->bytes);
+    free(s->maps), free(s->free), free(s);
+  }
+  c->slabs = NULL;
 }
 
 static dw_status kv_alloc(void *ctx, size_t bytes, void **out) {
-  (void)ctx;
-  if (!(*out = block_alloc(bytes))) return dw_error_set(DW_ERR_NOMEM, "kv cache: %zu bytes", bytes);
+  if (!(*out = block_alloc(ctx, bytes))) return dw_error_set(DW_ERR_NOMEM, "kv cache: %zu bytes", bytes);
   return DW_OK;
 }
 
-static void kv_free(void *ctx, void *blk, size_t bytes) {
-  (void)ctx;
-  if (blk) munmap(blk, bytes);
-}
+static void kv_free(void *ctx, void *blk, size_t bytes) { block_free(ctx, blk, bytes); }
 
 static dw_status kv_copy(void *ctx, void *dst, const void *src, size_t bytes) {
   (void)ctx;
@@ -372,6 +453,7 @@ static dw_status forward(dw_pool *pool, dw_session *s, const int32_t *tok, int n
 
 
 typedef struct restore_job {
+  cpu_engine *c;
   const dw_model *m;
   void **blocks;
   int n;
@@ -387,7 +469,7 @@ static void restore_worker(void *arg, int wi, int nw) {
   size_t row = (size_t)hp->n_head_kv * hp->head_dim * sizeof(float), bytes = dw_kv_block_bytes(J->m);
   int nb = (J->n + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
   for (int b = nb * wi / nw; b < nb * (wi + 1) / nw; b++) {
-    void *blk = block_alloc(bytes);
+    void *blk = block_alloc(J->c, bytes);
     if (!blk) {
       atomic_store(&J->failed, true);
       continue;
@@ -404,7 +486,7 @@ static void restore_worker(void *arg, int wi, int nw) {
 
 static dw_status kv_import(void *ctx, const dw_model *m, void **blocks, int n, const void *k, const void *v) {
   cpu_engine *c = ctx;
-  restore_job J = {m, blocks, n, k, v, false};
+  restore_job J = {c, m, blocks, n, k, v, false};
   dw_pool_run(c->pool, restore_worker, &J);
   if (!atomic_load(&J.failed)) return DW_OK;
   for (int b = 0; b < (n + DW_KV_BLOCK - 1) / DW_KV_BLOCK; b++) {
@@ -462,6 +544,8 @@ static void cpu_describe(void *ctx, char *buf, size_t cap) {
 static void cpu_destroy(void *ctx) {
   cpu_engine *c = ctx;
   dw_pool_destroy(c->pool);
+  slabs_free(c);
+  pthread_mutex_destroy(&c->kv_lock);
   free(c);
 }
 
@@ -488,6 +572,7 @@ dw_status dw_engine_cpu_reg(int threads, dw_engine *out) {
     free(c);
     return st;
   }
+  pthread_mutex_init(&c->kv_lock, NULL);
   out->ops = &cpu_ops;
   out->ctx = c;
   out->max_step_tokens = UBATCH;
