@@ -67,6 +67,9 @@ DW_API const char *dw_status_str(dw_status st);
 typedef struct dw_runtime dw_runtime;
 typedef struct dw_module dw_module;
 
+/* How much a runtime message matters (dw_runtime_config.log). */
+typedef enum dw_log_level { DW_LOG_ERROR = 0, DW_LOG_WARN = 1, DW_LOG_INFO = 2 } dw_log_level;
+
 typedef struct dw_runtime_config {
   const char *backend;   /* "cpu", "cuda" or "auto"; NULL means "auto" */
   const char *cache_dir; /* AOT cache; NULL: $DRIFTWOOD_CACHE, then
@@ -96,6 +99,13 @@ typedef struct dw_runtime_config {
    * API calls getenv, so runtimes of one process may differ. */
   const char *(*setting)(void *ctx, const char *name);
   void *setting_ctx;
+  /* Where the runtime's own messages go, one line (no newline) at a time:
+   * warnings such as a session re-prefilled at thaw, guest-visible errors
+   * the operator should see (a device failure), WASI-NN's per-call
+   * summary. NULL writes them to stderr. Called on the thread that does
+   * the work; it must not call back into the runtime. */
+  void (*log)(void *ctx, dw_log_level level, const char *line);
+  void *log_ctx;
 } dw_runtime_config;
 
 DW_API dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out);

@@ -510,6 +510,12 @@ Test(snapshot, large_sections_have_piecewise_checksums_that_catch_every_piece) {
   free(f.p), free(b.p), free(raw);
 }
 
+static char *logged_line;
+static void capture_log(void *ctx, dw_log_level level, const char *line) {
+  *(dw_log_level *)ctx = level;
+  snprintf(logged_line, 512, "%s", line);
+}
+
 Test(snapshot, another_model_is_refused_another_quantisation_reprefills) {
   /* two quantisations of one synthetic model, and a different model */
   char d[] = "/tmp/dw-snapm-XXXXXX";
@@ -534,13 +540,20 @@ Test(snapshot, another_model_is_refused_another_quantisation_reprefills) {
   uint8_t *buf;
   size_t n;
   cr_assert_eq(dw_actor_freeze(a, 0, &buf, &n), DW_OK);
-  /* f16 of the same model: thaws by re-prefilling, and says so */
-  cr_assert_eq(dw_runtime_create(&rc, &r2), DW_OK);
+  /* f16 of the same model: thaws by re-prefilling, and says so (through
+   * the runtime's log hook, not stderr) */
+  static char logged[512];
+  static dw_log_level level;
+  dw_runtime_config rc2 = rc;
+  rc2.log = capture_log, rc2.log_ctx = &level;
+  logged_line = logged;
+  cr_assert_eq(dw_runtime_create(&rc2, &r2), DW_OK);
   cr_assert_eq(dw_runtime_add_model(r2, "default", f16), DW_OK);
   cr_assert_eq(dw_module_load(r2, ECHO, &m2, NULL), DW_OK);
   dw_thaw_report rep;
   cr_assert_eq(dw_actor_thaw(r2, m2, buf, n, &t, &rep), DW_OK, "%s", dw_last_error());
   cr_assert_eq(rep.reprefilled, 1);
+  cr_assert(strstr(logged, "re-prefilled from its") && level == DW_LOG_WARN, "log: %d %s", level, logged);
   reply(t, "llm and", rf, sizeof rf);
   reply(a, "llm and", rq, sizeof rq);
   cr_assert(strstr(rf, "2: next") && !strcmp(strstr(rf, " at "), strstr(rq, " at ")),
@@ -727,6 +740,48 @@ Test(snapshot, an_embedders_settings_replace_the_environment) {
   dw_actor_destroy(t), dw_actor_destroy(a);
   dw_module_destroy(m1), dw_module_destroy(m2);
   dw_runtime_destroy(mine), dw_runtime_destroy(env);
+  sh("rm -rf %s", d);
+}
+
+/* dw_actor_freeze_file streams the sections into the file as it builds
+ * them; the file holds exactly the bytes an in-memory freeze gives. */
+Test(snapshot, a_streamed_freeze_equals_the_one_in_memory) {
+  dw_runtime_config rc = {.backend = "cpu", .threads = 2};
+  dw_runtime *rt;
+  dw_module *m;
+  cr_assert_eq(dw_runtime_create(&rc, &rt), DW_OK);
+  cr_assert_eq(dw_runtime_add_model(rt, "default", DEMO), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_module_load(rt, ECHO, &m, NULL), DW_OK);
+  dw_actor *a;
+  char r[256], path[128], d[] = "/tmp/dw-stream-XXXXXX";
+  cr_assert(mkdtemp(d));
+  snprintf(path, sizeof path, "%s/a.dws", d);
+  cr_assert_eq(dw_actor_spawn(m, &a), DW_OK);
+  for (int i = 0; i < 3; i++) reply(a, "scatter", r, sizeof r); /* > 8 MiB of pages: checksummed piecewise */
+  reply(a, "llm the hello world and more words", r, sizeof r);
+  for (unsigned flags = 0; flags < 4; flags++) { /* embedded module or not, memory compressed or not */
+    unsigned f = (flags & 1 ? DW_FREEZE_EMBED_MODULE : 0) | (flags & 2 ? DW_FREEZE_COMPRESS_MEMORY : 0);
+    uint8_t *buf;
+    size_t n, fn;
+    cr_assert_eq(dw_actor_freeze(a, f, &buf, &n), DW_OK, "%s", dw_last_error());
+    cr_assert_eq(dw_actor_freeze_file(a, f, path), DW_OK, "%s", dw_last_error());
+    uint8_t *file = slurp(path, &fn);
+    cr_assert(fn == n && !memcmp(file, buf, n), "flags %u: the file (%zu bytes) differs from the buffer (%zu)", f, fn, n);
+    if (!(f & DW_FREEZE_COMPRESS_MEMORY)) cr_assert_gt(n, 8u << 20);
+    free(buf), free(file);
+    /* the pieces that span runs of pages were checksummed right: it thaws, and holds the same bytes */
+    dw_actor *t;
+    char want[256];
+    cr_assert_eq(dw_actor_thaw_file(rt, m, path, &t, NULL), DW_OK, "flags %u: %s", f, dw_last_error());
+    reply(t, "check", r, sizeof r);
+    reply(a, "check", want, sizeof want);
+    cr_assert_str_eq(strchr(r, ' '), strchr(want, ' '));
+    dw_actor_destroy(t);
+  }
+  cr_assert_eq(sh("ls %s | wc -l", d), 0);
+  cr_assert_str_eq(out, "1\n", "no temporary file is left behind");
+  dw_actor_destroy(a);
+  dw_module_destroy(m), dw_runtime_destroy(rt);
   sh("rm -rf %s", d);
 }
 

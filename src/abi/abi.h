@@ -70,6 +70,7 @@ typedef struct dw_abi {
   dw_session **sessions;  /* owned: session handle h is sessions[h - 1] (NULL: free) */
   uint32_t n_sessions;    /* slots allocated, grown on demand up to max_sessions */
   uint32_t max_sessions;  /* 0 = DW_ABI_MAX_SESSIONS */
+  const dw_settings *settings; /* borrowed, may be NULL: where messages go */
 } dw_abi;
 
 DW_HIDDEN void dw_abi_init(dw_abi *a, dw_backend *backend, int emit_fd);

@@ -67,6 +67,7 @@ struct dw_nn {
   dw_registry *reg;
   dw_engine *engine;
   int stdout_fd;
+  const dw_settings *settings; /* borrowed: where messages go */
   nn_graph *graphs;
   int n_graphs;
   nn_ctx *ctxs;
@@ -75,10 +76,11 @@ struct dw_nn {
 
 #define NN(inst) ((dw_nn *)dw_instance_ctx((inst), DW_SLOT_NN))
 
-dw_status dw_nn_create(dw_registry *reg, dw_engine *engine, int stdout_fd, dw_nn **out) {
+dw_status dw_nn_create(dw_registry *reg, dw_engine *engine, int stdout_fd, const dw_settings *settings,
+                       dw_nn **out) {
   dw_nn *nn = calloc(1, sizeof *nn);
   if (!nn) return dw_error_set(DW_ERR_NOMEM, "wasi-nn");
-  nn->reg = reg, nn->engine = engine, nn->stdout_fd = stdout_fd;
+  nn->reg = reg, nn->engine = engine, nn->stdout_fd = stdout_fd, nn->settings = settings;
   *out = nn;
   return DW_OK;
 }
@@ -223,7 +225,7 @@ static uint32_t load_common(dw_instance *inst, uint32_t name, uint32_t name_len,
   dw_model *m;
   dw_status st = dw_registry_model(nn->reg, idx, &m); /* maps the file on first use */
   if (st) {
-    fprintf(stderr, "[wasi-nn] %s\n", dw_last_error());
+    dw_log(nn->settings, DW_LOG_ERROR, "[wasi-nn] %s", dw_last_error());
     return st == DW_ERR_IO ? NN_MODEL_NOT_FOUND : NN_INVALID_ARG; /* IO: the file cannot be opened */
   }
   nn_graph g = {.live = true, .reg_idx = idx, .model = m};
@@ -434,8 +436,8 @@ static uint32_t h_compute(dw_instance *inst, uint32_t ctx) {
     if (dw_rt_deadline_passed()) dw_rt_deadline_trap(); /* the time limit covers this loop too */
   }
   if (c->cfg.enable_log)
-    fprintf(stderr, "[wasi-nn] compute: %zu prompt tokens, %lld output tokens, %.1f ms cpu\n", c->n_input,
-            (long long)c->out_tokens, ((double)clock() - t0) * 1e3 / CLOCKS_PER_SEC);
+    dw_log(NN(inst)->settings, DW_LOG_INFO, "[wasi-nn] compute: %zu prompt tokens, %lld output tokens, %.1f ms cpu",
+           c->n_input, (long long)c->out_tokens, ((double)clock() - t0) * 1e3 / CLOCKS_PER_SEC);
   return NN_OK;
 }
 

@@ -21,7 +21,9 @@
 typedef struct dw_nn dw_nn;
 
 /* stdout_fd: where stream-stdout writes (the host's stdout). */
-DW_HIDDEN dw_status dw_nn_create(dw_registry *reg, dw_engine *engine, int stdout_fd, dw_nn **out);
+/* settings (borrowed, may be NULL): where its messages go. */
+DW_HIDDEN dw_status dw_nn_create(dw_registry *reg, dw_engine *engine, int stdout_fd, const dw_settings *settings,
+                                 dw_nn **out);
 DW_HIDDEN void dw_nn_destroy(dw_nn *nn);
 
 /* The host module (ends with {0}). */

@@ -74,22 +74,36 @@ static void merge_runs(runs *r) {
   }
 }
 
-static void put_pages(dw_bytes *sec, const dw_mem *mem, const runs *r, size_t payload_off) {
+/* PAGES, its header built in sec and its runs written straight from
+ * linear memory (w checksums and writes them where they lie). */
+static void put_pages(dw_snap_out *w, dw_bytes *sec, const dw_mem *mem, const runs *r) {
   dw_put_u64(sec, mem ? mem->size : 0);
   dw_put_u32(sec, DW_ACTOR_CHUNK);
   dw_put_u32(sec, r->n);
   for (uint32_t i = 0; i < r->n; i++) dw_put_u32(sec, r->v[i][0]), dw_put_u32(sec, r->v[i][1]);
+  size_t payload_off = dw_snap_out_next_payload(w);
   uint32_t pad = (uint32_t)((DW_ACTOR_CHUNK - (payload_off + sec->n + 4) % DW_ACTOR_CHUNK) % DW_ACTOR_CHUNK);
   static const uint8_t zero[DW_ACTOR_CHUNK];
   dw_put_u32(sec, pad);
   dw_put(sec, zero, pad);
-  for (uint32_t i = 0; i < r->n; i++) dw_put(sec, mem->base + (uint64_t)r->v[i][0] * DW_ACTOR_CHUNK, (size_t)r->v[i][1] * DW_ACTOR_CHUNK);
+  dw_part parts[DW_ACTOR_MAX_RUNS + 1] = {{sec->p, sec->n}};
+  for (uint32_t i = 0; i < r->n; i++)
+    parts[i + 1] = (dw_part){mem->base + (uint64_t)r->v[i][0] * DW_ACTOR_CHUNK, (uint64_t)r->v[i][1] * DW_ACTOR_CHUNK};
+  if (sec->oom && !w->st) w->st = dw_error_set(DW_ERR_NOMEM, "freeze: pages");
+  dw_snap_out_add_parts(w, DW_SEC_PAGES, parts, r->n + 1);
 }
 
-dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *len) {
+/* Section type from sec, unless building it ran out of memory. */
+static void put_sec(dw_snap_out *w, const dw_bytes *sec, uint32_t type, bool compress) {
+  if (sec->oom && !w->st) w->st = dw_error_set(DW_ERR_NOMEM, "freeze: section %u", type);
+  dw_snap_out_add(w, type, sec->p, sec->n, compress);
+}
+
+/* Writes a's snapshot to w, section by section as each is built (the
+ * largest one, memory or a KV session, is the most held at once). */
+static dw_status freeze_to(dw_actor *a, unsigned flags, dw_snap_out *w) {
   bool embed_module = flags & DW_FREEZE_EMBED_MODULE;
-  *buf = NULL, *len = 0;
-  dw_bytes out, sec = {0};
+  dw_bytes sec = {0};
   dw_status st = DW_OK;
   dw_mem *mem = dw_instance_memory(a->g.inst);
   const char *hash = dw_wasm_module_hash(a->module->wasm);
@@ -131,20 +145,20 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
     free(mods), free(msec.p), free(hsec.p);
     return dw_error_set(DW_ERR_NOMEM, "freeze");
   }
-  dw_snap_begin(&out);
+  dw_snap_out_begin(w);
   /* META */
   dw_put(&sec, hash, 64);
   dw_put_u32(&sec, mem ? mem->pages : 0);
   dw_put_u32(&sec, (uint32_t)n_models);
   dw_put_u32(&sec, (uint32_t)n_sessions);
   dw_put_str(&sec, a->module->path);
-  dw_snap_add(&out, DW_SEC_META, sec.p, sec.n, false);
+  put_sec(w, &sec, DW_SEC_META, false);
   if (embed_module && a->mod_bytes) {
-    dw_snap_add(&out, DW_SEC_MODULE, a->mod_bytes, a->mod_len, true);
+    dw_snap_out_add(w, DW_SEC_MODULE, a->mod_bytes, a->mod_len, true);
   } else if (embed_module) { /* the bytes loaded, whatever the file holds by now */
     size_t mn;
     const uint8_t *mod = dw_wasm_module_bytes(a->module->wasm, &mn);
-    dw_snap_add(&out, DW_SEC_MODULE, mod, mn, true);
+    dw_snap_out_add(w, DW_SEC_MODULE, mod, mn, true);
   }
   /* PAGES, or MEMORY when asked to compress */
   sec.n = 0;
@@ -152,11 +166,10 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   if ((st = scan_runs(mem, &r))) goto fail;
   if (flags & DW_FREEZE_COMPRESS_MEMORY) {
     put_memory(&sec, mem, &r);
-    dw_snap_add(&out, DW_SEC_MEMORY, sec.p, sec.n, true);
+    put_sec(w, &sec, DW_SEC_MEMORY, true);
   } else {
     merge_runs(&r);
-    put_pages(&sec, mem, &r, dw_snap_next_payload(&out));
-    dw_snap_add(&out, DW_SEC_PAGES, sec.p, sec.n, false);
+    put_pages(w, &sec, mem, &r);
   }
   free(r.v);
   /* GLOBALS */
@@ -173,7 +186,7 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
     dw_put_u32(&sec, nb);
     dw_put(&sec, p, nb);
   }
-  dw_snap_add(&out, DW_SEC_GLOBALS, sec.p, sec.n, false);
+  put_sec(w, &sec, DW_SEC_GLOBALS, false);
   /* TABLES: each element as an index into the table as instantiated */
   sec.n = 0;
   dw_put_u32(&sec, a->n_tables);
@@ -195,14 +208,15 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
     }
   }
   if (st) goto fail;
-  dw_snap_add(&out, DW_SEC_TABLES, sec.p, sec.n, true);
+  put_sec(w, &sec, DW_SEC_TABLES, true);
   /* MODELS and HANDLES, as taken above */
-  dw_snap_add(&out, DW_SEC_MODELS, msec.p, msec.n, false);
-  dw_snap_add(&out, DW_SEC_HANDLES, hsec.p, hsec.n, false);
+  put_sec(w, &msec, DW_SEC_MODELS, false);
+  put_sec(w, &hsec, DW_SEC_HANDLES, false);
   /* SESSIONS */
   for (int i = 0; i < (int)dw_abi_session_slots(&a->g.abi); i++) {
     const dw_session *s = dw_abi_session(&a->g.abi, (uint32_t)i + 1);
     if (!s) continue;
+    if (w->st) break; /* a write failed: the rest would be lost */
     uint32_t mh = 0; /* the guest's handle of the session's model */
     for (uint32_t h = 1; h <= n_handles && !mh; h++)
       if (mods[dw_abi_model_index(&a->g.abi, h)] == s->model) mh = h;
@@ -227,26 +241,39 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
       goto fail;
     }
     if ((st = dw_sess_export(s, kv, kv + half))) goto fail;
-    dw_snap_add(&out, DW_SEC_SESSION, sec.p, sec.n, false);
+    put_sec(w, &sec, DW_SEC_SESSION, false);
   }
-  if (sec.oom) out.oom = true;
   free(sec.p), free(msec.p), free(hsec.p), free(mods);
-  if ((st = dw_snap_end(&out))) return st;
-  *buf = out.p, *len = out.n;
-  return DW_OK;
+  return dw_snap_out_end(w);
 fail:
   free(sec.p), free(msec.p), free(hsec.p), free(mods);
-  free(out.p);
   return st;
 }
 
+dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *len) {
+  *buf = NULL, *len = 0;
+  dw_bytes out = {0};
+  dw_snap_out w = {.buf = &out};
+  dw_status st = freeze_to(a, flags, &w);
+  if (st) {
+    free(out.p);
+    return st;
+  }
+  *buf = out.p, *len = out.n;
+  return DW_OK;
+}
+
+/* Streamed into the file as it is built: a snapshot never sits whole in
+ * memory on its way to disk. */
 dw_status dw_actor_freeze_file(dw_actor *a, unsigned flags, const char *path) {
-  uint8_t *buf;
-  size_t n;
-  dw_status st = dw_actor_freeze(a, flags, &buf, &n);
-  if (st) return st;
-  st = dw_file_write_atomic(path, buf, n);
-  free(buf);
-  return st;
+  dw_afile f;
+  dw_status st = dw_afile_open(&f, path);
+  dw_snap_out w = {.file = &f};
+  if (!st) st = freeze_to(a, flags, &w);
+  if (st) {
+    dw_afile_abort(&f);
+    return st;
+  }
+  return dw_afile_commit(&f);
 }
 

@@ -90,22 +90,45 @@ void dw_get_str(dw_reader *r, char *out, size_t cap) {
 enum { MAX_HASH_THREADS = 16, PIECES_PER_THREAD = 4 };
 
 typedef struct piece_job {
-  const uint8_t *p;
+  dw_part one;             /* the stored bytes, when they are in one place */
+  const dw_part *parts;    /* else the stored bytes in order (the caller's; NULL: one) */
+  size_t n_parts;
   uint64_t n;
   uint64_t *out;           /* [n_pieces] */
   size_t n_pieces;
   _Atomic size_t next;
 } piece_job;
 
-static void piece_worker(piece_job *j) {
-  for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n_pieces;) {
-    uint64_t off = (uint64_t)i * DW_SNAP_PIECE, left = j->n - off;
-    j->out[i] = XXH3_64bits(j->p + off, left < DW_SNAP_PIECE ? left : DW_SNAP_PIECE);
+/* XXH3-64 of bytes [off, off + len) of the parts. */
+static uint64_t parts_hash(const dw_part *parts, size_t n_parts, uint64_t off, uint64_t len, XXH3_state_t *st) {
+  size_t k = 0;
+  while (k < n_parts && off >= parts[k].n) off -= parts[k++].n;
+  if (k < n_parts && parts[k].n - off >= len) return XXH3_64bits((const uint8_t *)parts[k].p + off, len);
+  XXH3_64bits_reset(st); /* the piece spans parts */
+  for (; k < n_parts && len; k++, off = 0) {
+    uint64_t take = parts[k].n - off < len ? parts[k].n - off : len;
+    XXH3_64bits_update(st, (const uint8_t *)parts[k].p + off, take);
+    len -= take;
   }
+  return XXH3_64bits_digest(st);
 }
 
-static bool piece_job_init(piece_job *j, const uint8_t *p, uint64_t n) {
-  *j = (piece_job){.p = p, .n = n, .n_pieces = (size_t)((n + DW_SNAP_PIECE - 1) / DW_SNAP_PIECE)};
+static void piece_worker(piece_job *j) {
+  const dw_part *parts = j->parts ? j->parts : &j->one; /* not a pointer into j: jobs move */
+  size_t np = j->parts ? j->n_parts : 1;
+  XXH3_state_t *st = np > 1 ? XXH3_createState() : NULL;
+  for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n_pieces;) {
+    uint64_t off = (uint64_t)i * DW_SNAP_PIECE, left = j->n - off;
+    /* without a state (out of memory) a piece is marked 0: the section then fails its checksum */
+    j->out[i] = np > 1 && !st ? 0 : parts_hash(parts, np, off, left < DW_SNAP_PIECE ? left : DW_SNAP_PIECE, st);
+  }
+  if (st) XXH3_freeState(st);
+}
+
+/* The stored bytes are parts[0..n_parts) (NULL: the n bytes at p). */
+static bool piece_job_init(piece_job *j, const uint8_t *p, uint64_t n, const dw_part *parts, size_t n_parts) {
+  *j = (piece_job){.one = {p, n}, .parts = parts, .n_parts = n_parts, .n = n,
+                   .n_pieces = (size_t)((n + DW_SNAP_PIECE - 1) / DW_SNAP_PIECE)};
   atomic_init(&j->next, 0);
   return (j->out = malloc((j->n_pieces ? j->n_pieces : 1) * sizeof *j->out)) != NULL;
 }
@@ -118,7 +141,7 @@ static void sec_header(uint32_t type, uint32_t flags, uint64_t raw, uint64_t sto
 
 /* XXH3-128 over the header fields and then either the stored bytes or the
  * big-endian piece digests; stored big-endian (XXH's canonical form). */
-static bool sec_digest(const uint8_t hdr[24], const uint8_t *stored, uint64_t stored_len, const piece_job *pieces,
+static bool sec_digest(const uint8_t hdr[24], const dw_part *stored, size_t n_stored, const piece_job *pieces,
                        uint8_t out[16]) {
   uint8_t *be = NULL;
   if (pieces) {
@@ -134,7 +157,8 @@ static bool sec_digest(const uint8_t hdr[24], const uint8_t *stored, uint64_t st
   XXH3_128bits_reset(st);
   XXH3_128bits_update(st, hdr, 24);
   if (be) XXH3_128bits_update(st, be, pieces->n_pieces * 8);
-  else XXH3_128bits_update(st, stored, stored_len);
+  else
+    for (size_t k = 0; k < n_stored; k++) XXH3_128bits_update(st, stored[k].p, stored[k].n);
   XXH128_canonicalFromHash((XXH128_canonical_t *)out, XXH3_128bits_digest(st));
   XXH3_freeState(st);
   free(be);
@@ -186,17 +210,17 @@ static void check_wait(dw_snap_check *c) {
 
 /* A section's checksum, on this thread and (piecewise) helpers it starts
  * and joins. False when out of memory. */
-static bool sec_hash(uint32_t type, uint32_t flags, uint64_t raw, uint64_t stored_len, const uint8_t *stored,
-                     uint8_t out[16]) {
+static bool sec_hash(uint32_t type, uint32_t flags, uint64_t raw, uint64_t stored_len, const dw_part *stored,
+                     size_t n_stored, uint8_t out[16]) {
   uint8_t hdr[24];
   sec_header(type, flags, raw, stored_len, hdr);
-  if (!(flags & DW_SNAP_FLAG_PIECEWISE)) return sec_digest(hdr, stored, stored_len, NULL, out);
+  if (!(flags & DW_SNAP_FLAG_PIECEWISE)) return sec_digest(hdr, stored, n_stored, NULL, out);
   deferred d;
-  if (!piece_job_init(&d.j, stored, stored_len)) return false;
+  if (!piece_job_init(&d.j, NULL, stored_len, stored, n_stored)) return false;
   dw_snap_check c = {.d = &d, .n = 1};
   check_start(&c, online_cpus() - 1);
   check_wait(&c);
-  bool ok = sec_digest(hdr, stored, stored_len, &d.j, out);
+  bool ok = sec_digest(hdr, stored, n_stored, &d.j, out);
   free(d.j.out);
   return ok;
 }
@@ -222,30 +246,42 @@ dw_status dw_snap_check_end(dw_snap_check *c) {
   return st;
 }
 
+/* One section, encoded: its 40-byte header (checksum included) and the
+ * bytes to store (raw, or *z when compressing paid; the caller frees *z).
+ * False when out of memory. */
+static bool sec_encode(uint32_t type, const void *raw, size_t n, bool compress, uint8_t hdr[SEC_HDR],
+                       const uint8_t **stored, uint64_t *sn, void **z) {
+  *z = NULL;
+  size_t zn = 0;
+  if (compress && n > 4096) {
+    size_t bound = ZSTD_compressBound(n);
+    if ((*z = malloc(bound))) {
+      zn = ZSTD_compress(*z, bound, raw, n, 1);
+      if (ZSTD_isError(zn) || zn > n - n / 10) free(*z), *z = NULL;
+    }
+  }
+  *stored = *z ? *z : raw;
+  *sn = *z ? zn : n;
+  uint32_t flags = (*z ? DW_SNAP_FLAG_ZSTD : 0u) | (*sn >= DW_SNAP_PIECEWISE_MIN ? DW_SNAP_FLAG_PIECEWISE : 0u);
+  sec_header(type, flags, n, *sn, hdr);
+  dw_part one = {*stored, *sn};
+  return sec_hash(type, flags, n, *sn, &one, 1, hdr + 24);
+}
+
 void dw_snap_begin(dw_bytes *out) {
   memset(out, 0, sizeof *out);
   dw_put(out, MAGIC, 8);
   dw_put_u32(out, DW_SNAP_VERSION);
-  dw_put_u32(out, 0); /* patched by dw_snap_end */
+  dw_put_u32(out, 0); /* patched by each dw_snap_add */
 }
 
 void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool compress) {
-  void *z = NULL;
-  size_t zn = 0;
-  if (compress && n > 4096) {
-    size_t bound = ZSTD_compressBound(n);
-    if ((z = malloc(bound))) {
-      zn = ZSTD_compress(z, bound, raw, n, 1);
-      if (ZSTD_isError(zn) || zn > n - n / 10) free(z), z = NULL;
-    }
-  }
-  const uint8_t *stored = z ? z : raw;
-  uint64_t sn = z ? zn : n;
-  uint32_t flags = (z ? DW_SNAP_FLAG_ZSTD : 0u) | (sn >= DW_SNAP_PIECEWISE_MIN ? DW_SNAP_FLAG_PIECEWISE : 0u);
-  uint8_t h[16];
-  if (!sec_hash(type, flags, n, sn, stored, h)) out->oom = true;
-  dw_put_u32(out, type), dw_put_u32(out, flags), dw_put_u64(out, n), dw_put_u64(out, sn);
-  dw_put(out, h, 16);
+  uint8_t hdr[SEC_HDR];
+  const uint8_t *stored;
+  uint64_t sn;
+  void *z;
+  if (!sec_encode(type, raw, n, compress, hdr, &stored, &sn, &z)) out->oom = true;
+  dw_put(out, hdr, SEC_HDR);
   dw_put(out, stored, sn);
   free(z);
   if (!out->oom) { /* count it */
@@ -267,6 +303,61 @@ dw_status dw_snap_end(dw_bytes *out) {
   return DW_OK;
 }
 
+static void out_write(dw_snap_out *w, const void *p, size_t n) {
+  if (w->st) return;
+  if (w->file) {
+    w->st = dw_afile_write(w->file, p, n);
+  } else {
+    dw_put(w->buf, p, n);
+    if (w->buf->oom) w->st = dw_error_set(DW_ERR_NOMEM, "snapshot: %zu bytes", w->buf->n + n);
+  }
+  if (!w->st) w->off += n;
+}
+
+void dw_snap_out_begin(dw_snap_out *w) {
+  w->off = 0, w->n = 0, w->st = DW_OK;
+  uint8_t h[16];
+  memcpy(h, MAGIC, 8);
+  uint32_t v = DW_SNAP_VERSION, zero = 0;
+  memcpy(h + 8, &v, 4), memcpy(h + 12, &zero, 4); /* the count, patched by dw_snap_out_end */
+  out_write(w, h, 16);
+}
+
+void dw_snap_out_add(dw_snap_out *w, uint32_t type, const void *raw, size_t n, bool compress) {
+  if (w->st) return;
+  uint8_t hdr[SEC_HDR];
+  const uint8_t *stored;
+  uint64_t sn;
+  void *z;
+  if (!sec_encode(type, raw, n, compress, hdr, &stored, &sn, &z)) w->st = dw_error_set(DW_ERR_NOMEM, "snapshot");
+  out_write(w, hdr, SEC_HDR);
+  out_write(w, stored, sn);
+  free(z);
+  if (!w->st) w->n++;
+}
+
+void dw_snap_out_add_parts(dw_snap_out *w, uint32_t type, const dw_part *parts, size_t n_parts) {
+  if (w->st) return;
+  uint64_t n = 0;
+  for (size_t k = 0; k < n_parts; k++) n += parts[k].n;
+  uint32_t flags = n >= DW_SNAP_PIECEWISE_MIN ? DW_SNAP_FLAG_PIECEWISE : 0u;
+  uint8_t hdr[SEC_HDR];
+  sec_header(type, flags, n, n, hdr);
+  if (!sec_hash(type, flags, n, n, parts, n_parts, hdr + 24)) w->st = dw_error_set(DW_ERR_NOMEM, "snapshot");
+  out_write(w, hdr, SEC_HDR);
+  for (size_t k = 0; k < n_parts; k++) out_write(w, parts[k].p, parts[k].n);
+  if (!w->st) w->n++;
+}
+
+size_t dw_snap_out_next_payload(const dw_snap_out *w) { return (size_t)w->off + SEC_HDR; }
+
+dw_status dw_snap_out_end(dw_snap_out *w) {
+  if (w->st) return w->st;
+  if (w->file) return w->st = dw_afile_pwrite(w->file, 12, &w->n, 4);
+  memcpy(w->buf->p + 12, &w->n, 4);
+  return DW_OK;
+}
+
 #define BAD DW_SNAP_BAD
 
 /* Remembers section i's checksum to be checked by dw_snap_check_end's threads. */
@@ -283,7 +374,7 @@ static bool defer_check(dw_snap_check **cp, uint32_t i, const dw_snap_sec *s, ui
   d->index = i, d->type = s->type;
   sec_header(s->type, flags, s->raw_len, s->stored_len, d->hdr);
   memcpy(d->want, want, 16);
-  if (!piece_job_init(&d->j, s->stored, s->stored_len)) return false;
+  if (!piece_job_init(&d->j, s->stored, s->stored_len, NULL, 0)) return false;
   c->n++;
   return true;
 }
@@ -329,7 +420,7 @@ dw_status dw_snap_parse_deferred(const uint8_t *buf, size_t n, uint32_t defer_ty
     uint8_t want[16];
     bool defer = check && (flags & DW_SNAP_FLAG_PIECEWISE) && s->type < 32 && (defer_types & (1u << s->type));
     if (defer ? !defer_check(&chk, i, s, flags, h)
-              : !sec_hash(s->type, flags, s->raw_len, s->stored_len, s->stored, want)) {
+              : !sec_hash(s->type, flags, s->raw_len, s->stored_len, &(dw_part){s->stored, s->stored_len}, 1, want)) {
       check_free(chk);
       dw_snap_free(out);
       return dw_error_set(DW_ERR_NOMEM, "snapshot: checksums");

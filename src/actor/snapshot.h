@@ -65,7 +65,33 @@ DW_HIDDEN uint64_t dw_get_u64(dw_reader *r);
 /* A string of at most cap-1 bytes, NUL-terminated into out. */
 DW_HIDDEN void dw_get_str(dw_reader *r, char *out, size_t cap);
 
-/* Builds a container: sections are appended in order. */
+/* A container written as it is built, each section as soon as it is
+ * added, to a buffer or an atomic file (dw_afile): no section waits in
+ * memory for the others. Set buf or file, then begin, add…, end (which
+ * fills in the section count); the first failure sticks in st. */
+typedef struct dw_snap_out {
+  dw_bytes *buf;     /* the buffer appended to, or NULL */
+  dw_afile *file;    /* else the file */
+  uint64_t off;      /* bytes written */
+  uint32_t n;        /* sections written */
+  dw_status st;
+} dw_snap_out;
+DW_HIDDEN void dw_snap_out_begin(dw_snap_out *w);
+DW_HIDDEN void dw_snap_out_add(dw_snap_out *w, uint32_t type, const void *raw, size_t n, bool compress);
+/* An uncompressed section whose payload is the parts in order, written
+ * (and checksummed) from where they lie: guest memory is never copied into
+ * a buffer on its way to a file. */
+typedef struct dw_part {
+  const void *p;
+  uint64_t n;
+} dw_part;
+DW_HIDDEN void dw_snap_out_add_parts(dw_snap_out *w, uint32_t type, const dw_part *parts, size_t n_parts);
+/* Where the payload of the next uncompressed section will start. */
+DW_HIDDEN size_t dw_snap_out_next_payload(const dw_snap_out *w);
+DW_HIDDEN dw_status dw_snap_out_end(dw_snap_out *w);
+
+/* Builds a container in a buffer (for tests and small ones): sections are
+ * appended in order. */
 DW_HIDDEN void dw_snap_begin(dw_bytes *out);
 /* compress: try zstd (level 1) and keep it only if it saves >= 10%. */
 DW_HIDDEN void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool compress);

@@ -318,8 +318,9 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
     if (n_past) st = dw_decode(s, ids, (int)n_past, NULL, NULL);
     if (!st && rep) rep->reprefilled++;
     if (!st)
-      fprintf(stderr, "driftwood: model '%s' differs from the one the snapshot was made with: session %u "
-                      "re-prefilled from its %u tokens\n", name, slot, n_past);
+      dw_log(&a->rt->settings, DW_LOG_WARN,
+             "driftwood: model '%s' differs from the one the snapshot was made with: session %u re-prefilled from "
+             "its %u tokens", name, slot, n_past);
   }
   free(ids);
   if (st) {

@@ -61,11 +61,12 @@ dw_status dw_runtime_add_nn_preload(dw_runtime *rt, const char *spec) {
   snprintf(enc, sizeof enc, "%.*s", (int)(c2 - c1 - 1), c1 + 1);
   snprintf(target, sizeof target, "%.*s", (int)(c3 - c2 - 1), c2 + 1);
   if (strcasecmp(enc, "ggml") != 0) {
-    fprintf(stderr, "driftwood: --nn-preload %s: encoding '%s' is not supported (GGML is); entry dropped\n", alias, enc);
+    dw_log(&rt->settings, DW_LOG_WARN, "driftwood: --nn-preload %s: encoding '%s' is not supported (GGML is); entry dropped",
+           alias, enc);
     return DW_OK;
   }
   if (strcasecmp(target, "cpu") && strcasecmp(target, "gpu") && strcasecmp(target, "tpu") && strcasecmp(target, "auto")) {
-    fprintf(stderr, "driftwood: --nn-preload %s: unknown target '%s'; entry dropped\n", alias, target);
+    dw_log(&rt->settings, DW_LOG_WARN, "driftwood: --nn-preload %s: unknown target '%s'; entry dropped", alias, target);
     return DW_OK;
   }
   return dw_registry_add(&rt->models, alias, c3 + 1, false);

@@ -23,7 +23,7 @@ static const char *env_setting(void *ctx, const char *name) {
   return getenv(name);
 }
 
-const dw_settings dw_env_settings = {env_setting, NULL};
+const dw_settings dw_env_settings = {env_setting, NULL, NULL, NULL};
 
 dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   *out = NULL;
@@ -31,7 +31,8 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   if (!cfg) cfg = &def;
   dw_runtime *rt = calloc(1, sizeof *rt);
   if (!rt) return dw_error_set(DW_ERR_NOMEM, "runtime");
-  rt->settings = cfg->setting ? (dw_settings){cfg->setting, cfg->setting_ctx} : dw_env_settings;
+  rt->settings = cfg->setting ? (dw_settings){cfg->setting, cfg->setting_ctx, NULL, NULL} : dw_env_settings;
+  rt->settings.log = cfg->log, rt->settings.log_ctx = cfg->log_ctx;
   const char *step = dw_setting(&rt->settings, "DRIFTWOOD_FAULT_WRITE_STEP"); /* a test hook */
   if (step) dw_file_fault_step(atoi(step));
   dw_status st = dw_backend_create(cfg->backend, cfg->threads, &rt->settings, &rt->backend);
@@ -132,10 +133,11 @@ dw_status dw_guest_create(dw_module *m, const dw_wasi_config *wc, uint64_t max_m
   g->abi.reg = &m->rt->models;
   g->abi.engine = m->rt->engine;
   g->abi.max_sessions = m->rt->max_sessions;
+  g->abi.settings = &m->rt->settings;
   dw_wasi_config w = *wc;
   if (!w.max_fds) w.max_fds = (int)(m->rt->max_open_files > INT32_MAX ? INT32_MAX : m->rt->max_open_files);
   dw_status st = dw_wasi_create(&w, &g->wasi);
-  if (!st) st = dw_nn_create(&m->rt->models, m->rt->engine, wc->stdout_fd, &g->nn);
+  if (!st) st = dw_nn_create(&m->rt->models, m->rt->engine, wc->stdout_fd, &m->rt->settings, &g->nn);
   if (!st) {
     dw_instance_config ic = {.max_memory_bytes = max_memory_bytes, .hooks = dw_rt_hooks(m->rt),
                              .time_limit_ms = m->rt->time_limit_ms};

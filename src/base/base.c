@@ -150,22 +150,67 @@ static bool fault(int step) { return atomic_load_explicit(&fault_step, memory_or
 
 const char *dw_setting(const dw_settings *s, const char *name) { return s && s->get ? s->get(s->ctx, name) : NULL; }
 
-dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_bytes) {
-  char tmp[4096], dir[4096];
-  if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld-XXXXXX", path, (long)getpid()) >= (int)sizeof tmp)
-    return dw_error_set(DW_ERR_INVALID_ARG, "path too long: %s", path);
-  int fd = fault(1) ? (errno = EIO, -1) : mkstemp(tmp);
-  if (fd < 0) return dw_error_set(DW_ERR_IO, "create %s: %s", tmp, strerror(errno));
-  dw_status st = fault(2) ? dw_error_set(DW_ERR_IO, "write %s: %s", tmp, strerror(EIO)) : write_all(fd, data, n_bytes, tmp);
-  if (st == DW_OK && (fault(3) || fsync(fd) != 0)) st = dw_error_set(DW_ERR_IO, "fsync %s: %s", tmp, strerror(errno ? errno : EIO));
-  if ((close(fd) != 0 || fault(4)) && st == DW_OK) st = dw_error_set(DW_ERR_IO, "close %s: %s", tmp, strerror(EIO));
-  if (st == DW_OK && (fault(5) || rename(tmp, path) != 0))
-    st = dw_error_set(DW_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno ? errno : EIO));
-  if (st != DW_OK) {
-    unlink(tmp);
-    return st;
+void dw_log(const dw_settings *s, dw_log_level level, const char *fmt, ...) {
+  char line[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (s && s->log) s->log(s->log_ctx, level, line);
+  else fprintf(stderr, "%s\n", line);
+}
+
+dw_status dw_afile_open(dw_afile *f, const char *path) {
+  memset(f, 0, sizeof *f);
+  f->fd = -1;
+  if (snprintf(f->path, sizeof f->path, "%s", path) >= (int)sizeof f->path ||
+      snprintf(f->tmp, sizeof f->tmp, "%s.tmp-%ld-XXXXXX", path, (long)getpid()) >= (int)sizeof f->tmp)
+    return f->st = dw_error_set(DW_ERR_INVALID_ARG, "path too long: %s", path);
+  f->fd = fault(1) ? (errno = EIO, -1) : mkstemp(f->tmp);
+  if (f->fd < 0) return f->st = dw_error_set(DW_ERR_IO, "create %s: %s", f->tmp, strerror(errno));
+  return DW_OK;
+}
+
+dw_status dw_afile_write(dw_afile *f, const void *data, size_t n_bytes) {
+  if (f->st) return f->st;
+  f->st = fault(2) ? dw_error_set(DW_ERR_IO, "write %s: %s", f->tmp, strerror(EIO)) : write_all(f->fd, data, n_bytes, f->tmp);
+  if (!f->st) f->size += n_bytes;
+  return f->st;
+}
+
+dw_status dw_afile_pwrite(dw_afile *f, uint64_t off, const void *data, size_t n_bytes) {
+  if (f->st) return f->st;
+  if (off + n_bytes > f->size) return f->st = dw_error_set(DW_ERR_INVALID_ARG, "write past the end of %s", f->tmp);
+  const uint8_t *p = data;
+  while (n_bytes) {
+    ssize_t w = pwrite(f->fd, p, n_bytes, (off_t)off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return f->st = dw_error_set(DW_ERR_IO, "write %s: %s", f->tmp, strerror(w < 0 ? errno : EIO));
+    p += w, off += (uint64_t)w, n_bytes -= (size_t)w;
   }
-  snprintf(dir, sizeof dir, "%s", path);
+  return DW_OK;
+}
+
+void dw_afile_abort(dw_afile *f) {
+  if (f->fd >= 0) close(f->fd), unlink(f->tmp);
+  f->fd = -1;
+}
+
+dw_status dw_afile_commit(dw_afile *f) {
+  dw_status st = f->st;
+  if (f->fd < 0) return st ? st : dw_error_set(DW_ERR_INVALID_ARG, "%s is not open", f->tmp);
+  if (st == DW_OK && (fault(3) || fsync(f->fd) != 0))
+    st = dw_error_set(DW_ERR_IO, "fsync %s: %s", f->tmp, strerror(errno ? errno : EIO));
+  if ((close(f->fd) != 0 || fault(4)) && st == DW_OK) st = dw_error_set(DW_ERR_IO, "close %s: %s", f->tmp, strerror(EIO));
+  f->fd = -1;
+  if (st == DW_OK && (fault(5) || rename(f->tmp, f->path) != 0))
+    st = dw_error_set(DW_ERR_IO, "rename %s -> %s: %s", f->tmp, f->path, strerror(errno ? errno : EIO));
+  if (st != DW_OK) {
+    unlink(f->tmp);
+    return f->st = st;
+  }
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", f->path);
   char *slash = strrchr(dir, '/');
   if (slash) *(slash == dir ? slash + 1 : slash) = 0;
   else snprintf(dir, sizeof dir, ".");
@@ -175,8 +220,19 @@ dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_byte
   if (rc != 0 && (errno == EINVAL || errno == ENOTSUP)) rc = 0; /* filesystems without directory fsync */
   close(dfd);
   /* the new file is in place; only its directory entry may not be durable yet */
-  if (rc != 0) return dw_error_set(DW_ERR_IO, "fsync %s: the new %s may not survive a crash", dir, path);
+  if (rc != 0) return dw_error_set(DW_ERR_IO, "fsync %s: the new %s may not survive a crash", dir, f->path);
   return DW_OK;
+}
+
+dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_bytes) {
+  dw_afile f;
+  dw_status st = dw_afile_open(&f, path);
+  if (!st) st = dw_afile_write(&f, data, n_bytes);
+  if (st) {
+    dw_afile_abort(&f);
+    return st;
+  }
+  return dw_afile_commit(&f);
 }
 
 dw_status dw_mkdirs(const char *path) {

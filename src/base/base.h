@@ -33,22 +33,45 @@ DW_HIDDEN dw_status dw_file_map(const char *path, bool populate, const uint8_t *
 /* Writes data to path atomically: temp file in the same directory, fsync,
  * rename over path, fsync the directory. On failure path is untouched. */
 DW_HIDDEN dw_status dw_file_write_atomic(const char *path, const void *data, size_t n_bytes);
+
+/* The same written piece by piece: dw_afile_open creates a temporary file
+ * beside path; writes append (pwrite may patch what was written); commit
+ * fsyncs, renames it over path and fsyncs the directory; abort, or a failed
+ * commit, removes it and leaves path as it was. A failed write sticks:
+ * later writes and the commit return it. */
+typedef struct dw_afile {
+  int fd;
+  uint64_t size;            /* bytes written */
+  dw_status st;             /* the first failure */
+  char path[4096], tmp[4096];
+} dw_afile;
+DW_HIDDEN dw_status dw_afile_open(dw_afile *f, const char *path);
+DW_HIDDEN dw_status dw_afile_write(dw_afile *f, const void *data, size_t n_bytes);
+DW_HIDDEN dw_status dw_afile_pwrite(dw_afile *f, uint64_t off, const void *data, size_t n_bytes);
+DW_HIDDEN dw_status dw_afile_commit(dw_afile *f);
+DW_HIDDEN void dw_afile_abort(dw_afile *f);
 /* Test hook: step N (1..6) of every later atomic write fails as if the disk
  * had (1 create, 2 write, 3 fsync, 4 close, 5 rename, 6 fsync of the
  * directory), so a test sees what a crash there leaves behind; 0 = none.
  * Process-wide; the API sets it from DRIFTWOOD_FAULT_WRITE_STEP. */
 DW_HIDDEN void dw_file_fault_step(int step);
 
-/* Where the layers below the API read tunables and test hooks by name
- * (DRIFTWOOD_CC, DRIFTWOOD_CUDA_*, …): never getenv, so each runtime of an
- * embedder may have its own. The API's source is the embedder's
- * (dw_runtime_config.setting) or the process environment. */
+/* What the API gives the layers below it: where they read tunables and
+ * test hooks by name (DRIFTWOOD_CC, DRIFTWOOD_CUDA_*, …: never getenv) and
+ * where their messages go (never straight to stderr), so each runtime of
+ * an embedder may have its own. The API's are the embedder's
+ * (dw_runtime_config.setting, .log) or the environment and stderr. */
 typedef struct dw_settings {
   const char *(*get)(void *ctx, const char *name); /* the value, or NULL if unset */
   void *ctx;
+  void (*log)(void *log_ctx, dw_log_level level, const char *line); /* NULL: stderr */
+  void *log_ctx;
 } dw_settings;
 /* s's value for name; NULL when s or the value is missing. */
 DW_HIDDEN const char *dw_setting(const dw_settings *s, const char *name);
+/* One message line (formatted, no newline) to s's log, or to stderr when s
+ * or its log is NULL. */
+DW_HIDDEN void dw_log(const dw_settings *s, dw_log_level level, const char *fmt, ...) DW_PRINTF(3, 4);
 /* mkdir -p with mode 0755. */
 DW_HIDDEN dw_status dw_mkdirs(const char *path);
 

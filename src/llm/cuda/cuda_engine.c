@@ -101,6 +101,7 @@ typedef struct cuda_engine {
   int n_free, cap_free;
   _Atomic int64_t kv_bytes;      /* KV blocks handed out */
   kv_ring ring;
+  const dw_settings *settings; /* borrowed (the runtime outlives its engine): where messages go */
 } cuda_engine;
 
 static dw_status cu_fail(cudaError_t e, const char *what) {
@@ -659,8 +660,8 @@ static dw_status run_body(step *S) {
       cudaGetLastError();
       d->graph[S->nt] = NULL;
       c->no_graphs = true;
-      fprintf(stderr, "driftwood: cuda engine: CUDA graphs unavailable (%s); decoding without them\n",
-              cudaGetErrorString(e));
+      dw_log(c->settings, DW_LOG_WARN, "driftwood: cuda engine: CUDA graphs unavailable (%s); decoding without them",
+             cudaGetErrorString(e));
       return body(S);
     }
   }
@@ -907,6 +908,7 @@ dw_status dw_engine_cuda_reg(const dw_settings *settings, dw_engine *out) {
   cublasSetStream(c->blas, c->stream);
   snprintf(c->name, sizeof c->name, "%s (cc %d.%d)", p.name, p.major, p.minor);
   c->total_mem = p.totalGlobalMem;
+  c->settings = settings;
   const char *lg = dw_setting(settings, "DRIFTWOOD_CUDA_LOGITS"), *gr = dw_setting(settings, "DRIFTWOOD_CUDA_GRAPHS");
   c->mapped_logits = lg && !strcmp(lg, "mapped");
   c->no_graphs = gr && !strcmp(gr, "0");
