@@ -18,6 +18,7 @@ const char *dw_backend_list(void) {
 
 dw_status dw_backend_create(const char *name, int threads, const dw_settings *settings, dw_backend **out) {
   *out = NULL;
+  (void)settings; /* only the CUDA backend reads it */
   if (!name) name = "auto";
   dw_backend *b = calloc(1, sizeof *b);
   if (!b) return dw_error_set(DW_ERR_NOMEM, "backend");

@@ -12,6 +12,7 @@
 
 dw_status dw_engine_create(const char *name, int threads, const dw_settings *settings, dw_engine **out) {
   *out = NULL;
+  (void)settings; /* only the CUDA engine reads it */
   if (!name) name = "auto";
   dw_engine *e = calloc(1, sizeof *e);
   if (!e) return dw_error_set(DW_ERR_NOMEM, "engine");
