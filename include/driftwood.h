@@ -67,6 +67,23 @@ DW_API const char *dw_status_str(dw_status st);
 typedef struct dw_runtime dw_runtime;
 typedef struct dw_module dw_module;
 
+/* The allocator the library allocates through (its own objects, buffers,
+ * tables; not the guests' linear memories or KV caches, which are mapped,
+ * nor what other libraries allocate inside). Process-wide: set it before
+ * creating anything, and keep it until everything is destroyed. NULL
+ * restores libc's. A buffer the library hands out (dw_actor_freeze) comes
+ * from it: release it with dw_free_buffer (or free(), with libc's). malloc
+ * and realloc return NULL when they cannot; the library then fails the call
+ * with DW_ERR_NOMEM and leaks nothing. */
+typedef struct dw_allocator {
+  void *(*malloc)(void *ctx, size_t n);
+  void *(*realloc)(void *ctx, void *p, size_t n); /* p may be NULL */
+  void (*free)(void *ctx, void *p);                /* p may be NULL */
+  void *ctx;
+} dw_allocator;
+DW_API void dw_set_allocator(const dw_allocator *a);
+DW_API void dw_free_buffer(void *p);
+
 /* How much a runtime message matters (dw_runtime_config.log). */
 typedef enum dw_log_level { DW_LOG_ERROR = 0, DW_LOG_WARN = 1, DW_LOG_INFO = 2 } dw_log_level;
 

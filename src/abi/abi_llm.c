@@ -24,9 +24,9 @@
 
 void dw_abi_fini(dw_abi *a) {
   for (uint32_t i = 0; i < a->n_sessions; i++) dw_sess_free(a->sessions[i]);
-  free(a->sessions);
+  dw_free(a->sessions);
   a->sessions = NULL, a->n_sessions = 0;
-  free(a->models);
+  dw_free(a->models);
   a->models = NULL, a->n_models = a->cap_models = 0;
 }
 
@@ -37,7 +37,7 @@ int dw_abi_model_index(const dw_abi *a, uint32_t h) { return h >= 1 && h <= a->n
 dw_status dw_abi_model_add(dw_abi *a, int idx) {
   if (a->n_models == a->cap_models) {
     uint32_t cap = a->cap_models ? 2 * a->cap_models : 4;
-    int *v = realloc(a->models, cap * sizeof *v);
+    int *v = dw_realloc(a->models, cap * sizeof *v);
     if (!v) return dw_error_set(DW_ERR_NOMEM, "model handles");
     a->models = v, a->cap_models = cap;
   }
@@ -53,7 +53,7 @@ static bool session_slots(dw_abi *a, uint32_t n) {
   uint32_t cap = a->n_sessions ? a->n_sessions : 4;
   while (cap < n) cap *= 2;
   if (cap > max_sessions(a)) cap = max_sessions(a);
-  dw_session **v = realloc(a->sessions, cap * sizeof *v);
+  dw_session **v = dw_realloc(a->sessions, cap * sizeof *v);
   if (!v) return false;
   memset(v + a->n_sessions, 0, (cap - a->n_sessions) * sizeof *v);
   a->sessions = v, a->n_sessions = cap;

@@ -22,11 +22,11 @@ void dw_registry_init(dw_registry *r) {
 
 void dw_registry_fini(dw_registry *r) {
   for (int i = 0; i < r->n; i++) {
-    free(r->v[i].name);
-    free(r->v[i].path);
+    dw_free(r->v[i].name);
+    dw_free(r->v[i].path);
     dw_model_release(r->v[i].model);
   }
-  free(r->v);
+  dw_free(r->v);
   pthread_mutex_destroy(&r->lock);
   pthread_mutex_destroy(&r->load_lock);
   memset(r, 0, sizeof *r);
@@ -50,12 +50,12 @@ dw_status dw_registry_add(dw_registry *r, const char *name, const char *path, bo
     for (int i = 0; i < r->n && !st; i++)
       if (!strcmp(r->v[i].name, name)) st = dw_error_set(DW_ERR_INVALID_ARG, "model name '%s' is given twice", name);
   }
-  dw_abi_model *nv = st ? NULL : realloc(r->v, (size_t)(r->n + 1) * sizeof *nv);
-  char *dn = nv ? strdup(name) : NULL, *dp = dn ? strdup(path) : NULL;
+  dw_abi_model *nv = st ? NULL : dw_realloc(r->v, (size_t)(r->n + 1) * sizeof *nv);
+  char *dn = nv ? dw_strdup(name) : NULL, *dp = dn ? dw_strdup(path) : NULL;
   if (!st && (!nv || !dn || !dp)) st = dw_error_set(DW_ERR_NOMEM, "model registry");
   if (nv) r->v = nv;
   if (st) {
-    free(dn), free(dp);
+    dw_free(dn), dw_free(dp);
     dw_model_release(m);
   } else {
     r->v[r->n++] = (dw_abi_model){dn, dp, m};
@@ -87,7 +87,7 @@ dw_status dw_registry_model(dw_registry *r, int idx, dw_model **out) {
   pthread_mutex_lock(&r->lock);
   if (idx < 0 || idx >= r->n) st = dw_error_set(DW_ERR_NOT_FOUND, "no model %d", idx);
   else *out = loaded_at(r, idx);
-  char *path = st || *out ? NULL : strdup(r->v[idx].path);
+  char *path = st || *out ? NULL : dw_strdup(r->v[idx].path);
   pthread_mutex_unlock(&r->lock);
   if (st || *out) return st;
   if (!path) return dw_error_set(DW_ERR_NOMEM, "model registry");
@@ -104,7 +104,7 @@ dw_status dw_registry_model(dw_registry *r, int idx, dw_model **out) {
     pthread_mutex_unlock(&r->lock);
   }
   pthread_mutex_unlock(&r->load_lock);
-  free(path);
+  dw_free(path);
   return st;
 }
 

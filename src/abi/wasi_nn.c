@@ -78,7 +78,7 @@ struct dw_nn {
 
 dw_status dw_nn_create(dw_registry *reg, dw_engine *engine, int stdout_fd, const dw_settings *settings,
                        dw_nn **out) {
-  dw_nn *nn = calloc(1, sizeof *nn);
+  dw_nn *nn = dw_calloc(1, sizeof *nn);
   if (!nn) return dw_error_set(DW_ERR_NOMEM, "wasi-nn");
   nn->reg = reg, nn->engine = engine, nn->stdout_fd = stdout_fd, nn->settings = settings;
   *out = nn;
@@ -86,7 +86,7 @@ dw_status dw_nn_create(dw_registry *reg, dw_engine *engine, int stdout_fd, const
 }
 
 static void ctx_clear(nn_ctx *c) {
-  free(c->input), free(c->out), free(c->logits);
+  dw_free(c->input), dw_free(c->out), dw_free(c->logits);
   dw_sess_free(c->sess);
   dws_free(&c->smp);
   memset(c, 0, sizeof *c);
@@ -95,9 +95,9 @@ static void ctx_clear(nn_ctx *c) {
 void dw_nn_destroy(dw_nn *nn) {
   if (!nn) return;
   for (int i = 0; i < nn->n_ctxs; i++) ctx_clear(&nn->ctxs[i]);
-  free(nn->ctxs);
-  free(nn->graphs);
-  free(nn);
+  dw_free(nn->ctxs);
+  dw_free(nn->graphs);
+  dw_free(nn);
 }
 
 /* ---- guest memory ------------------------------------------------------------ */
@@ -234,7 +234,7 @@ static uint32_t load_common(dw_instance *inst, uint32_t name, uint32_t name_len,
     int rc = cfg_apply(&g.cfg, m, pc, cfg_len);
     if (rc) return (uint32_t)rc;
   }
-  nn_graph *ng = realloc(nn->graphs, (size_t)(nn->n_graphs + 1) * sizeof *ng);
+  nn_graph *ng = dw_realloc(nn->graphs, (size_t)(nn->n_graphs + 1) * sizeof *ng);
   if (!ng) return NN_RUNTIME;
   nn->graphs = ng;
   nn->graphs[nn->n_graphs] = g;
@@ -265,7 +265,7 @@ static uint32_t h_init_execution_context(dw_instance *inst, uint32_t graph, uint
   nn_graph *g = graph_of(nn, graph);
   if (!g || !view(inst, out, 4)) return NN_INVALID_ARG;
   if (nn->n_ctxs >= MAX_HANDLES) return NN_RUNTIME;
-  nn_ctx *nc = realloc(nn->ctxs, (size_t)(nn->n_ctxs + 1) * sizeof *nc);
+  nn_ctx *nc = dw_realloc(nn->ctxs, (size_t)(nn->n_ctxs + 1) * sizeof *nc);
   if (!nc) return NN_RUNTIME;
   nn->ctxs = nc;
   nn_ctx *c = &nn->ctxs[nn->n_ctxs];
@@ -316,14 +316,14 @@ static uint32_t h_set_input(dw_instance *inst, uint32_t ctx, uint32_t index, uin
   if (!data) return NN_INVALID_ARG;
   if (index == 1) return (uint32_t)cfg_apply(&c->cfg, c->model, data, f[4]);
   size_t cap = (size_t)f[4] + 8, n = 0;
-  int32_t *ids = malloc(cap * sizeof *ids);
+  int32_t *ids = dw_malloc(cap * sizeof *ids);
   if (!ids) return NN_RUNTIME;
   dw_status st = dw_tokenize(c->model->tok, data, f[4], true, true, ids, cap, &n);
   if (st) {
-    free(ids);
+    dw_free(ids);
     return NN_INVALID_ARG;
   }
-  free(c->input);
+  dw_free(c->input);
   c->input = ids;
   c->n_input = n;
   c->has_input = true;
@@ -337,7 +337,7 @@ static uint32_t h_set_input(dw_instance *inst, uint32_t ctx, uint32_t index, uin
 static bool append(nn_ctx *c, const char *s, size_t n) {
   if (c->out_len + n + 1 > c->out_cap) {
     size_t nc = (c->out_len + n + 1) * 2;
-    char *no = realloc(c->out, nc);
+    char *no = dw_realloc(c->out, nc);
     if (!no) return false;
     c->out = no, c->out_cap = nc;
   }
@@ -358,7 +358,7 @@ static int begin(nn_ctx *c) {
   }
   if (!c->sess && dw_sess_new((dw_model *)m, c->engine, (int)c->cfg.ctx_size, &c->sess) != DW_OK) return NN_INVALID_ARG;
   dw_sess_truncate(c->sess, 0);
-  if (!c->logits && !(c->logits = malloc((size_t)m->hp.n_vocab * sizeof *c->logits))) return NN_RUNTIME;
+  if (!c->logits && !(c->logits = dw_malloc((size_t)m->hp.n_vocab * sizeof *c->logits))) return NN_RUNTIME;
   dws_free(&c->smp);
   dws_params p = {(float)c->cfg.temp, (int32_t)c->cfg.top_k, (float)c->cfg.top_p, (float)c->cfg.min_p,
                   (float)c->cfg.repeat_penalty, (int32_t)c->cfg.repeat_last_n, c->cfg.seed};
@@ -398,10 +398,10 @@ static int embed(nn_ctx *c) {
   int dim = c->model->hp.dim;
   if ((int64_t)c->n_input > c->cfg.batch_size || (int64_t)c->n_input > c->cfg.ctx_size) return NN_PROMPT_TOO_LONG;
   if (c->n_input == 0) return NN_INVALID_ARG;
-  float *e = malloc((size_t)dim * sizeof *e);
+  float *e = dw_malloc((size_t)dim * sizeof *e);
   if (!e) return NN_RUNTIME;
   if (dw_embed(c->sess, c->input, (int)c->n_input, e) != DW_OK) {
-    free(e);
+    dw_free(e);
     return NN_RUNTIME;
   }
   char num[64];
@@ -412,7 +412,7 @@ static int embed(nn_ctx *c) {
     append(c, num, (size_t)k);
   }
   append(c, "]}", 2);
-  free(e);
+  dw_free(e);
   return NN_OK;
 }
 

@@ -34,7 +34,7 @@ bool dw_actor_ref_resolve(const dw_actor *a, unsigned i, uint32_t name, wasm_rt_
 
 dw_status dw_actor_new(dw_module *m, dw_actor **out) {
   *out = NULL;
-  dw_actor *a = calloc(1, sizeof *a);
+  dw_actor *a = dw_calloc(1, sizeof *a);
   if (!a) return dw_error_set(DW_ERR_NOMEM, "actor");
   a->rt = m->rt;
   a->module = m;
@@ -46,8 +46,8 @@ dw_status dw_actor_new(dw_module *m, dw_actor **out) {
     return st;
   }
   a->n_tables = dw_instance_n_tables(a->g.inst);
-  a->init_tab = calloc(a->n_tables + 1, sizeof *a->init_tab);
-  a->init_size = calloc(a->n_tables + 1, sizeof *a->init_size);
+  a->init_tab = dw_calloc(a->n_tables + 1, sizeof *a->init_tab);
+  a->init_size = dw_calloc(a->n_tables + 1, sizeof *a->init_size);
   if (!a->init_tab || !a->init_size) {
     dw_actor_destroy(a);
     return dw_error_set(DW_ERR_NOMEM, "actor");
@@ -55,7 +55,7 @@ dw_status dw_actor_new(dw_module *m, dw_actor **out) {
   for (unsigned i = 0; i < a->n_tables; i++) {
     const wasm_rt_funcref_table_t *t = dw_instance_table(a->g.inst, i);
     a->init_size[i] = t->size;
-    if (!(a->init_tab[i] = malloc((t->size ? t->size : 1) * sizeof **a->init_tab))) {
+    if (!(a->init_tab[i] = dw_malloc((t->size ? t->size : 1) * sizeof **a->init_tab))) {
       dw_actor_destroy(a);
       return dw_error_set(DW_ERR_NOMEM, "actor");
     }
@@ -73,11 +73,11 @@ void dw_actor_destroy(dw_actor *a) {
   if (!a) return;
   dw_guest_destroy(&a->g);
   dw_module_destroy(a->own_module);
-  free(a->mod_bytes);
-  for (unsigned i = 0; a->init_tab && i < a->n_tables; i++) free(a->init_tab[i]);
-  free(a->init_tab);
-  free(a->init_size);
-  free(a);
+  dw_free(a->mod_bytes);
+  for (unsigned i = 0; a->init_tab && i < a->n_tables; i++) dw_free(a->init_tab[i]);
+  dw_free(a->init_tab);
+  dw_free(a->init_size);
+  dw_free(a);
 }
 
 dw_trap_kind dw_actor_last_trap(const dw_actor *a) { return a->last_trap; }

@@ -18,7 +18,7 @@ dw_status dw_snapshot_describe(const char *path, char *buf, size_t cap) {
   if (st) return st;
   dw_snap s;
   if ((st = dw_snap_parse(file, n, &s))) {
-    free(file);
+    dw_free(file);
     return dw_error_wrap(st, "%s", path);
   }
   size_t o = 0;
@@ -78,7 +78,7 @@ dw_status dw_snapshot_describe(const char *path, char *buf, size_t cap) {
   }
 #undef P
   dw_snap_free(&s);
-  free(file);
+  dw_free(file);
   if (o >= cap) return dw_error_set(DW_ERR_LIMIT, "description of %zu bytes", o);
   return DW_OK;
 }

@@ -28,9 +28,9 @@ static dw_status scan_runs(const dw_mem *mem, runs *r) {
       continue;
     }
     if (r->n == cap) {
-      uint32_t (*v)[2] = realloc(r->v, (cap = cap ? cap * 2 : 64) * sizeof *v);
+      uint32_t (*v)[2] = dw_realloc(r->v, (cap = cap ? cap * 2 : 64) * sizeof *v);
       if (!v) {
-        free(r->v);
+        dw_free(r->v);
         r->v = NULL, r->n = 0;
         return dw_error_set(DW_ERR_NOMEM, "freeze: memory runs");
       }
@@ -116,7 +116,7 @@ static dw_status freeze_to(dw_actor *a, unsigned flags, dw_snap_out *w) {
   dw_registry *reg = &a->rt->models;
   int n_models = dw_registry_count(reg);
   uint32_t n_handles = dw_abi_n_models(&a->g.abi);
-  const dw_model **mods = calloc((size_t)n_models + 1, sizeof *mods);
+  const dw_model **mods = dw_calloc((size_t)n_models + 1, sizeof *mods);
   dw_put_u32(&msec, (uint32_t)n_models);
   for (int i = 0; mods && i < n_models; i++) {
     uint8_t fp[32] = {0}, fam[32] = {0};
@@ -135,14 +135,14 @@ static dw_status freeze_to(dw_actor *a, unsigned flags, dw_snap_out *w) {
   for (uint32_t h = 1; h <= n_handles; h++) {
     int idx = dw_abi_model_index(&a->g.abi, h);
     if (idx < 0 || idx >= n_models) {
-      free(mods), free(msec.p), free(hsec.p);
+      dw_free(mods), dw_free(msec.p), dw_free(hsec.p);
       return dw_error_set(DW_ERR_INVALID_ARG, "freeze: model handle %u is not a model of this runtime", h);
     }
     dw_put_u32(&hsec, (uint32_t)idx);
   }
   if (hsec.oom) msec.oom = true;
   if (!mods || msec.oom) {
-    free(mods), free(msec.p), free(hsec.p);
+    dw_free(mods), dw_free(msec.p), dw_free(hsec.p);
     return dw_error_set(DW_ERR_NOMEM, "freeze");
   }
   dw_snap_out_begin(w);
@@ -171,7 +171,7 @@ static dw_status freeze_to(dw_actor *a, unsigned flags, dw_snap_out *w) {
     merge_runs(&r);
     put_pages(w, &sec, mem, &r);
   }
-  free(r.v);
+  dw_free(r.v);
   /* GLOBALS */
   sec.n = 0;
   unsigned ng = dw_instance_n_globals(a->g.inst);
@@ -243,10 +243,10 @@ static dw_status freeze_to(dw_actor *a, unsigned flags, dw_snap_out *w) {
     if ((st = dw_sess_export(s, kv, kv + half))) goto fail;
     put_sec(w, &sec, DW_SEC_SESSION, false);
   }
-  free(sec.p), free(msec.p), free(hsec.p), free(mods);
+  dw_free(sec.p), dw_free(msec.p), dw_free(hsec.p), dw_free(mods);
   return dw_snap_out_end(w);
 fail:
-  free(sec.p), free(msec.p), free(hsec.p), free(mods);
+  dw_free(sec.p), dw_free(msec.p), dw_free(hsec.p), dw_free(mods);
   return st;
 }
 
@@ -256,7 +256,7 @@ dw_status dw_actor_freeze(dw_actor *a, unsigned flags, uint8_t **buf, size_t *le
   dw_snap_out w = {.buf = &out};
   dw_status st = freeze_to(a, flags, &w);
   if (st) {
-    free(out.p);
+    dw_free(out.p);
     return st;
   }
   *buf = out.p, *len = out.n;

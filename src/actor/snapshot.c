@@ -19,7 +19,7 @@ uint8_t *dw_reserve(dw_bytes *b, size_t n) {
   if (b->oom) return NULL;
   if (b->n + n > b->cap) {
     size_t nc = (b->n + n) * 2 + 256;
-    uint8_t *np = realloc(b->p, nc);
+    uint8_t *np = dw_realloc(b->p, nc);
     if (!np) {
       b->oom = true;
       return NULL;
@@ -130,7 +130,7 @@ static bool piece_job_init(piece_job *j, const uint8_t *p, uint64_t n, const dw_
   *j = (piece_job){.one = {p, n}, .parts = parts, .n_parts = n_parts, .n = n,
                    .n_pieces = (size_t)((n + DW_SNAP_PIECE - 1) / DW_SNAP_PIECE)};
   atomic_init(&j->next, 0);
-  return (j->out = malloc((j->n_pieces ? j->n_pieces : 1) * sizeof *j->out)) != NULL;
+  return (j->out = dw_malloc((j->n_pieces ? j->n_pieces : 1) * sizeof *j->out)) != NULL;
 }
 
 /* The header fields a section's checksum starts with. */
@@ -145,13 +145,13 @@ static bool sec_digest(const uint8_t hdr[24], const dw_part *stored, size_t n_st
                        uint8_t out[16]) {
   uint8_t *be = NULL;
   if (pieces) {
-    if (!(be = malloc((pieces->n_pieces ? pieces->n_pieces : 1) * 8))) return false;
+    if (!(be = dw_malloc((pieces->n_pieces ? pieces->n_pieces : 1) * 8))) return false;
     for (size_t i = 0; i < pieces->n_pieces; i++)
       XXH64_canonicalFromHash((XXH64_canonical_t *)(be + 8 * i), pieces->out[i]);
   }
   XXH3_state_t *st = XXH3_createState();
   if (!st) {
-    free(be);
+    dw_free(be);
     return false;
   }
   XXH3_128bits_reset(st);
@@ -161,7 +161,7 @@ static bool sec_digest(const uint8_t hdr[24], const dw_part *stored, size_t n_st
     for (size_t k = 0; k < n_stored; k++) XXH3_128bits_update(st, stored[k].p, stored[k].n);
   XXH128_canonicalFromHash((XXH128_canonical_t *)out, XXH3_128bits_digest(st));
   XXH3_freeState(st);
-  free(be);
+  dw_free(be);
   return true;
 }
 
@@ -221,14 +221,14 @@ static bool sec_hash(uint32_t type, uint32_t flags, uint64_t raw, uint64_t store
   check_start(&c, online_cpus() - 1);
   check_wait(&c);
   bool ok = sec_digest(hdr, stored, n_stored, &d.j, out);
-  free(d.j.out);
+  dw_free(d.j.out);
   return ok;
 }
 
 static void check_free(dw_snap_check *c) {
-  for (size_t k = 0; c && k < c->n; k++) free(c->d[k].j.out);
-  if (c) free(c->d);
-  free(c);
+  for (size_t k = 0; c && k < c->n; k++) dw_free(c->d[k].j.out);
+  if (c) dw_free(c->d);
+  dw_free(c);
 }
 
 dw_status dw_snap_check_end(dw_snap_check *c) {
@@ -255,9 +255,9 @@ static bool sec_encode(uint32_t type, const void *raw, size_t n, bool compress, 
   size_t zn = 0;
   if (compress && n > 4096) {
     size_t bound = ZSTD_compressBound(n);
-    if ((*z = malloc(bound))) {
+    if ((*z = dw_malloc(bound))) {
       zn = ZSTD_compress(*z, bound, raw, n, 1);
-      if (ZSTD_isError(zn) || zn > n - n / 10) free(*z), *z = NULL;
+      if (ZSTD_isError(zn) || zn > n - n / 10) dw_free(*z), *z = NULL;
     }
   }
   *stored = *z ? *z : raw;
@@ -283,7 +283,7 @@ void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool c
   if (!sec_encode(type, raw, n, compress, hdr, &stored, &sn, &z)) out->oom = true;
   dw_put(out, hdr, SEC_HDR);
   dw_put(out, stored, sn);
-  free(z);
+  dw_free(z);
   if (!out->oom) { /* count it */
     uint32_t c;
     memcpy(&c, out->p + 12, 4);
@@ -296,7 +296,7 @@ size_t dw_snap_next_payload(const dw_bytes *out) { return out->n + SEC_HDR; }
 
 dw_status dw_snap_end(dw_bytes *out) {
   if (out->oom) {
-    free(out->p);
+    dw_free(out->p);
     memset(out, 0, sizeof *out);
     return dw_error_set(DW_ERR_NOMEM, "snapshot: out of memory");
   }
@@ -332,7 +332,7 @@ void dw_snap_out_add(dw_snap_out *w, uint32_t type, const void *raw, size_t n, b
   if (!sec_encode(type, raw, n, compress, hdr, &stored, &sn, &z)) w->st = dw_error_set(DW_ERR_NOMEM, "snapshot");
   out_write(w, hdr, SEC_HDR);
   out_write(w, stored, sn);
-  free(z);
+  dw_free(z);
   if (!w->st) w->n++;
 }
 
@@ -363,10 +363,10 @@ dw_status dw_snap_out_end(dw_snap_out *w) {
 /* Remembers section i's checksum to be checked by dw_snap_check_end's threads. */
 static bool defer_check(dw_snap_check **cp, uint32_t i, const dw_snap_sec *s, uint32_t flags, const uint8_t want[16]) {
   dw_snap_check *c = *cp;
-  if (!c && !(c = *cp = calloc(1, sizeof *c))) return false;
+  if (!c && !(c = *cp = dw_calloc(1, sizeof *c))) return false;
   if (c->n == c->cap) {
     size_t cap = c->cap ? 2 * c->cap : 4;
-    deferred *d = realloc(c->d, cap * sizeof *d);
+    deferred *d = dw_realloc(c->d, cap * sizeof *d);
     if (!d) return false;
     c->d = d, c->cap = cap;
   }
@@ -398,7 +398,7 @@ dw_status dw_snap_parse_deferred(const uint8_t *buf, size_t n, uint32_t defer_ty
     return dw_error_set(DW_ERR_UNSUPPORTED, "snapshot format version %u is not supported (this build reads %d to %d)",
                         out->version, DW_SNAP_MIN_VERSION, DW_SNAP_VERSION);
   if (out->n > DW_SNAP_MAX_SECTIONS || out->n > (n - 16) / SEC_HDR) return BAD("%u sections cannot fit", out->n);
-  if (!(out->sec = calloc(out->n ? out->n : 1, sizeof *out->sec))) return dw_error_set(DW_ERR_NOMEM, "snapshot");
+  if (!(out->sec = dw_calloc(out->n ? out->n : 1, sizeof *out->sec))) return dw_error_set(DW_ERR_NOMEM, "snapshot");
   for (uint32_t i = 0; i < out->n; i++) {
     dw_snap_sec *s = &out->sec[i];
     uint32_t flags;
@@ -445,7 +445,7 @@ dw_status dw_snap_parse_deferred(const uint8_t *buf, size_t n, uint32_t defer_ty
 }
 
 void dw_snap_free(dw_snap *s) {
-  free(s->sec);
+  dw_free(s->sec);
   memset(s, 0, sizeof *s);
 }
 
@@ -457,11 +457,11 @@ dw_status dw_snap_payload(const dw_snap_sec *s, const uint8_t **raw, bool *owned
   }
   unsigned long long sz = ZSTD_getFrameContentSize(s->stored, s->stored_len);
   if (sz != s->raw_len) return BAD("a compressed section's size disagrees with its header");
-  uint8_t *p = malloc(s->raw_len ? s->raw_len : 1);
+  uint8_t *p = dw_malloc(s->raw_len ? s->raw_len : 1);
   if (!p) return dw_error_set(DW_ERR_NOMEM, "snapshot: %llu bytes", (unsigned long long)s->raw_len);
   size_t got = ZSTD_decompress(p, s->raw_len, s->stored, s->stored_len);
   if (ZSTD_isError(got) || got != s->raw_len) {
-    free(p);
+    dw_free(p);
     return BAD("a compressed section does not decompress");
   }
   *raw = p;

@@ -31,9 +31,9 @@ static dw_status load_embedded(dw_runtime *rt, const dw_snap_sec *sec, dw_module
     if (!st) st = dw_module_load(rt, tmp, out, NULL);
     unlink(tmp);
   }
-  if (!st && !(*bytes = malloc(sec->raw_len ? sec->raw_len : 1))) st = dw_error_set(DW_ERR_NOMEM, "thaw");
+  if (!st && !(*bytes = dw_malloc(sec->raw_len ? sec->raw_len : 1))) st = dw_error_set(DW_ERR_NOMEM, "thaw");
   if (!st) memcpy(*bytes, raw, sec->raw_len);
-  if (owned) free((void *)raw);
+  if (owned) dw_free((void *)raw);
   if (st) {
     dw_module_destroy(*out);
     *out = NULL;
@@ -88,7 +88,7 @@ static dw_status restore_memory(dw_actor *a, const dw_snap_sec *sec, uint32_t pa
   }
   if (rep) rep->memory_bytes = size, rep->memory_compressed = true;
 out:
-  if (owned) free((void *)raw);
+  if (owned) dw_free((void *)raw);
   return st;
 }
 
@@ -186,7 +186,7 @@ static dw_status restore_tables(dw_actor *a, const dw_snap_sec *sec) {
       }
     }
   }
-  if (owned) free((void *)raw);
+  if (owned) dw_free((void *)raw);
   return st;
 }
 
@@ -214,11 +214,12 @@ static dw_status restore_models(dw_runtime *rt, const dw_snap_sec *sec, const dw
   dw_reader hr = {hsec ? hsec->stored : NULL, hsec ? hsec->stored + hsec->stored_len : NULL, false};
   uint32_t nh = hsec ? dw_get_u32(&hr) : n;
   if (hr.bad || nh > 4096 || (hsec && (uint64_t)nh * 4 != (uint64_t)(hr.end - hr.p))) return BAD("model handles");
-  int *found = calloc((size_t)n + 1, sizeof *found);
-  hs->idx = calloc((size_t)nh + 1, sizeof *hs->idx);
-  hs->ent = calloc((size_t)nh + 1, sizeof *hs->ent);
+  int *found = dw_calloc((size_t)n + 1, sizeof *found);
+  hs->idx = dw_calloc((size_t)nh + 1, sizeof *hs->idx);
+  hs->ent = dw_calloc((size_t)nh + 1, sizeof *hs->ent);
   if (!found || !hs->idx || !hs->ent) {
-    free(found), free(hs->idx), free(hs->ent);
+    dw_free(found), dw_free(hs->idx), dw_free(hs->ent);
+    memset(hs, 0, sizeof *hs);
     return dw_error_set(DW_ERR_NOMEM, "thaw");
   }
   dw_status st = DW_OK;
@@ -226,7 +227,7 @@ static dw_status restore_models(dw_runtime *rt, const dw_snap_sec *sec, const dw
     hs->ent[h] = hsec ? dw_get_u32(&hr) : h;
     if (hs->ent[h] >= n) st = BAD("model handle %u refers to model %u of %u", h + 1, hs->ent[h] + 1, n);
   }
-  char (*names)[256] = st ? NULL : calloc((size_t)n + 1, sizeof *names);
+  char (*names)[256] = st ? NULL : dw_calloc((size_t)n + 1, sizeof *names);
   if (!st && !names) st = dw_error_set(DW_ERR_NOMEM, "thaw");
   for (uint32_t i = 0; i < n && !st; i++) {
     char path[4096];
@@ -251,9 +252,9 @@ static dw_status restore_models(dw_runtime *rt, const dw_snap_sec *sec, const dw
     if ((hs->idx[h] = found[hs->ent[h]]) < 0)
       st = dw_error_set(DW_ERR_NOT_FOUND, "snapshot: it needs model '%s', which this host does not serve",
                         names[hs->ent[h]]);
-  free(found), free(names);
+  dw_free(found), dw_free(names);
   if (st) {
-    free(hs->idx), free(hs->ent);
+    dw_free(hs->idx), dw_free(hs->ent);
     memset(hs, 0, sizeof *hs);
     return st;
   }
@@ -304,12 +305,12 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
   const uint8_t *tok = dw_get(&r, (size_t)n_past * 4);
   const uint8_t *k = dw_get(&r, (size_t)n_layer * n_past * row), *v = dw_get(&r, (size_t)n_layer * n_past * row);
   if (r.bad || r.p != r.end) return BAD("a session's size does not match its header");
-  int32_t *ids = malloc((size_t)(n_past ? n_past : 1) * sizeof *ids);
+  int32_t *ids = dw_malloc((size_t)(n_past ? n_past : 1) * sizeof *ids);
   if (!ids) return dw_error_set(DW_ERR_NOMEM, "thaw");
   memcpy(ids, tok, (size_t)n_past * 4);
   dw_session *s;
   if ((st = dw_sess_new(m, a->rt->engine, (int)n_ctx, &s))) {
-    free(ids);
+    dw_free(ids);
     return st;
   }
   if (same) {
@@ -322,7 +323,7 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
              "driftwood: model '%s' differs from the one the snapshot was made with: session %u re-prefilled from "
              "its %u tokens", name, slot, n_past);
   }
-  free(ids);
+  dw_free(ids);
   if (st) {
     dw_sess_free(s);
     return st;
@@ -376,8 +377,8 @@ static dw_status thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t l
     if ((st = load_embedded(rt, modsec, &own, &own_bytes))) goto out;
     char orig[4096];
     dw_get_str(&mr, orig, sizeof orig); /* after pages: n_models, n_sessions, then the path */
-    free(own->path);
-    own->path = strdup(mr.bad ? "(embedded)" : orig);
+    dw_free(own->path);
+    own->path = dw_strdup(mr.bad ? "(embedded)" : orig);
     if (!own->path) {
       st = dw_error_set(DW_ERR_NOMEM, "thaw");
       goto out;
@@ -414,11 +415,11 @@ out:;
   dw_status checked = dw_snap_check_end(chk);
   if (checked) st = checked; /* a failed checksum explains whatever else went wrong */
   dw_snap_free(&s);
-  free(hs.idx), free(hs.ent);
+  dw_free(hs.idx), dw_free(hs.ent);
   if (st) {
     dw_actor_destroy(a);
     dw_module_destroy(own);
-    free(own_bytes);
+    dw_free(own_bytes);
     return st;
   }
   *out = a;

@@ -29,7 +29,7 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   *out = NULL;
   dw_runtime_config def = {0};
   if (!cfg) cfg = &def;
-  dw_runtime *rt = calloc(1, sizeof *rt);
+  dw_runtime *rt = dw_calloc(1, sizeof *rt);
   if (!rt) return dw_error_set(DW_ERR_NOMEM, "runtime");
   rt->settings = cfg->setting ? (dw_settings){cfg->setting, cfg->setting_ctx, NULL, NULL} : dw_env_settings;
   rt->settings.log = cfg->log, rt->settings.log_ctx = cfg->log_ctx;
@@ -37,7 +37,7 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
   if (step) dw_file_fault_step(atoi(step));
   dw_status st = dw_backend_create(cfg->backend, cfg->threads, &rt->settings, &rt->backend);
   if (st != DW_OK) {
-    free(rt);
+    dw_free(rt);
     return st;
   }
   /* The LLM runs where the backend computes; a build with the CUDA backend
@@ -51,7 +51,7 @@ dw_status dw_runtime_create(const dw_runtime_config *cfg, dw_runtime **out) {
     dw_runtime_destroy(rt);
     return st;
   }
-  if (cfg->cache_dir && !(rt->cache_dir = strdup(cfg->cache_dir))) {
+  if (cfg->cache_dir && !(rt->cache_dir = dw_strdup(cfg->cache_dir))) {
     dw_runtime_destroy(rt);
     return dw_error_set(DW_ERR_NOMEM, "runtime");
   }
@@ -75,8 +75,8 @@ void dw_runtime_destroy(dw_runtime *rt) {
   dw_registry_fini(&rt->models);
   dw_engine_destroy(rt->engine);
   dw_backend_destroy(rt->backend);
-  free(rt->cache_dir);
-  free(rt);
+  dw_free(rt->cache_dir);
+  dw_free(rt);
 }
 
 void dw_runtime_describe(const dw_runtime *rt, char *buf, size_t cap) {
@@ -95,15 +95,15 @@ void dw_runtime_describe(const dw_runtime *rt, char *buf, size_t cap) {
 
 dw_status dw_module_load(dw_runtime *rt, const char *path, dw_module **out, bool *cache_hit) {
   *out = NULL;
-  dw_module *m = calloc(1, sizeof *m);
+  dw_module *m = dw_calloc(1, sizeof *m);
   if (!m) return dw_error_set(DW_ERR_NOMEM, "module");
   dw_status st = dw_wasm_module_load(path, &rt->wcfg, &rt->hosts, &m->wasm, cache_hit);
   if (st != DW_OK) {
-    free(m);
+    dw_free(m);
     return st;
   }
   m->rt = rt;
-  if (!(m->path = strdup(path))) {
+  if (!(m->path = dw_strdup(path))) {
     dw_module_destroy(m);
     return dw_error_set(DW_ERR_NOMEM, "module");
   }
@@ -114,8 +114,8 @@ dw_status dw_module_load(dw_runtime *rt, const char *path, dw_module **out, bool
 void dw_module_destroy(dw_module *m) {
   if (!m) return;
   dw_wasm_module_destroy(m->wasm);
-  free(m->path);
-  free(m);
+  dw_free(m->path);
+  dw_free(m);
 }
 
 static dw_status commit_hook(void *ud, void *p, size_t n) { return dw_backend_register_memory(ud, p, n); }
@@ -160,10 +160,10 @@ void dw_guest_destroy(dw_guest *g) {
 
 dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *out) {
   memset(out, 0, sizeof *out);
-  const char **dh = calloc((size_t)cfg->n_dirs + 1, sizeof *dh), **dg = calloc((size_t)cfg->n_dirs + 1, sizeof *dg);
+  const char **dh = dw_calloc((size_t)cfg->n_dirs + 1, sizeof *dh), **dg = dw_calloc((size_t)cfg->n_dirs + 1, sizeof *dg);
   if (!dh || !dg) {
-    free(dh);
-    free(dg);
+    dw_free(dh);
+    dw_free(dg);
     return dw_error_set(DW_ERR_NOMEM, "run");
   }
   for (int i = 0; i < cfg->n_dirs; i++) {
@@ -176,8 +176,8 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
                        .stderr_fd = cfg->stderr_fd ? cfg->stderr_fd : 2};
   dw_guest g;
   dw_status st = dw_guest_create(m, &wc, cfg->max_memory_bytes, &g);
-  free(dh);
-  free(dg);
+  dw_free(dh);
+  dw_free(dg);
   if (st != DW_OK) return st;
   if (!dw_wasm_export_sig(m->wasm, "_start")) {
     dw_guest_destroy(&g);

@@ -20,7 +20,7 @@ dw_status dw_backend_create(const char *name, int threads, const dw_settings *se
   *out = NULL;
   (void)settings; /* only the CUDA backend reads it */
   if (!name) name = "auto";
-  dw_backend *b = calloc(1, sizeof *b);
+  dw_backend *b = dw_calloc(1, sizeof *b);
   if (!b) return dw_error_set(DW_ERR_NOMEM, "backend");
   dw_status st;
   if (!strcmp(name, "cpu")) {
@@ -41,7 +41,7 @@ dw_status dw_backend_create(const char *name, int threads, const dw_settings *se
                       b->ops->version, DW_BACKEND_OPS_VERSION);
   if (st != DW_OK) {
     if (b->ops && b->ops->destroy) b->ops->destroy(b->ctx);
-    free(b);
+    dw_free(b);
     return st;
   }
   *out = b;
@@ -51,7 +51,7 @@ dw_status dw_backend_create(const char *name, int threads, const dw_settings *se
 void dw_backend_destroy(dw_backend *b) {
   if (!b) return;
   if (b->ops->destroy) b->ops->destroy(b->ctx);
-  free(b);
+  dw_free(b);
 }
 
 const char *dw_backend_name(const dw_backend *b) { return b->ops->name; }

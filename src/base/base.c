@@ -87,7 +87,7 @@ dw_status dw_file_read(const char *path, uint8_t **out, size_t *out_bytes) {
   size_t n;
   dw_status st = open_regular(path, &fd, &n);
   if (st) return st;
-  uint8_t *buf = malloc(n ? n : 1);
+  uint8_t *buf = dw_malloc(n);
   if (!buf) {
     close(fd);
     return dw_error_set(DW_ERR_NOMEM, "cannot allocate %zu bytes for %s", n, path);
@@ -97,7 +97,7 @@ dw_status dw_file_read(const char *path, uint8_t **out, size_t *out_bytes) {
     ssize_t r = read(fd, buf + got, n - got);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
-      free(buf);
+      dw_free(buf);
       close(fd);
       return dw_error_set(DW_ERR_IO, "cannot read %s: %s", path, r ? strerror(errno) : "short read");
     }
@@ -141,6 +141,48 @@ static dw_status write_all(int fd, const void *data, size_t n, const char *what)
   }
   return DW_OK;
 }
+
+/* ---- the allocator ----------------------------------------------------------- */
+
+static dw_allocator alloc_hook; /* all NULL: libc (set before anything exists: not locked) */
+
+void dw_set_allocator(const dw_allocator *a) { alloc_hook = a ? *a : (dw_allocator){0}; }
+
+void *dw_malloc(size_t n) {
+  if (!n) n = 1; /* a unique pointer, as the callers expect of malloc */
+  return alloc_hook.malloc ? alloc_hook.malloc(alloc_hook.ctx, n) : malloc(n);
+}
+
+void *dw_calloc(size_t n, size_t size) {
+  if (size && n > SIZE_MAX / size) return NULL;
+  size_t total = n * size;
+  if (!total) total = 1;
+  void *p = dw_malloc(total);
+  if (p) memset(p, 0, total);
+  return p;
+}
+
+void *dw_realloc(void *p, size_t n) {
+  if (!n) n = 1;
+  return alloc_hook.realloc ? alloc_hook.realloc(alloc_hook.ctx, p, n) : realloc(p, n);
+}
+
+void dw_free(void *p) {
+  if (!p) return;
+  if (alloc_hook.free) alloc_hook.free(alloc_hook.ctx, p);
+  else free(p);
+}
+
+void dw_free_buffer(void *p) { dw_free(p); }
+
+char *dw_strndup(const char *s, size_t n) {
+  size_t len = strnlen(s, n);
+  char *d = dw_malloc(len + 1);
+  if (d) memcpy(d, s, len), d[len] = 0;
+  return d;
+}
+
+char *dw_strdup(const char *s) { return dw_strndup(s, SIZE_MAX); }
 
 static _Atomic int fault_step; /* dw_file_fault_step */
 

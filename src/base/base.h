@@ -17,6 +17,15 @@
 #define DW_HIDDEN __attribute__((visibility("hidden")))
 #define DW_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
+/* Every layer allocates through these (the embedder's dw_allocator, else
+ * libc's); dw_calloc checks n * size for overflow. */
+DW_HIDDEN void *dw_malloc(size_t n);
+DW_HIDDEN void *dw_calloc(size_t n, size_t size);
+DW_HIDDEN void *dw_realloc(void *p, size_t n);
+DW_HIDDEN void dw_free(void *p);
+DW_HIDDEN char *dw_strdup(const char *s);
+DW_HIDDEN char *dw_strndup(const char *s, size_t n);
+
 /* Sets the calling thread's error message and returns st, so failures read
  * `return dw_error_set(DW_ERR_IO, "open %s: %s", path, strerror(errno));`. */
 DW_HIDDEN dw_status dw_error_set(dw_status st, const char *fmt, ...) DW_PRINTF(2, 3);

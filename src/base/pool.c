@@ -46,7 +46,7 @@ static inline void cpu_relax(void) {
 
 static void *worker(void *a) {
   wstart w = *(wstart *)a;
-  free(a);
+  dw_free(a);
   dw_pool *p = w.p;
   uint64_t seen = 0;
   for (;;) {
@@ -87,22 +87,22 @@ dw_status dw_pool_create(int n_threads, dw_pool **out) {
     n_threads = c > 0 ? (int)c : 1;
   }
   if (n_threads > 256) n_threads = 256;
-  dw_pool *p = calloc(1, sizeof *p);
+  dw_pool *p = dw_calloc(1, sizeof *p);
   if (!p) return dw_error_set(DW_ERR_NOMEM, "thread pool");
   p->n = n_threads;
   pthread_mutex_init(&p->submit, NULL);
   pthread_mutex_init(&p->lock, NULL);
   pthread_cond_init(&p->wake, NULL);
-  p->threads = calloc((size_t)n_threads, sizeof *p->threads);
+  p->threads = dw_calloc((size_t)n_threads, sizeof *p->threads);
   if (!p->threads) {
     dw_pool_destroy(p);
     return dw_error_set(DW_ERR_NOMEM, "thread pool");
   }
   for (int i = 1; i < n_threads; i++) {
-    wstart *w = malloc(sizeof *w);
+    wstart *w = dw_malloc(sizeof *w);
     if (w) *w = (wstart){p, i};
     if (!w || pthread_create(&p->threads[i - 1], NULL, worker, w) != 0) {
-      free(w);
+      dw_free(w);
       p->n = i; /* join only what started */
       dw_pool_destroy(p);
       return dw_error_set(DW_ERR_NOMEM, "thread pool: cannot start thread %d", i);
@@ -119,11 +119,11 @@ void dw_pool_destroy(dw_pool *p) {
   pthread_cond_broadcast(&p->wake);
   pthread_mutex_unlock(&p->lock);
   for (int i = 1; i < p->n; i++) pthread_join(p->threads[i - 1], NULL);
-  free(p->threads);
+  dw_free(p->threads);
   pthread_mutex_destroy(&p->submit);
   pthread_mutex_destroy(&p->lock);
   pthread_cond_destroy(&p->wake);
-  free(p);
+  dw_free(p);
 }
 
 int dw_pool_size(const dw_pool *p) { return p->n; }

@@ -14,7 +14,7 @@ dw_status dw_engine_create(const char *name, int threads, const dw_settings *set
   *out = NULL;
   (void)settings; /* only the CUDA engine reads it */
   if (!name) name = "auto";
-  dw_engine *e = calloc(1, sizeof *e);
+  dw_engine *e = dw_calloc(1, sizeof *e);
   if (!e) return dw_error_set(DW_ERR_NOMEM, "engine");
   dw_status st = DW_ERR_UNSUPPORTED;
   bool is_auto = !strcmp(name, "auto");
@@ -41,7 +41,7 @@ dw_status dw_engine_create(const char *name, int threads, const dw_settings *set
   *out = e;
   return DW_OK;
 fail:
-  free(e);
+  dw_free(e);
   return st;
 }
 
@@ -51,12 +51,12 @@ void dw_engine_destroy(dw_engine *e) {
     next = w->next;
     e->ops->weights_free(e->ctx, w->w);
     dw_model_release(w->model);
-    free(w);
+    dw_free(w);
   }
   e->ops->destroy(e->ctx);
   pthread_mutex_destroy(&e->lock);
   pthread_mutex_destroy(&e->load_lock);
-  free(e);
+  dw_free(e);
 }
 
 const char *dw_engine_name(const dw_engine *e) { return e->ops->name; }
@@ -87,7 +87,7 @@ dw_status dw_engine_weights_for(dw_engine *e, dw_model *m, const dw_engine_weigh
     st = e->ops->weights_load(e->ctx, m, &nw.w, &nw.device_bytes);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     nw.load_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6;
-    dw_engine_weights *node = st ? NULL : malloc(sizeof *node);
+    dw_engine_weights *node = st ? NULL : dw_malloc(sizeof *node);
     if (!st && !node) st = dw_error_set(DW_ERR_NOMEM, "engine: weights cache");
     if (node) { /* nodes never move: sessions hold pointers to them */
       dw_model_retain(m);

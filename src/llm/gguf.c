@@ -90,7 +90,7 @@ static uint64_t hash_bytes(const char *p, uint64_t n) {
 static bool hset_init(hset *h, uint64_t n) {
   h->cap = 16;
   while (h->cap < n * 2) h->cap <<= 1;
-  h->slots = calloc(h->cap, sizeof *h->slots);
+  h->slots = dw_calloc(h->cap, sizeof *h->slots);
   return h->slots != NULL;
 }
 
@@ -188,8 +188,8 @@ static dw_status parse(dw_gguf *g) {
   if (nt > left(&c) / 32) return BAD("tensor count %llu exceeds the file size", (unsigned long long)nt);
   g->n_kv = nkv;
   g->n_tensors = nt;
-  g->kv = calloc(nkv ? nkv : 1, sizeof *g->kv);
-  g->tensors = calloc(nt ? nt : 1, sizeof *g->tensors);
+  g->kv = dw_calloc(nkv ? nkv : 1, sizeof *g->kv);
+  g->tensors = dw_calloc(nt ? nt : 1, sizeof *g->tensors);
   if (!g->kv || !g->tensors) return dw_error_set(DW_ERR_NOMEM, "GGUF tables");
 
   hset seen = {0};
@@ -296,13 +296,13 @@ static dw_status parse(dw_gguf *g) {
   }
   st = DW_OK;
 out:
-  free(seen.slots);
+  dw_free(seen.slots);
   return st;
 }
 
 dw_status dw_gguf_parse(const uint8_t *buf, size_t size, dw_gguf **out) {
   *out = NULL;
-  dw_gguf *g = calloc(1, sizeof *g);
+  dw_gguf *g = dw_calloc(1, sizeof *g);
   if (!g) return dw_error_set(DW_ERR_NOMEM, "gguf");
   g->buf = buf;
   g->size = size;
@@ -332,9 +332,9 @@ dw_status dw_gguf_open(const char *path, bool populate, dw_gguf **out) {
 void dw_gguf_close(dw_gguf *g) {
   if (!g) return;
   if (g->mapped) munmap((void *)g->buf, g->size);
-  free(g->kv);
-  free(g->tensors);
-  free(g);
+  dw_free(g->kv);
+  dw_free(g->tensors);
+  dw_free(g);
 }
 
 /* ---- lookups ------------------------------------------------------------ */

@@ -73,7 +73,7 @@ static dw_status vec(const dw_gguf *g, const char *name, int64_t n, bool require
   *out = NULL;
   dw_status st = bind(g, name, n, 1, required, &w);
   if (st || !w.data) return st;
-  if (!(*out = malloc((size_t)n * sizeof(float)))) return dw_error_set(DW_ERR_NOMEM, "model");
+  if (!(*out = dw_malloc((size_t)n * sizeof(float)))) return dw_error_set(DW_ERR_NOMEM, "model");
   dw_dequant_row(w.type, w.data, *out, n);
   return DW_OK;
 }
@@ -145,7 +145,7 @@ static dw_status load_weights(dw_model *m) {
   if ((st = vec(g, "output_norm.weight", hp->dim, true, &m->output_norm))) return st;
   m->weight_type = m->tok_embd.type;
   int n_pairs = hp->n_rot / 2;
-  if (!(m->inv_freq = malloc((size_t)n_pairs * sizeof(float)))) return dw_error_set(DW_ERR_NOMEM, "model");
+  if (!(m->inv_freq = dw_malloc((size_t)n_pairs * sizeof(float)))) return dw_error_set(DW_ERR_NOMEM, "model");
   float *ff = NULL;
   const dw_gguf_tensor *rf = dw_gguf_tensor_find(g, "rope_freqs.weight");
   if (rf) {
@@ -160,7 +160,7 @@ static dw_status load_weights(dw_model *m) {
     if (!(fi > 0) || !isfinite(fi)) return dw_error_set(DW_ERR_BAD_MODEL, "model: rope_freqs[%d] = %g", i, fi);
     m->inv_freq[i] = (float)(theta / fi);
   }
-  if (!(m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers))) return dw_error_set(DW_ERR_NOMEM, "model");
+  if (!(m->layers = dw_calloc((size_t)hp->n_layer, sizeof *m->layers))) return dw_error_set(DW_ERR_NOMEM, "model");
   for (int l = 0; l < hp->n_layer; l++) {
     dw_layer *L = &m->layers[l];
     bool qb = hp->arch == DW_ARCH_QWEN2;
@@ -193,7 +193,7 @@ static void compute_family(const dw_model *m, uint8_t out[32]);
 
 dw_status dw_model_from_gguf(dw_gguf *g, const char *path, bool vocab_only, dw_model **out) {
   *out = NULL;
-  dw_model *m = calloc(1, sizeof *m);
+  dw_model *m = dw_calloc(1, sizeof *m);
   if (!m) {
     dw_gguf_close(g);
     return dw_error_set(DW_ERR_NOMEM, "model");
@@ -202,7 +202,7 @@ dw_status dw_model_from_gguf(dw_gguf *g, const char *path, bool vocab_only, dw_m
   m->g = g;
   dw_status st = DW_OK;
   loader L = {.g = m->g};
-  if (!(m->path = strdup(path))) st = dw_error_set(DW_ERR_NOMEM, "model");
+  if (!(m->path = dw_strdup(path))) st = dw_error_set(DW_ERR_NOMEM, "model");
   m->vocab_only = vocab_only;
   if (!st && !vocab_only) st = load_hparams(&L, m);
   if (!st) st = dw_tokenizer_load(m->g, &m->tok);
@@ -243,15 +243,15 @@ void dw_model_release(dw_model *m) {
   if (m->layers)
     for (int l = 0; l < m->hp.n_layer; l++) {
       dw_layer *L = &m->layers[l];
-      free(L->attn_norm), free(L->ffn_norm), free(L->bq), free(L->bk), free(L->bv), free(L->bo);
+      dw_free(L->attn_norm), dw_free(L->ffn_norm), dw_free(L->bq), dw_free(L->bk), dw_free(L->bv), dw_free(L->bo);
     }
-  free(m->layers);
-  free(m->output_norm);
-  free(m->inv_freq);
+  dw_free(m->layers);
+  dw_free(m->output_norm);
+  dw_free(m->inv_freq);
   dw_tokenizer_free(m->tok);
   dw_gguf_close(m->g);
-  free(m->path);
-  free(m);
+  dw_free(m->path);
+  dw_free(m);
 }
 
 void dw_model_info_get(const dw_model *m, dw_model_info *out) {

@@ -14,12 +14,12 @@ static int n_blocks(int n_pos) { return (n_pos + DW_KV_BLOCK - 1) / DW_KV_BLOCK;
 static void block_unref(dw_session *s, dw_kv_block *b) {
   if (!b || atomic_fetch_sub(&b->refs, 1) != 1) return;
   s->engine->ops->kv_free(s->engine->ctx, b->data, dw_kv_block_bytes(s->model));
-  free(b);
+  dw_free(b);
 }
 
 /* A block header around engine memory (taken over; freed on failure). */
 static dw_kv_block *block_wrap(dw_session *s, void *data) {
-  dw_kv_block *b = malloc(sizeof *b);
+  dw_kv_block *b = dw_malloc(sizeof *b);
   if (!b) {
     s->engine->ops->kv_free(s->engine->ctx, data, dw_kv_block_bytes(s->model));
     return NULL;
@@ -38,15 +38,15 @@ dw_status dw_sess_new(dw_model *m, dw_engine *e, int n_ctx, dw_session **out) {
   const dw_engine_weights *w;
   dw_status st = dw_engine_weights_for(e, m, &w);
   if (st) return st;
-  dw_session *s = calloc(1, sizeof *s);
+  dw_session *s = dw_calloc(1, sizeof *s);
   if (!s) return dw_error_set(DW_ERR_NOMEM, "session");
   s->n_ctx = n_ctx;
   s->engine = e;
   s->w = w;
-  s->blocks = calloc((size_t)n_blocks(n_ctx), sizeof *s->blocks);
-  s->tokens = malloc((size_t)n_ctx * sizeof *s->tokens);
+  s->blocks = dw_calloc((size_t)n_blocks(n_ctx), sizeof *s->blocks);
+  s->tokens = dw_malloc((size_t)n_ctx * sizeof *s->tokens);
   if (!s->blocks || !s->tokens) {
-    free(s->blocks), free(s->tokens), free(s);
+    dw_free(s->blocks), dw_free(s->tokens), dw_free(s);
     return dw_error_set(DW_ERR_NOMEM, "session");
   }
   dw_model_retain(m);
@@ -58,10 +58,10 @@ dw_status dw_sess_new(dw_model *m, dw_engine *e, int n_ctx, dw_session **out) {
 void dw_sess_free(dw_session *s) {
   if (!s) return;
   for (int i = 0; i < n_blocks(s->n_ctx); i++) block_unref(s, s->blocks[i]);
-  free(s->blocks);
-  free(s->tokens);
+  dw_free(s->blocks);
+  dw_free(s->tokens);
   dw_model_release(s->model);
-  free(s);
+  dw_free(s);
 }
 
 dw_status dw_sess_fork(const dw_session *s, dw_session **out) {
@@ -149,7 +149,7 @@ dw_status dw_decode(dw_session *s, const int32_t *tokens, int n, float *logits, 
 
 dw_status dw_embed(dw_session *s, const int32_t *tokens, int n, float *out) {
   int dim = s->model->hp.dim;
-  double *sum = calloc((size_t)dim, sizeof *sum);
+  double *sum = dw_calloc((size_t)dim, sizeof *sum);
   if (!sum) return dw_error_set(DW_ERR_NOMEM, "embed");
   dw_status st = decode(s, tokens, n, NULL, NULL, sum);
   if (!st) {
@@ -158,13 +158,13 @@ dw_status dw_embed(dw_session *s, const int32_t *tokens, int n, float *out) {
     norm = norm > 0 ? sqrt(norm) : 1;
     for (int i = 0; i < dim; i++) out[i] = (float)(sum[i] / n / norm);
   }
-  free(sum);
+  dw_free(sum);
   return st;
 }
 
 /* The engine's view of the block table: the data pointers of blocks [0, nb). */
 static void **block_data(const dw_session *s, int nb) {
-  void **d = malloc((size_t)(nb ? nb : 1) * sizeof *d);
+  void **d = dw_malloc((size_t)(nb ? nb : 1) * sizeof *d);
   for (int b = 0; d && b < nb; b++) d[b] = s->blocks[b] ? s->blocks[b]->data : NULL;
   return d;
 }
@@ -174,7 +174,7 @@ dw_status dw_sess_export(const dw_session *s, void *k, void *v) {
   void **d = block_data(s, n_blocks(s->n_past));
   if (!d) return dw_error_set(DW_ERR_NOMEM, "session export");
   dw_status st = s->engine->ops->kv_export(s->engine->ctx, s->model, d, s->n_past, k, v);
-  free(d);
+  dw_free(d);
   return st;
 }
 
@@ -189,7 +189,7 @@ dw_status dw_sess_restore(dw_session *s, const int32_t *tokens, int n, const voi
   int nb = n_blocks(n);
   for (int b = 0; b < nb; b++)
     if (s->blocks[b]) return dw_error_set(DW_ERR_INVALID_ARG, "session restore: the session is not empty");
-  void **d = calloc((size_t)nb, sizeof *d);
+  void **d = dw_calloc((size_t)nb, sizeof *d);
   if (!d) return dw_error_set(DW_ERR_NOMEM, "session restore");
   dw_status st = s->engine->ops->kv_import(s->engine->ctx, s->model, d, n, k, v);
   for (int b = 0; !st && b < nb; b++)
@@ -197,7 +197,7 @@ dw_status dw_sess_restore(dw_session *s, const int32_t *tokens, int n, const voi
       for (int j = b + 1; j < nb; j++) s->engine->ops->kv_free(s->engine->ctx, d[j], dw_kv_block_bytes(s->model));
       st = dw_error_set(DW_ERR_NOMEM, "session restore: kv cache");
     }
-  free(d);
+  dw_free(d);
   if (st) {
     for (int b = 0; b < nb; b++) {
       block_unref(s, s->blocks[b]);

@@ -52,7 +52,7 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n) {
 static bool table_init(uint64_t n, uint64_t *cap, int32_t **tab) {
   *cap = 16;
   while (*cap < n * 2) *cap <<= 1;
-  if (!(*tab = malloc(*cap * sizeof **tab))) return false;
+  if (!(*tab = dw_malloc(*cap * sizeof **tab))) return false;
   memset(*tab, 0xFF, *cap * sizeof **tab);
   return true;
 }
@@ -159,7 +159,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
   dw_gguf_str model;
   if (!dw_gguf_get_str(g, "tokenizer.ggml.model", &model))
     return dw_error_set(DW_ERR_BAD_MODEL, "tokenizer: tokenizer.ggml.model is missing");
-  dw_tokenizer *t = calloc(1, sizeof *t);
+  dw_tokenizer *t = dw_calloc(1, sizeof *t);
   if (!t) return dw_error_set(DW_ERR_NOMEM, "tokenizer");
   dw_status st = DW_OK;
 #define FAIL(...) do { st = dw_error_set(__VA_ARGS__); goto fail; } while (0)
@@ -171,7 +171,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
     FAIL(DW_ERR_BAD_MODEL, "tokenizer: tokenizer.ggml.tokens is missing, empty or not a string array");
   int n = (int)tk->n;
   t->info.n_tokens = n;
-  if (!(t->text = malloc((size_t)n * sizeof *t->text)) || !(t->types = malloc((size_t)n * sizeof *t->types)))
+  if (!(t->text = dw_malloc((size_t)n * sizeof *t->text)) || !(t->types = dw_malloc((size_t)n * sizeof *t->types)))
     FAIL(DW_ERR_NOMEM, "tokenizer");
   dw_gguf_arr_strs(tk, t->text);
   const dw_gguf_kv *ty = dw_gguf_find(g, "tokenizer.ggml.token_type");
@@ -186,7 +186,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
   if (t->info.kind == DW_TOK_SPM) {
     if (!sc || sc->type != GGUF_ARRAY || sc->arr_type != GGUF_F32 || sc->n < (uint64_t)n)
       FAIL(DW_ERR_BAD_MODEL, "tokenizer: scores must be an f32 array of at least %d entries", n);
-    if (!(t->scores = malloc((size_t)n * sizeof *t->scores))) FAIL(DW_ERR_NOMEM, "tokenizer");
+    if (!(t->scores = dw_malloc((size_t)n * sizeof *t->scores))) FAIL(DW_ERR_NOMEM, "tokenizer");
     memcpy(t->scores, sc->val, (size_t)n * 4);
   }
   if (!table_init((uint64_t)n, &t->hcap, &t->htab)) FAIL(DW_ERR_NOMEM, "tokenizer");
@@ -223,7 +223,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
       FAIL(DW_ERR_BAD_MODEL, "tokenizer: tokenizer.ggml.merges is missing or not a string array");
     if (mk->n > (1u << 24)) FAIL(DW_ERR_BAD_MODEL, "tokenizer: too many merges");
     t->n_merges = mk->n;
-    if (!(t->merges = malloc((mk->n ? mk->n : 1) * sizeof *t->merges)) || !table_init(mk->n, &t->mcap, &t->mtab))
+    if (!(t->merges = dw_malloc((mk->n ? mk->n : 1) * sizeof *t->merges)) || !table_init(mk->n, &t->mcap, &t->mtab))
       FAIL(DW_ERR_NOMEM, "tokenizer");
     dw_gguf_arr_strs(mk, t->merges);
     for (uint64_t r = 0; r < mk->n; r++) {
@@ -259,7 +259,7 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
     for (size_t i = 0; i < sizeof eots / sizeof *eots && t->info.eot < 0; i++)
       t->info.eot = dw_token_lookup(t, eots[i], strlen(eots[i]));
   }
-  if (!(t->special = malloc((size_t)n * sizeof *t->special))) FAIL(DW_ERR_NOMEM, "tokenizer");
+  if (!(t->special = dw_malloc((size_t)n * sizeof *t->special))) FAIL(DW_ERR_NOMEM, "tokenizer");
   for (int i = 0; i < n; i++)
     if ((t->types[i] == TT_CONTROL || t->types[i] == TT_USER || t->types[i] == TT_UNKNOWN) && t->text[i].n)
       t->special[t->n_special++] = i;
@@ -275,8 +275,8 @@ fail:
 void dw_tokenizer_free(dw_tokenizer *t) {
   if (!t) return;
   for (int i = 0; i < t->n_re; i++) pcre2_code_free(t->re[i]);
-  free(t->text), free(t->scores), free(t->types), free(t->htab), free(t->merges), free(t->mtab), free(t->special);
-  free(t);
+  dw_free(t->text), dw_free(t->scores), dw_free(t->types), dw_free(t->htab), dw_free(t->merges), dw_free(t->mtab), dw_free(t->special);
+  dw_free(t);
 }
 
 const dw_tok_info *dw_tokenizer_info(const dw_tokenizer *t) { return &t->info; }
@@ -324,7 +324,7 @@ static bool cand_less(const cand *x, const cand *y) {
 static bool heap_push(heap *h, cand c) {
   if (h->n == h->cap) {
     size_t nc = h->cap ? h->cap * 2 : 64;
-    cand *na = realloc(h->a, nc * sizeof *na);
+    cand *na = dw_realloc(h->a, nc * sizeof *na);
     if (!na) return false;
     h->a = na, h->cap = nc;
   }
@@ -390,7 +390,7 @@ static dw_status merge_emit(const dw_tokenizer *t, const char *buf, sym *s, int 
     if (b->next >= 0) s[b->next].prev = c.left;
     if (!try_pair(&M, a->prev, c.left) || !try_pair(&M, c.left, a->next)) goto nomem;
   }
-  free(M.h.a);
+  dw_free(M.h.a);
   for (int i = 0; i >= 0 && i < ns; i = s[i].next) {
     int32_t id = dw_token_lookup(t, buf + s[i].off, s[i].len);
     if (id >= 0) {
@@ -413,7 +413,7 @@ static dw_status merge_emit(const dw_tokenizer *t, const char *buf, sym *s, int 
   }
   return DW_OK;
 nomem:
-  free(M.h.a);
+  dw_free(M.h.a);
   return dw_error_set(DW_ERR_NOMEM, "tokenize");
 }
 
@@ -425,10 +425,10 @@ static int utf8_len(uint8_t c) {
 
 static dw_status spm_fragment(const dw_tokenizer *t, const char *text, size_t len, bool prefix, ids *o) {
   size_t cap = (len + 1) * 3;
-  char *buf = malloc(cap);
-  sym *s = malloc((len + 1) * sizeof *s);
+  char *buf = dw_malloc(cap);
+  sym *s = dw_malloc((len + 1) * sizeof *s);
   if (!buf || !s) {
-    free(buf), free(s);
+    dw_free(buf), dw_free(s);
     return dw_error_set(DW_ERR_NOMEM, "tokenize");
   }
   size_t n = 0;
@@ -447,7 +447,7 @@ static dw_status spm_fragment(const dw_tokenizer *t, const char *text, size_t le
   }
   if (ns) s[ns - 1].next = -1;
   dw_status st = merge_emit(t, buf, s, ns, o);
-  free(buf), free(s);
+  dw_free(buf), dw_free(s);
   return st;
 }
 
@@ -466,7 +466,7 @@ static bool spans_add(spans *v, size_t off, size_t len) {
   if (!len) return true;
   if (v->n == v->cap) {
     size_t nc = v->cap ? v->cap * 2 : 32;
-    span *na = realloc(v->a, nc * sizeof *na);
+    span *na = dw_realloc(v->a, nc * sizeof *na);
     if (!na) return false;
     v->a = na, v->cap = nc;
   }
@@ -506,12 +506,12 @@ static dw_status pretokenize(const dw_tokenizer *t, const char *text, size_t len
     spans tmp = cur;
     cur = next, next = tmp;
   }
-  free(next.a);
+  dw_free(next.a);
   *out = cur;
   return st;
 nomem:
   pcre2_match_data_free(md);
-  free(cur.a), free(next.a);
+  dw_free(cur.a), dw_free(next.a);
   return dw_error_set(DW_ERR_NOMEM, "tokenize");
 }
 
@@ -519,8 +519,8 @@ static dw_status bpe_fragment(const dw_tokenizer *t, const char *text, size_t le
   spans pieces = {0};
   dw_status st = pretokenize(t, text, len, &pieces);
   if (st) return st;
-  char *buf = malloc(len * 2 + 1);
-  sym *s = malloc((len + 1) * sizeof *s);
+  char *buf = dw_malloc(len * 2 + 1);
+  sym *s = dw_malloc((len + 1) * sizeof *s);
   if (!buf || !s) st = dw_error_set(DW_ERR_NOMEM, "tokenize");
   for (size_t i = 0; !st && i < pieces.n; i++) {
     const uint8_t *p = (const uint8_t *)text + pieces.a[i].off;
@@ -540,7 +540,7 @@ static dw_status bpe_fragment(const dw_tokenizer *t, const char *text, size_t le
     }
     st = merge_emit(t, buf, s, ns, o);
   }
-  free(buf), free(s), free(pieces.a);
+  dw_free(buf), dw_free(s), dw_free(pieces.a);
   return st;
 }
 
@@ -557,8 +557,8 @@ dw_status dw_tokenize(const dw_tokenizer *t, const char *text, size_t len, bool 
   if (len) {
     /* partition on special-token texts, longest first */
     size_t fcap = 16;
-    frag.a = malloc(fcap * sizeof *frag.a);
-    is_tok = malloc(fcap);
+    frag.a = dw_malloc(fcap * sizeof *frag.a);
+    is_tok = dw_malloc(fcap);
     if (!frag.a || !is_tok) goto nomem;
     frag.a[0] = (span){0, len};
     is_tok[0] = false;
@@ -575,10 +575,10 @@ dw_status dw_tokenize(const dw_tokenizer *t, const char *text, size_t len, bool 
         size_t pre = (size_t)(hit - base), post = frag.a[f].len - pre - tx.n;
         if (frag.n + 2 > frag.cap) {
           size_t nc = frag.cap * 2;
-          span *na = realloc(frag.a, nc * sizeof *na);
+          span *na = dw_realloc(frag.a, nc * sizeof *na);
           if (!na) goto nomem;
           frag.a = na;
-          bool *nb = realloc(is_tok, nc);
+          bool *nb = dw_realloc(is_tok, nc);
           if (!nb) goto nomem;
           is_tok = nb;
           frag.cap = nc;
@@ -611,13 +611,13 @@ dw_status dw_tokenize(const dw_tokenizer *t, const char *text, size_t len, bool 
     }
   }
   if (!st && add_special && t->info.add_eos && t->info.eos >= 0) push(&o, t->info.eos);
-  free(frag.a), free(is_tok);
+  dw_free(frag.a), dw_free(is_tok);
   if (st) return st;
   *n_out = o.n;
   if (o.n > cap) return dw_error_set(DW_ERR_LIMIT, "tokenize: %zu tokens do not fit in %zu", o.n, cap);
   return DW_OK;
 nomem:
-  free(frag.a), free(is_tok);
+  dw_free(frag.a), dw_free(is_tok);
   return dw_error_set(DW_ERR_NOMEM, "tokenize");
 }
 

@@ -104,7 +104,7 @@ static dw_status commit_range(dw_mem *m, uint64_t off, uint64_t n) {
   if (n == 0) return DW_OK;
   if (m->n_ranges == m->cap_ranges) {
     uint32_t cap = m->cap_ranges ? m->cap_ranges * 2 : 8;
-    dw_mem_range *r = realloc(m->ranges, cap * sizeof *r);
+    dw_mem_range *r = dw_realloc(m->ranges, cap * sizeof *r);
     if (!r) return dw_error_set(DW_ERR_NOMEM, "memory range table");
     m->ranges = r;
     m->cap_ranges = cap;
@@ -131,7 +131,7 @@ dw_status dw_mem_create(uint32_t initial, uint32_t max_pages, uint64_t limit_byt
   if (initial > max_pages)
     return dw_error_set(DW_ERR_LIMIT, "module needs %u pages of memory (%llu KiB); the limit allows %u",
                         initial, (unsigned long long)initial * 64, max_pages);
-  dw_mem *m = calloc(1, sizeof *m);
+  dw_mem *m = dw_calloc(1, sizeof *m);
   if (!m) return dw_error_set(DW_ERR_NOMEM, "linear memory");
   uint64_t warm = 0;
   void *p = NULL;
@@ -149,7 +149,7 @@ dw_status dw_mem_create(uint32_t initial, uint32_t max_pages, uint64_t limit_byt
   } else {
     p = mmap(NULL, DW_MEM_RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
-      free(m);
+      dw_free(m);
       return dw_error_set(DW_ERR_NOMEM, "reserve 8 GiB of address space: %s", strerror(errno));
     }
   }
@@ -180,8 +180,8 @@ void dw_mem_destroy(dw_mem *m) {
     if (mmap(m->base, m->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) ==
         MAP_FAILED) {
       munmap(m->base, DW_MEM_RESERVE);
-      free(m->ranges);
-      free(m);
+      dw_free(m->ranges);
+      dw_free(m);
       return;
     }
     m->size = 0;
@@ -207,8 +207,8 @@ void dw_mem_destroy(dw_mem *m) {
     pthread_mutex_unlock(&pool_lock);
   }
   if (!pooled_ok) munmap(m->base, DW_MEM_RESERVE);
-  free(m->ranges);
-  free(m);
+  dw_free(m->ranges);
+  dw_free(m);
 }
 
 dw_status dw_mem_grow(dw_mem *m, uint32_t delta, uint32_t *old_pages) {

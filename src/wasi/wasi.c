@@ -71,7 +71,7 @@ static bool fds_reserve(dw_wasi *w, int n) {
   int cap = w->n_fds ? w->n_fds : INITIAL_FDS;
   while (cap < n) cap *= 2;
   if (cap > w->max_fds) cap = w->max_fds;
-  fd_entry *v = realloc(w->fds, (size_t)cap * sizeof *v);
+  fd_entry *v = dw_realloc(w->fds, (size_t)cap * sizeof *v);
   if (!v) return false;
   for (int i = w->n_fds; i < cap; i++) v[i] = (fd_entry){.host = -1};
   w->fds = v, w->n_fds = cap;
@@ -79,10 +79,10 @@ static bool fds_reserve(dw_wasi *w, int n) {
 }
 
 static char **dup_strings(int n, const char *const *src) {
-  char **out = calloc((size_t)n + 1, sizeof *out);
+  char **out = dw_calloc((size_t)n + 1, sizeof *out);
   if (!out) return NULL;
   for (int i = 0; i < n; i++)
-    if (!(out[i] = strdup(src[i]))) return out; /* caller sees NULL entry */
+    if (!(out[i] = dw_strdup(src[i]))) return out; /* caller sees NULL entry */
   return out;
 }
 
@@ -90,14 +90,14 @@ void dw_wasi_destroy(dw_wasi *w) {
   if (!w) return;
   for (int i = 0; i < w->n_fds; i++) {
     if (w->fds[i].host >= 0 && w->fds[i].owned) close(w->fds[i].host);
-    free(w->fds[i].name);
+    dw_free(w->fds[i].name);
   }
-  free(w->fds);
-  for (int i = 0; w->argv && i < w->argc; i++) free(w->argv[i]);
-  for (int i = 0; w->env && i < w->n_env; i++) free(w->env[i]);
-  free(w->argv);
-  free(w->env);
-  free(w);
+  dw_free(w->fds);
+  for (int i = 0; w->argv && i < w->argc; i++) dw_free(w->argv[i]);
+  for (int i = 0; w->env && i < w->n_env; i++) dw_free(w->env[i]);
+  dw_free(w->argv);
+  dw_free(w->env);
+  dw_free(w);
 }
 
 static uint8_t type_of_mode(mode_t m) {
@@ -112,7 +112,7 @@ static uint8_t type_of_mode(mode_t m) {
 
 dw_status dw_wasi_create(const dw_wasi_config *cfg, dw_wasi **out) {
   *out = NULL;
-  dw_wasi *w = calloc(1, sizeof *w);
+  dw_wasi *w = dw_calloc(1, sizeof *w);
   if (!w) return dw_error_set(DW_ERR_NOMEM, "wasi context");
   w->max_fds = cfg->max_fds > 0 ? cfg->max_fds : DEFAULT_MAX_FDS;
   if (cfg->n_dirs < 0 || w->max_fds < 3 || cfg->n_dirs > w->max_fds - 3) {
@@ -154,7 +154,7 @@ dw_status dw_wasi_create(const dw_wasi_config *cfg, dw_wasi **out) {
     e->owned = true;
     e->preopen = true;
     e->type = FT_DIR;
-    e->name = strdup(cfg->dir_guest[i]);
+    e->name = dw_strdup(cfg->dir_guest[i]);
     if (!e->name) {
       dw_wasi_destroy(w);
       return dw_error_set(DW_ERR_NOMEM, "wasi context");
@@ -433,7 +433,7 @@ static uint32_t w_fd_close(dw_instance *inst, uint32_t fd) {
   if (!e) return E_BADF;
   if (e->preopen) return E_NOTSUP;
   if (e->owned) close(e->host);
-  free(e->name);
+  dw_free(e->name);
   *e = (fd_entry){.host = -1};
   return E_SUCCESS;
 }
@@ -596,7 +596,7 @@ static uint32_t w_fd_renumber(dw_instance *inst, uint32_t from, uint32_t to) {
   if (a->preopen || b->preopen || to < 3) return E_NOTSUP;
   if (from == to) return E_SUCCESS;
   if (b->owned) close(b->host);
-  free(b->name);
+  dw_free(b->name);
   *b = *a;
   *a = (fd_entry){.host = -1};
   return E_SUCCESS;

@@ -53,12 +53,14 @@ static void sha256(const void *data, size_t n, uint8_t out[32]) {
   EVP_Digest(data, n, out, &len, EVP_sha256(), NULL);
 }
 
-/* "realpath:size:mtime" of a program found in PATH, or "missing:name". */
-static void tool_identity(const dw_wasm_config *cfg, const char *name, char *out, size_t cap) {
+/* "realpath:size:mtime" of a program found in PATH, or "missing:name";
+ * false when out of memory. */
+static bool tool_identity(const dw_wasm_config *cfg, const char *name, char *out, size_t cap) {
   char cand[PATH_MAX], real[PATH_MAX];
   const char *path = dw_setting(cfg ? cfg->settings : NULL, "PATH");
   if (strchr(name, '/')) path = "";
-  char *dup = strdup(path ? path : "/usr/bin:/bin");
+  char *dup = dw_strdup(path ? path : "/usr/bin:/bin");
+  if (!dup) return false;
   snprintf(out, cap, "missing:%s", name);
   for (char *save, *dir = strtok_r(dup, ":", &save);; dir = strtok_r(NULL, ":", &save)) {
     if (strchr(name, '/')) snprintf(cand, sizeof cand, "%s", name);
@@ -71,7 +73,8 @@ static void tool_identity(const dw_wasm_config *cfg, const char *name, char *out
     }
     if (strchr(name, '/')) break;
   }
-  free(dup);
+  dw_free(dup);
+  return true;
 }
 
 dw_status dw_wasm_cache_dir(const dw_wasm_config *cfg, char *out, size_t cap) {
@@ -93,7 +96,7 @@ static dw_status hash_file(const char *path, char hex[65]) {
   if (st != DW_OK) return st;
   uint8_t d[32];
   sha256(buf, n, d);
-  free(buf);
+  dw_free(buf);
   dw_hex(d, 32, hex);
   return DW_OK;
 }
@@ -114,7 +117,7 @@ static void rm_tree(const char *dir) {
 
 static dw_status resolve_imports(dw_wasm_module *m, const dw_host_set *hosts) {
   const dw_w2c_desc *d = m->desc;
-  m->imports = calloc(d->n_imports ? d->n_imports : 1, sizeof *m->imports);
+  m->imports = dw_calloc(d->n_imports ? d->n_imports : 1, sizeof *m->imports);
   if (!m->imports) return dw_error_set(DW_ERR_NOMEM, "import table");
   for (unsigned i = 0; i < d->n_imports; i++) {
     const dw_hostfn *f = dw_w2c_resolve(hosts, d->imports[i].module, d->imports[i].field, d->imports[i].sig);
@@ -192,6 +195,8 @@ static dw_status compile(const char *cache, const char *key, const uint8_t *byte
   return st;
 }
 
+static void init_module(void *arg) { ((dw_wasm_module *)arg)->desc->init_module(); }
+
 dw_status dw_wasm_module_load(const char *path, const dw_wasm_config *cfg, const dw_host_set *hosts,
                               dw_wasm_module **out, bool *cache_hit) {
   *out = NULL;
@@ -201,17 +206,17 @@ dw_status dw_wasm_module_load(const char *path, const dw_wasm_config *cfg, const
   dw_status st = dw_file_read(path, &bytes, &n);
   if (st != DW_OK) return st;
   if (n < 8 || memcmp(bytes, "\0asm", 4) != 0) {
-    free(bytes);
+    dw_free(bytes);
     return dw_error_set(DW_ERR_BAD_MODULE, "%s is not a WebAssembly binary (bad magic number)", path);
   }
   if (bytes[4] != 1 || bytes[5] || bytes[6] || bytes[7]) {
     unsigned version = bytes[4];
-    free(bytes);
+    dw_free(bytes);
     return dw_error_set(DW_ERR_BAD_MODULE, "%s: unsupported WebAssembly version %u", path, version);
   }
-  dw_wasm_module *m = calloc(1, sizeof *m);
+  dw_wasm_module *m = dw_calloc(1, sizeof *m);
   if (!m) {
-    free(bytes);
+    dw_free(bytes);
     return dw_error_set(DW_ERR_NOMEM, "module");
   }
   uint8_t digest[32];
@@ -219,8 +224,10 @@ dw_status dw_wasm_module_load(const char *path, const dw_wasm_config *cfg, const
   dw_hex(digest, 32, m->hash);
 
   char ident[4 * PATH_MAX], w2c_id[PATH_MAX + 64], cc_id[PATH_MAX + 64], key[65];
-  tool_identity(cfg, "wasm2c", w2c_id, sizeof w2c_id);
-  tool_identity(cfg, cc_name(cfg), cc_id, sizeof cc_id);
+  if (!tool_identity(cfg, "wasm2c", w2c_id, sizeof w2c_id) || !tool_identity(cfg, cc_name(cfg), cc_id, sizeof cc_id)) {
+    st = dw_error_set(DW_ERR_NOMEM, "module %s", path);
+    goto fail;
+  }
   int len = snprintf(ident, sizeof ident, "driftwood-aot abi=%d wasm2c=%s %s cc=%s flags=%s module=%s",
                      DW_W2C_ABI, DW_W2C_VERSION, w2c_id, cc_id, CC_FLAGS_TEXT, m->hash);
   sha256(ident, (size_t)len, digest);
@@ -261,11 +268,15 @@ dw_status dw_wasm_module_load(const char *path, const dw_wasm_config *cfg, const
   if (st != DW_OK) goto fail;
   m->bytes = bytes, m->n_bytes = n; /* kept: a snapshot embeds these, not what the path holds later */
   dw_rt_code_add(m->desc, m);
-  m->desc->init_module();
+  bytes = NULL; /* m owns them now */
+  dw_call_result res; /* the module's function types are registered here: it may run out of memory */
+  if ((st = dw_rt_guard(init_module, m, 0, &res)) == DW_OK && res.outcome != DW_RAN)
+    st = dw_error_set(DW_ERR_TRAP, "module %s: its set-up trapped", path);
+  if (st != DW_OK) goto fail;
   *out = m;
   return DW_OK;
 fail:
-  free(bytes);
+  dw_free(bytes);
   dw_wasm_module_destroy(m);
   return st;
 }
@@ -274,9 +285,9 @@ void dw_wasm_module_destroy(dw_wasm_module *m) {
   if (!m) return;
   dw_rt_code_remove(m);
   if (m->dl) dlclose(m->dl);
-  free(m->imports);
-  free(m->bytes);
-  free(m);
+  dw_free(m->imports);
+  dw_free(m->bytes);
+  dw_free(m);
 }
 
 const char *dw_wasm_module_hash(const dw_wasm_module *m) { return m->hash; }
@@ -319,11 +330,11 @@ static void do_instantiate(void *arg) {
 
 dw_status dw_instance_create(dw_wasm_module *m, const dw_instance_config *cfg, dw_instance **out) {
   *out = NULL;
-  dw_instance *inst = calloc(1, sizeof *inst);
+  dw_instance *inst = dw_calloc(1, sizeof *inst);
   if (!inst) return dw_error_set(DW_ERR_NOMEM, "instance");
-  inst->w2c = calloc(1, m->desc->instance_bytes);
+  inst->w2c = dw_calloc(1, m->desc->instance_bytes);
   if (!inst->w2c) {
-    free(inst);
+    dw_free(inst);
     return dw_error_set(DW_ERR_NOMEM, "instance state");
   }
   inst->imports = m->imports;
@@ -345,8 +356,8 @@ dw_status dw_instance_create(dw_wasm_module *m, const dw_instance_config *cfg, d
       wasm_rt_memory_t *rtm = m->desc->memory(inst->w2c);
       if (rtm->data) wasm_rt_free_memory(rtm);
     }
-    free(inst->w2c);
-    free(inst);
+    dw_free(inst->w2c);
+    dw_free(inst);
     return dw_error_wrap(st, "instantiate");
   }
   inst->live = true;
@@ -361,8 +372,8 @@ dw_status dw_instance_create(dw_wasm_module *m, const dw_instance_config *cfg, d
 void dw_instance_destroy(dw_instance *inst) {
   if (!inst) return;
   if (inst->live) inst->module->desc->free_instance(inst->w2c);
-  free(inst->w2c);
-  free(inst);
+  dw_free(inst->w2c);
+  dw_free(inst);
 }
 
 dw_mem *dw_instance_memory(const dw_instance *inst) { return inst->mem; }

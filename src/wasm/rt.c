@@ -422,7 +422,7 @@ static uint32_t n_types, cap_types;
 
 uint32_t wasm_rt_register_func_type(uint32_t params, uint32_t results, ...) {
   uint32_t n = params + results;
-  func_type *t = malloc(sizeof *t + n * sizeof(wasm_rt_type_t));
+  func_type *t = dw_malloc(sizeof *t + n * sizeof(wasm_rt_type_t));
   if (!t) dw_rt_host_error(dw_error_set(DW_ERR_NOMEM, "function type registry"));
   t->n_params = params;
   t->n_results = results;
@@ -436,16 +436,16 @@ uint32_t wasm_rt_register_func_type(uint32_t params, uint32_t results, ...) {
     if (u->n_params == params && u->n_results == results &&
         memcmp(u->types, t->types, n * sizeof(wasm_rt_type_t)) == 0) {
       pthread_mutex_unlock(&types_lock);
-      free(t);
+      dw_free(t);
       return i;
     }
   }
   if (n_types == cap_types) {
     uint32_t cap = cap_types ? cap_types * 2 : 64;
-    func_type **nt = realloc(types, cap * sizeof *nt);
+    func_type **nt = dw_realloc(types, cap * sizeof *nt);
     if (!nt) {
       pthread_mutex_unlock(&types_lock);
-      free(t);
+      dw_free(t);
       dw_rt_host_error(dw_error_set(DW_ERR_NOMEM, "function type registry"));
     }
     types = nt;
@@ -512,20 +512,20 @@ void wasm_rt_free_memory(wasm_rt_memory_t *rtm) {
 
 #define DEFINE_TABLE(kind, elem_t, null_v)                                                     \
   void wasm_rt_allocate_##kind##_table(wasm_rt_##kind##_table_t *t, uint32_t n, uint32_t max) { \
-    t->data = calloc(n ? n : 1, sizeof(elem_t));                                               \
+    t->data = dw_calloc(n ? n : 1, sizeof(elem_t));                                               \
     if (!t->data) dw_rt_host_error(dw_error_set(DW_ERR_NOMEM, "table of %u elements", n));     \
     t->size = n;                                                                               \
     t->max_size = max;                                                                         \
   }                                                                                            \
   void wasm_rt_free_##kind##_table(wasm_rt_##kind##_table_t *t) {                              \
-    free(t->data);                                                                             \
+    dw_free(t->data);                                                                             \
     memset(t, 0, sizeof *t);                                                                   \
   }                                                                                            \
   uint32_t wasm_rt_grow_##kind##_table(wasm_rt_##kind##_table_t *t, uint32_t delta, elem_t init) { \
     uint32_t old = t->size;                                                                    \
     if (delta > t->max_size - old || old + delta > (1u << 26)) return UINT32_MAX;            \
     if (delta == 0) return old;                                                                \
-    elem_t *d = realloc(t->data, (size_t)(old + delta) * sizeof(elem_t));                      \
+    elem_t *d = dw_realloc(t->data, (size_t)(old + delta) * sizeof(elem_t));                      \
     if (!d) return UINT32_MAX;                                                                 \
     for (uint32_t i = old; i < old + delta; i++) d[i] = init;                                  \
     t->data = d;                                                                               \

@@ -111,7 +111,7 @@ static void cpu_destroy(void *ctx) {
   cpu_ctx *c = ctx;
   if (!c) return;
   dw_pool_destroy(c->pool);
-  free(c);
+  dw_free(c);
 }
 
 static const dw_backend_ops cpu_ops = {
@@ -125,11 +125,11 @@ static const dw_backend_ops cpu_ops = {
 };
 
 dw_status dw_backend_cpu_reg(int threads, dw_backend *out) {
-  cpu_ctx *c = calloc(1, sizeof *c);
+  cpu_ctx *c = dw_calloc(1, sizeof *c);
   if (!c) return dw_error_set(DW_ERR_NOMEM, "cpu backend");
   dw_status st = dw_pool_create(threads, &c->pool);
   if (st) {
-    free(c);
+    dw_free(c);
     return st;
   }
   out->ops = &cpu_ops;

@@ -160,7 +160,7 @@ static void cuda_destroy(void *vctx) {
   cudaFree(c->scratch);
   if (c->stream) cudaStreamDestroy(c->stream);
   pthread_mutex_destroy(&c->lock);
-  free(c);
+  dw_free(c);
 }
 
 static const dw_backend_ops cuda_ops = {
@@ -207,7 +207,7 @@ dw_status dw_backend_cuda_reg(const dw_settings *settings, dw_backend *out) {
     return dw_error_set(DW_ERR_UNSUPPORTED, "no CUDA device (%s)",
                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
   }
-  cuda_ctx *c = calloc(1, sizeof *c);
+  cuda_ctx *c = dw_calloc(1, sizeof *c);
   if (!c) return dw_error_set(DW_ERR_NOMEM, "cuda backend");
   pthread_mutex_init(&c->lock, NULL);
   c->device = 0;

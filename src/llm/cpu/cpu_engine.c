@@ -58,7 +58,7 @@ typedef struct cpu_engine {
 static bool push(void ***v, size_t *n, size_t *cap, void *p) {
   if (*n == *cap) {
     size_t c = *cap ? 2 * *cap : 64;
-    void **nv = realloc(*v, c * sizeof *nv);
+    void **nv = dw_realloc(*v, c * sizeof *nv);
     if (!nv) return false;
     *v = nv, *cap = c;
   }
@@ -82,7 +82,7 @@ static void *block_alloc(cpu_engine *c, size_t bytes) {
   pthread_mutex_lock(&c->kv_lock);
   kv_slab *s = c->slabs;
   while (s && s->bytes != bytes) s = s->next;
-  if (!s && (s = calloc(1, sizeof *s))) {
+  if (!s && (s = dw_calloc(1, sizeof *s))) {
     s->bytes = bytes;
     s->per_map = SLAB_BYTES / bytes;
     s->per_map = s->per_map < 1 ? 1 : s->per_map > SLAB_MAX_BLOCKS ? SLAB_MAX_BLOCKS : s->per_map;
@@ -90,7 +90,7 @@ static void *block_alloc(cpu_engine *c, size_t bytes) {
   }
   if (s && !s->n_free) { /* a new mapping; the free stack gets room for every block there will be */
     size_t len = s->per_map * bytes, total = (s->n_maps + 1) * s->per_map;
-    void **fv = total > s->cap_free ? realloc(s->free, total * sizeof *fv) : s->free;
+    void **fv = total > s->cap_free ? dw_realloc(s->free, total * sizeof *fv) : s->free;
     if (fv) s->free = fv, s->cap_free = total > s->cap_free ? total : s->cap_free;
     uint8_t *m = fv ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
                     : MAP_FAILED;
@@ -121,7 +121,7 @@ static void slabs_free(cpu_engine *c) {
   for (kv_slab *s = c->slabs, *n; s; s = n) {
     n = s->next;
     for (size_t i = 0; i < s->n_maps; i++) munmap(s->maps[i], s->per_map * s->bytes);
-    free(s->maps), free(s->free), free(s);
+    dw_free(s->maps), dw_free(s->free), dw_free(s);
   }
   c->slabs = NULL;
 }
@@ -401,7 +401,7 @@ static dw_status forward(dw_pool *pool, dw_session *s, const int32_t *tok, int n
   F.scratch_per_worker = (size_t)RB * max_in + 2 * (size_t)RB * nt;
   size_t nfl = (size_t)nt * (2 * dim + 2 * qd + 2 * kvd + hp->n_ff) + 2 * (size_t)nt * half +
                F.scratch_per_worker * nw + (size_t)s->n_ctx * nw + (size_t)max_in * ntp + (size_t)max_in;
-  float *buf = malloc(nfl * sizeof(float));
+  float *buf = dw_malloc(nfl * sizeof(float));
   if (!buf) return dw_error_set(DW_ERR_NOMEM, "decode: %zu bytes of activations", nfl * sizeof(float));
   float *p = buf;
   F.x = p, p += (size_t)nt * dim;
@@ -447,7 +447,7 @@ static dw_status forward(dw_pool *pool, dw_session *s, const int32_t *tok, int n
     matmul(&F, F.xn, nt - first, MM_STORE, 1, &o);
     if (all && logits) memcpy(logits, all + (size_t)(nt - 1) * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
   }
-  free(buf);
+  dw_free(buf);
   return DW_OK;
 }
 
@@ -546,7 +546,7 @@ static void cpu_destroy(void *ctx) {
   dw_pool_destroy(c->pool);
   slabs_free(c);
   pthread_mutex_destroy(&c->kv_lock);
-  free(c);
+  dw_free(c);
 }
 
 static const dw_engine_ops cpu_ops = {
@@ -565,11 +565,11 @@ static const dw_engine_ops cpu_ops = {
 };
 
 dw_status dw_engine_cpu_reg(int threads, dw_engine *out) {
-  cpu_engine *c = calloc(1, sizeof *c);
+  cpu_engine *c = dw_calloc(1, sizeof *c);
   if (!c) return dw_error_set(DW_ERR_NOMEM, "cpu engine");
   dw_status st = dw_pool_create(threads, &c->pool);
   if (st) {
-    free(c);
+    dw_free(c);
     return st;
   }
   pthread_mutex_init(&c->kv_lock, NULL);

@@ -132,7 +132,7 @@ static dw_status dev_alloc(dev_model *d, size_t bytes, void **out, uint64_t *cou
   *out = NULL;
   if (d->n_allocs == d->cap_allocs) {
     int cap = d->cap_allocs ? 2 * d->cap_allocs : 64;
-    void **a = realloc(d->allocs, (size_t)cap * sizeof *a);
+    void **a = dw_realloc(d->allocs, (size_t)cap * sizeof *a);
     if (!a) return dw_error_set(DW_ERR_NOMEM, "cuda engine");
     d->allocs = a, d->cap_allocs = cap;
   }
@@ -169,8 +169,8 @@ static dw_status upload_wt(dev_model *d, const dw_wt *w, dw_kwt *out) {
     bool q8 = w->type == GGML_Q8_0;
     out->type = q8 ? DW_KT_Q8_0 : DW_KT_Q4_0;
     size_t qbytes = q8 ? n : n / 2, block = q8 ? 34 : 18;
-    uint8_t *qs = malloc(qbytes);
-    uint16_t *sc = malloc((size_t)n_out * nb * sizeof *sc);
+    uint8_t *qs = dw_malloc(qbytes);
+    uint16_t *sc = dw_malloc((size_t)n_out * nb * sizeof *sc);
     dw_status st = qs && sc ? DW_OK : dw_error_set(DW_ERR_NOMEM, "cuda engine: repacking a matrix");
     for (int64_t r = 0; !st && r < n_out; r++)
       for (int64_t b = 0; b < nb; b++) {
@@ -190,7 +190,7 @@ static dw_status upload_wt(dev_model *d, const dw_wt *w, dw_kwt *out) {
       }
     if (!st) st = upload(d, qs, qbytes, (void **)&out->q);
     if (!st) st = upload(d, sc, (size_t)n_out * nb * sizeof *sc, (void **)&out->scales);
-    free(qs), free(sc);
+    dw_free(qs), dw_free(sc);
     return st;
   }
   default:
@@ -209,9 +209,9 @@ static void dev_model_free(dev_model *d) {
   drop_graphs(d);
   for (int i = 0; i < d->n_allocs; i++) cudaFree(d->allocs[i]);
   cudaFreeHost(d->h_in);
-  free(d->allocs);
-  free(d->layers);
-  free(d);
+  dw_free(d->allocs);
+  dw_free(d->layers);
+  dw_free(d);
 }
 
 /* Replaces the device buffer *p of old_bytes by a new one of new_bytes
@@ -287,9 +287,9 @@ static dw_status weights_load(void *ctx, dw_model *m, void **out, uint64_t *devi
   if (hp->head_dim % 4 || hp->head_dim > 256 || hp->dim % 32 || hp->n_ff % 32 || (hp->n_head * hp->head_dim) % 32)
     return dw_error_set(DW_ERR_UNSUPPORTED, "cuda engine: head dim %d (needs a multiple of 4, at most 256) or a "
                         "width not a multiple of 32", hp->head_dim);
-  dev_model *d = calloc(1, sizeof *d);
-  if (!d || !(d->layers = calloc((size_t)hp->n_layer, sizeof *d->layers))) {
-    free(d);
+  dev_model *d = dw_calloc(1, sizeof *d);
+  if (!d || !(d->layers = dw_calloc((size_t)hp->n_layer, sizeof *d->layers))) {
+    dw_free(d);
     return dw_error_set(DW_ERR_NOMEM, "cuda engine");
   }
   d->m = m;
@@ -368,7 +368,7 @@ static void kv_free(void *ctx, void *blk, size_t bytes) {
   }
   if (c->n_free == c->cap_free) {
     int cap = c->cap_free ? 2 * c->cap_free : 256;
-    void **f = realloc(c->free_blocks, (size_t)cap * sizeof *f);
+    void **f = dw_realloc(c->free_blocks, (size_t)cap * sizeof *f);
     if (f) c->free_blocks = f, c->cap_free = cap;
   }
   if (c->n_free < c->cap_free) c->free_blocks[c->n_free++] = blk;
@@ -721,7 +721,7 @@ static dw_status grow_att_part(dev_model *d, size_t n) {
 static dw_status embed_sums(step *S, dw_step_seq *seqs, int n_seqs) {
   const dw_hparams *hp = S->hp;
   size_t n = (size_t)S->nt * hp->dim;
-  float *hx = malloc(n * sizeof *hx);
+  float *hx = dw_malloc(n * sizeof *hx);
   if (!hx) return dw_error_set(DW_ERR_NOMEM, "cuda engine: embeddings");
   dw_k_rmsnorm(S->d->x, NULL, S->d->output_norm, S->d->xn, S->nt, hp->dim, hp->eps, S->c->stream);
   cudaError_t e = cudaMemcpyAsync(hx, S->d->xn, n * sizeof *hx, cudaMemcpyDeviceToHost, S->c->stream);
@@ -729,7 +729,7 @@ static dw_status embed_sums(step *S, dw_step_seq *seqs, int n_seqs) {
   for (int i = 0, t0 = 0; e == cudaSuccess && i < n_seqs; t0 += seqs[i++].n)
     for (int t = 0; seqs[i].embd_sum && t < seqs[i].n; t++)
       for (int j = 0; j < hp->dim; j++) seqs[i].embd_sum[j] += hx[(size_t)(t0 + t) * hp->dim + j];
-  free(hx);
+  dw_free(hx);
   return e == cudaSuccess ? DW_OK : cu_fail(e, "embeddings");
 }
 
@@ -860,12 +860,12 @@ static void cuda_destroy(void *ctx) {
   cudaSetDevice(c->device);
   cudaStreamSynchronize(c->stream);
   for (int i = 0; i < c->n_free; i++) cudaFree(c->free_blocks[i]);
-  free(c->free_blocks);
+  dw_free(c->free_blocks);
   ring_free(c);
   cublasDestroy(c->blas);
   cudaStreamDestroy(c->stream);
   pthread_mutex_destroy(&c->lock);
-  free(c);
+  dw_free(c);
 }
 
 static const dw_engine_ops cuda_ops = {
@@ -889,7 +889,7 @@ dw_status dw_engine_cuda_reg(const dw_settings *settings, dw_engine *out) {
     cudaGetLastError();
     return dw_error_set(DW_ERR_UNSUPPORTED, "cuda engine: no CUDA device");
   }
-  cuda_engine *c = calloc(1, sizeof *c);
+  cuda_engine *c = dw_calloc(1, sizeof *c);
   if (!c) return dw_error_set(DW_ERR_NOMEM, "cuda engine");
   c->device = 0;
   struct cudaDeviceProp p;
@@ -897,12 +897,12 @@ dw_status dw_engine_cuda_reg(const dw_settings *settings, dw_engine *out) {
   if (e == cudaSuccess) e = cudaGetDeviceProperties(&p, c->device);
   if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
   if (e != cudaSuccess) {
-    free(c);
+    dw_free(c);
     return cu_fail(e, "device set-up");
   }
   if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
     cudaStreamDestroy(c->stream);
-    free(c);
+    dw_free(c);
     return dw_error_set(DW_ERR_BACKEND, "cuda engine: cublasCreate failed");
   }
   cublasSetStream(c->blas, c->stream);
