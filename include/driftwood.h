@@ -59,6 +59,9 @@ typedef enum dw_status {
 
 /* The calling thread's message for the last failure (never NULL). */
 DW_API const char *dw_last_error(void);
+/* "0.9.0 (commit 1a2b3c4d5e6f, wasm2c 1.0.32, backends cpu cuda, LLM
+ * engines cpu cuda)": this build, for `driftwood --version`. */
+DW_API const char *dw_version(void);
 /* A fixed name for a status code, e.g. "out of bounds". */
 DW_API const char *dw_status_str(dw_status st);
 

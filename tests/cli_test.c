@@ -106,6 +106,39 @@ Test(cli, directory_escapes_are_refused, .init = make_tree, .fini = remove_tree)
   cr_assert(strncmp(out, "denied", 6) == 0, "%s", out);
 }
 
+/* A program of Rust's standard library (std::fs on a granted directory:
+ * read_dir, create_dir_all, create, append, seek, metadata, a directory
+ * opened as a file, rename, remove_dir_all) runs to its end, and cannot
+ * reach outside the grant. */
+Test(cli, rust_std_fs_works_on_a_granted_directory) {
+  char d[] = "/tmp/dw-rust-XXXXXX";
+  cr_assert(mkdtemp(d));
+  cr_assert_eq(sh("touch %s/a.txt", d), 0);
+  cr_assert_eq(sh(DW " run --dir %s::/d " DW_TEST_GUESTS "/rust_fs.wasm /d", d), 0, "%s", out);
+  cr_assert_str_eq(out, "entries: [\"a.txt\"]\nread back: hi from rust\nand more\nsub is a dir: true\n"
+                        "opened dir is a dir: true\nsub holds 1\nmoved: 22\noutside the grant: true\ndone\n");
+  cr_assert_eq(sh("ls %s", d), 0);
+  cr_assert_str_eq(out, "a.txt\n");
+  sh("rm -rf %s", d);
+}
+
+/* Directories open as Rust's std and wasi-libc open them: path_open with
+ * O_DIRECTORY asking for every right the grant has (the write rights are
+ * dropped, as Wasmtime does), then readdir through the new fd; asking to
+ * write a directory without O_DIRECTORY is ISDIR (31). sock_shutdown: BADF
+ * (8) for a bad fd, NOTSOCK (57) for one that is not a socket. */
+Test(cli, directories_open_with_every_right_and_sockets_have_exact_errors) {
+  char d[] = "/tmp/dw-dirs-XXXXXX";
+  cr_assert(mkdtemp(d));
+  cr_assert_eq(sh("mkdir -p %s/sub && touch %s/sub/a %s/sub/b", d, d, d), 0);
+  cr_assert_eq(sh(DW " run --dir %s::/d " PROBE " open-dir /d sub", d), 0, "%s", out);
+  cr_assert_str_eq(out, "open as a directory with every right: 0\nreaddir 0: 4 entries\n"
+                        "open for writing without O_DIRECTORY: 31\n");
+  cr_assert_eq(sh(DW " run " PROBE " sock | cat"), 0, "%s", out);
+  cr_assert_str_eq(out, "bad fd 8, stdout 57\n");
+  sh("rm -rf %s", d);
+}
+
 /* The descriptor table starts small and grows on demand, to 1024 at most
  * (stdio and the grant included): a guest can hold 1020 files open, the
  * next open is EMFILE, and a closed number is handed out again first. */

@@ -10,13 +10,40 @@
 #include "abi/wasi_nn.h"
 #include "api/internal.h"
 #include "wasi/wasi.h"
+#include "wasm/w2c.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const dw_hostfn *const host_tables[] = {dw_wasi_functions, dw_abi_functions, dw_abi_llm_functions,
                                                dw_nn_functions};
+
+#ifndef DW_VERSION
+#define DW_VERSION "unknown"
+#endif
+#ifndef DW_COMMIT
+#define DW_COMMIT "unknown"
+#endif
+
+static char version[256];
+
+static void version_fill(void) {
+#ifdef DW_HAVE_CUDA_ENGINE
+  const char *engines = "cpu cuda";
+#else
+  const char *engines = "cpu";
+#endif
+  snprintf(version, sizeof version, "%s (commit %s, wasm2c %s, backends %s, LLM engines %s)", DW_VERSION, DW_COMMIT,
+           DW_W2C_VERSION, dw_backend_list(), engines);
+}
+
+const char *dw_version(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, version_fill);
+  return version;
+}
 
 static const char *env_setting(void *ctx, const char *name) {
   (void)ctx;

@@ -35,6 +35,7 @@ static void usage(FILE *f) {
           "  serve [--listen ADDR:PORT] [--model NAME=PATH]... [--state-dir DIR] ...\n"
           "                                        HTTP server: actors and an OpenAI-compatible API\n"
           "                                        (driftwood serve --help)\n"
+          "  --version, -V                         version, commit, wasm2c and backends\n"
           "  help                                  this text\n"
           "\n"
           "run options:\n"
@@ -334,6 +335,10 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "generate")) return dw_cli_generate(argc, argv);
   if (!strcmp(cmd, "actor")) return dw_cli_actor(argc, argv);
   if (!strcmp(cmd, "serve")) return dw_cli_serve(argc, argv);
+  if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V") || !strcmp(cmd, "version")) {
+    printf("driftwood %s\n", dw_version());
+    return 0;
+  }
   if (!strcmp(cmd, "help") || !strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
     usage(stdout);
     return 0;

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -32,7 +33,7 @@ enum {
   E_SUCCESS = 0, E_2BIG = 1, E_ACCES = 2, E_AGAIN = 6, E_BADF = 8, E_BUSY = 10, E_EXIST = 20,
   E_FAULT = 21, E_FBIG = 22, E_INTR = 27, E_INVAL = 28, E_IO = 29, E_ISDIR = 31, E_LOOP = 32,
   E_MFILE = 33, E_NAMETOOLONG = 37, E_NOENT = 44, E_NOMEM = 48, E_NOSPC = 51, E_NOSYS = 52,
-  E_NOTDIR = 54, E_NOTEMPTY = 55, E_NOTSUP = 58, E_NOTTY = 59, E_OVERFLOW = 61, E_PERM = 63,
+  E_NOTDIR = 54, E_NOTEMPTY = 55, E_NOTSOCK = 57, E_NOTSUP = 58, E_NOTTY = 59, E_OVERFLOW = 61, E_PERM = 63,
   E_PIPE = 64, E_ROFS = 66, E_SPIPE = 67, E_XDEV = 72, E_NOTCAPABLE = 73,
 };
 enum { FT_UNKNOWN = 0, FT_BLOCK = 1, FT_CHAR = 2, FT_DIR = 3, FT_FILE = 4, FT_SOCK = 6, FT_SYMLINK = 7 };
@@ -660,6 +661,11 @@ static uint32_t w_path_open(dw_instance *inst, uint32_t dirfd, uint32_t lookup, 
   if (r) return r;
   VIEW(inst, po, out, 4);
   bool rd = rights & (R_FD_READ | R_FD_READDIR), wr = rights & (R_FD_WRITE | R_FD_ALLOCATE | R_FD_FILESTAT_SET_SIZE);
+  /* A directory is opened to look in, never to write to: with O_DIRECTORY
+   * the write rights a guest asks for (wasi-libc and Rust ask for every
+   * right the parent grants) are dropped, as Wasmtime does; without it, a
+   * directory opened for writing is ISDIR. */
+  if ((oflags & OF_DIRECTORY) && !(oflags & (OF_CREAT | OF_TRUNC))) wr = false;
   uint64_t fl = wr ? (rd ? O_RDWR : O_WRONLY) : O_RDONLY;
   if (oflags & OF_CREAT) fl |= O_CREAT;
   if (oflags & OF_DIRECTORY) fl |= O_DIRECTORY;
@@ -893,9 +899,15 @@ static uint32_t w_sock_send(dw_instance *i, uint32_t fd, uint32_t a, uint32_t b,
   (void)i; (void)fd; (void)a; (void)b; (void)c; (void)d;
   return E_NOTSUP;
 }
-static uint32_t w_sock_shutdown(dw_instance *i, uint32_t fd, uint32_t how) {
-  (void)i; (void)fd; (void)how;
-  return E_NOTSUP;
+/* No socket is ever granted a guest (sock_accept has nothing to accept),
+ * but the errors are exact: a bad descriptor is BADF, one that is not a
+ * socket NOTSOCK, as C programs check. */
+static uint32_t w_sock_shutdown(dw_instance *inst, uint32_t fd, uint32_t how) {
+  fd_entry *e = fd_get(CTX(inst), fd);
+  if (!e) return E_BADF;
+  if (e->type != FT_SOCK) return E_NOTSOCK;
+  if (!how || how & ~3u) return E_INVAL; /* RD = 1, WR = 2 */
+  return shutdown(e->host, how == 3 ? SHUT_RDWR : how == 1 ? SHUT_RD : SHUT_WR) == 0 ? E_SUCCESS : errno_to_wasi(errno);
 }
 
 #define F(name, sig) {"wasi_snapshot_preview1", #name, sig, (dw_fnptr)w_##name}

@@ -8,6 +8,11 @@
  *   write PATH TEXT      write TEXT to PATH
  *   ls DIR               print the directory's entries, sorted
  *   try-open PATH        print "ok" or "denied: <errno name>"
+ *   open-dir DIR SUB     path_open SUB (beneath the preopen DIR) as a
+ *                        directory asking for every right, as wasi-libc and
+ *                        Rust's std do, then list it through that fd; then
+ *                        without O_DIRECTORY asking to write (ISDIR)
+ *   sock                 sock_shutdown on a bad fd and on a non-socket
  *   open-many PATH N     open PATH up to N times, keeping each open; print
  *                        how many opened, why the next failed, whether the
  *                        first and last read the file, and the lowest fd
@@ -23,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <wasi/api.h>
 
 static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
@@ -73,6 +79,36 @@ int main(int argc, char **argv) {
     closedir(d);
     qsort(names, (size_t)n, sizeof *names, cmp);
     for (int i = 0; i < n; i++) printf("%s\n", names[i]);
+  } else if (!strcmp(c, "open-dir") && argc == 4) {
+    int pre = -1; /* the preopen named DIR */
+    for (int fd = 3; fd < 64 && pre < 0; fd++) {
+      __wasi_prestat_t ps;
+      char name[256] = {0};
+      if (__wasi_fd_prestat_get(fd, &ps) == 0 && ps.u.dir.pr_name_len < sizeof name &&
+          __wasi_fd_prestat_dir_name(fd, (uint8_t *)name, ps.u.dir.pr_name_len) == 0 && !strcmp(name, argv[2]))
+        pre = fd;
+    }
+    __wasi_fd_t d;
+    __wasi_errno_t e = __wasi_path_open(pre, __WASI_LOOKUPFLAGS_SYMLINK_FOLLOW, argv[3], __WASI_OFLAGS_DIRECTORY,
+                                        (__wasi_rights_t)0x1fffffff, (__wasi_rights_t)0x1fffffff, 0, &d);
+    printf("open as a directory with every right: %d\n", e);
+    if (!e) {
+      uint8_t buf[1024];
+      __wasi_size_t used = 0;
+      e = __wasi_fd_readdir(d, buf, sizeof buf, 0, &used);
+      int n = 0;
+      for (size_t o = 0; !e && o + sizeof(__wasi_dirent_t) <= used;) {
+        __wasi_dirent_t de;
+        memcpy(&de, buf + o, sizeof de);
+        o += sizeof de + de.d_namlen, n++;
+      }
+      printf("readdir %d: %d entries\n", e, n);
+      (void)__wasi_fd_close(d);
+    }
+    e = __wasi_path_open(pre, 0, argv[3], 0, __WASI_RIGHTS_FD_WRITE, 0, 0, &d);
+    printf("open for writing without O_DIRECTORY: %d\n", e);
+  } else if (!strcmp(c, "sock") && argc == 2) {
+    printf("bad fd %d, stdout %d\n", __wasi_sock_shutdown(77, __WASI_SDFLAGS_WR), __wasi_sock_shutdown(1, __WASI_SDFLAGS_WR));
   } else if (!strcmp(c, "open-many") && argc == 4) {
     int n = atoi(argv[3]), k = 0, *fds = calloc((size_t)n + 1, sizeof *fds);
     const char *why = "none";
