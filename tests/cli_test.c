@@ -111,6 +111,7 @@ Test(cli, directory_escapes_are_refused, .init = make_tree, .fini = remove_tree)
  * opened as a file, rename, remove_dir_all) runs to its end, and cannot
  * reach outside the grant. */
 Test(cli, rust_std_fs_works_on_a_granted_directory) {
+  if (access(DW_TEST_GUESTS "/rust_fs.wasm", R_OK)) cr_skip_test("no Rust guest: install rustc libstd-rust-dev-wasm32");
   char d[] = "/tmp/dw-rust-XXXXXX";
   cr_assert(mkdtemp(d));
   cr_assert_eq(sh("touch %s/a.txt", d), 0);
