@@ -211,6 +211,19 @@ Test(cli, help_and_info) {
   cr_assert_eq(sh(DW " info --backend cpu"), 0);
   cr_assert(strstr(out, "active backend: cpu"), "%s", out);
   cr_assert_eq(sh(DW " frobnicate"), 2);
+  /* --version and -V: the version, the commit, wasm2c and the backends */
+  for (int i = 0; i < 2; i++) {
+    cr_assert_eq(sh(DW " %s", i ? "-V" : "--version"), 0, "%s", out);
+    cr_assert(!strncmp(out, "driftwood ", 10) && strstr(out, " (commit ") && strstr(out, "wasm2c 1.0.32") &&
+              strstr(out, "backends cpu"), "%s", out);
+  }
+  /* --help on every command and subcommand: its usage, exit status 0 */
+  static const char *const cmds[] = {"run", "compile", "info", "tokenize", "generate", "serve",
+                                     "actor", "actor spawn", "actor send", "actor fork", "actor inspect"};
+  for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+    cr_assert_eq(sh(DW " %s --help", cmds[i]), 0, "%s --help: %s", cmds[i], out);
+    cr_assert(strstr(out, "usage"), "%s --help: %s", cmds[i], out);
+  }
 }
 
 /* ---- the LLM commands and the chat example ---- */

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void actor_usage(void) {
-  fprintf(stderr,
+static void actor_usage_to(FILE *f) {
+  fprintf(f,
           "usage: driftwood actor spawn --module M.wasm [--model NAME=PATH]... --state S.dws [--no-embed-module]\n"
           "       driftwood actor send --state S.dws [--module M.wasm] [--model NAME=PATH]... MESSAGE...\n"
           "       driftwood actor fork --state S.dws --to T.dws\n"
@@ -23,6 +23,8 @@ static void actor_usage(void) {
           "  stores it zstd-compressed instead (smaller files, thaw copies). send and fork keep the snapshot's\n"
           "  choice unless --compress-memory is given.\n");
 }
+
+static void actor_usage(void) { actor_usage_to(stderr); }
 
 typedef struct aopts {
   const char *module, *state, *to, *cache, *backend;
@@ -103,10 +105,11 @@ int dw_cli_actor(int argc, char **argv) {
     return DW_EXIT_USAGE;
   }
   const char *cmd = argv[2];
-  if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
-    actor_usage();
-    return 0;
-  }
+  for (int i = 2; i < argc && strcmp(argv[i], "--"); i++) /* `actor --help`, `actor send --help`, … */
+    if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help") || (i == 2 && !strcmp(argv[i], "help"))) {
+      actor_usage_to(stdout);
+      return 0;
+    }
   aopts o = {0};
   int code = DW_EXIT_USAGE;
   dw_runtime *rt = NULL;
