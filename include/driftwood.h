@@ -190,6 +190,32 @@ typedef struct dw_run_result {
 DW_API dw_status dw_run_command(dw_module *m, const dw_run_config *cfg,
                                 dw_run_result *out);
 
+/* A WebAssembly value: type 'i' (i32), 'I' (i64), 'f' (f32) or 'F' (f64);
+ * 'v' for "no value" (a function that returns nothing). */
+typedef struct dw_value {
+  char type;
+  union {
+    int32_t i32;
+    int64_t i64;
+    float f32;
+    double f64;
+  } of;
+} dw_value;
+
+/* Export `name`'s type as "R:PP…" (R the result, P the parameters, in the
+ * letters of dw_value, e.g. "i:iI" for (i32, i64) -> i32), or NULL if m
+ * exports no such function. */
+DW_API const char *dw_module_export_type(const dw_module *m, const char *name);
+
+/* Instantiates `m` (WASI as in dw_run_command; a reactor's _initialize runs
+ * first) and calls export `name` with n_args typed arguments, which must
+ * match its type (else DW_ERR_INVALID_ARG naming it). *result gets the
+ * returned value ('v' for none). A trap or proc_exit is reported in *out
+ * as by dw_run_command (then *result is 'v'). Like `wasmtime run --invoke`:
+ * one fresh instance per call. */
+DW_API dw_status dw_run_invoke(dw_module *m, const dw_run_config *cfg, const char *name, const dw_value *args,
+                               int n_args, dw_value *result, dw_run_result *out);
+
 /* ---- models and sessions (the LLM engine) ------------------------------ */
 
 typedef struct dw_model dw_model;

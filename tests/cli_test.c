@@ -205,6 +205,32 @@ Test(cli, concurrent_compiles_share_the_cache) {
   sh("rm -rf %s", cache);
 }
 
+/* run --invoke: an export called with typed arguments (after a reactor's
+ * _initialize), its result printed; a wrong count, a bad number or an
+ * unknown export is refused (126) before anything runs; a trap is 134. */
+Test(cli, invoke_calls_an_export_with_typed_arguments) {
+  const char *calc = DW_TEST_GUESTS "/calc.wasm";
+  static const char *const ok[][2] = {
+      {"add 2 40", "42\n"},         {"add -7 2", "-5\n"},           {"add 0x10 1", "17\n"},
+      {"add 4294967295 0", "-1\n"}, {"based 5", "1005\n"},          {"mul64 4294967296 3", "12884901888\n"},
+      {"half 3", "1.5\n"},          {"hyp 3 4", "5\n"},             {"nothing 1", ""}};
+  for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+    char name[32], args[64];
+    sscanf(ok[i][0], "%31s %63[^\n]", name, args);
+    cr_assert_eq(sh(DW " run --invoke %s %s %s 2>/dev/null", name, calc, args), 0, "%s: %s", ok[i][0], out);
+    cr_assert_str_eq(out, ok[i][1], "%s", ok[i][0]);
+  }
+  cr_assert_eq(sh(DW " run --invoke add %s 1", calc), 126, "%s", out);
+  cr_assert(strstr(out, "'add' has type i:ii: it takes 2 arguments, not 1"), "%s", out);
+  cr_assert_eq(sh(DW " run --invoke add %s 1 two", calc), 126, "%s", out);
+  cr_assert(strstr(out, "argument 2 of 'add'") && strstr(out, "not an i32: 'two'"), "%s", out);
+  cr_assert_eq(sh(DW " run --invoke add %s 1 99999999999", calc), 126, "%s", out);
+  cr_assert_eq(sh(DW " run --invoke nope %s", calc), 126, "%s", out);
+  cr_assert(strstr(out, "exports no function 'nope'"), "%s", out);
+  cr_assert_eq(sh(DW " run --invoke div %s 1 0", calc), 134, "%s", out);
+  cr_assert(strstr(out, "integer divide by zero"), "%s", out);
+}
+
 Test(cli, help_and_info) {
   cr_assert_eq(sh(DW " help"), 0);
   cr_assert(strstr(out, "--max-memory"));

@@ -185,8 +185,8 @@ void dw_guest_destroy(dw_guest *g) {
   memset(g, 0, sizeof *g);
 }
 
-dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *out) {
-  memset(out, 0, sizeof *out);
+/* The guest a command or an invoke runs in, from the public run config. */
+static dw_status run_guest(dw_module *m, const dw_run_config *cfg, dw_guest *g) {
   const char **dh = dw_calloc((size_t)cfg->n_dirs + 1, sizeof *dh), **dg = dw_calloc((size_t)cfg->n_dirs + 1, sizeof *dg);
   if (!dh || !dg) {
     dw_free(dh);
@@ -201,25 +201,81 @@ dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *
                        .n_dirs = cfg->n_dirs, .dir_host = dh, .dir_guest = dg,
                        .stdin_fd = cfg->stdin_fd, .stdout_fd = cfg->stdout_fd ? cfg->stdout_fd : 1,
                        .stderr_fd = cfg->stderr_fd ? cfg->stderr_fd : 2};
-  dw_guest g;
-  dw_status st = dw_guest_create(m, &wc, cfg->max_memory_bytes, &g);
+  dw_status st = dw_guest_create(m, &wc, cfg->max_memory_bytes, g);
   dw_free(dh);
   dw_free(dg);
+  return st;
+}
+
+/* A call's trap or exit into *out; DW_OK unless the call could not run. */
+static dw_status run_outcome(dw_status st, const dw_call_result *res, dw_run_result *out) {
+  if (st == DW_ERR_TRAP || res->outcome == DW_TRAPPED) {
+    out->trapped = true;
+    out->exit_code = 134;
+    snprintf(out->message, sizeof out->message, "wasm trap: %s", dw_trap_str(res->trap));
+    out->trap = dw_trap_kind_of(res->trap);
+    return DW_OK;
+  }
+  if (st == DW_OK) out->exit_code = res->outcome == DW_EXITED ? res->exit_code : 0;
+  return st;
+}
+
+dw_status dw_run_command(dw_module *m, const dw_run_config *cfg, dw_run_result *out) {
+  memset(out, 0, sizeof *out);
+  dw_guest g;
+  dw_status st = run_guest(m, cfg, &g);
   if (st != DW_OK) return st;
   if (!dw_wasm_export_sig(m->wasm, "_start")) {
     dw_guest_destroy(&g);
     return dw_error_set(DW_ERR_NOT_FOUND, "not a WASI command: the module exports no _start function");
   }
   dw_call_result res;
-  st = dw_instance_call(g.inst, "_start", "v:", NULL, &res);
-  if (st == DW_ERR_TRAP || res.outcome == DW_TRAPPED) {
-    out->trapped = true;
-    out->exit_code = 134;
-    snprintf(out->message, sizeof out->message, "wasm trap: %s", dw_trap_str(res.trap));
-    out->trap = dw_trap_kind_of(res.trap);
-    st = DW_OK;
-  } else if (st == DW_OK) {
-    out->exit_code = res.outcome == DW_EXITED ? res.exit_code : 0;
+  st = run_outcome(dw_instance_call(g.inst, "_start", "v:", NULL, &res), &res, out);
+  dw_guest_destroy(&g);
+  return st;
+}
+
+const char *dw_module_export_type(const dw_module *m, const char *name) { return dw_wasm_export_sig(m->wasm, name); }
+
+dw_status dw_run_invoke(dw_module *m, const dw_run_config *cfg, const char *name, const dw_value *args, int n_args,
+                        dw_value *result, dw_run_result *out) {
+  memset(out, 0, sizeof *out);
+  result->type = 'v', result->of.i64 = 0;
+  const char *sig = dw_wasm_export_sig(m->wasm, name);
+  if (!sig) return dw_error_set(DW_ERR_NOT_FOUND, "the module exports no function '%s'", name);
+  const char *params = sig + 2; /* "R:PP…" */
+  uint64_t raw[64];
+  if (n_args < 0 || (size_t)n_args != strlen(params) || n_args > 64)
+    return dw_error_set(DW_ERR_INVALID_ARG, "'%s' has type %s: it takes %zu arguments, not %d", name, sig,
+                        strlen(params), n_args);
+  for (int i = 0; i < n_args; i++) {
+    if (args[i].type != params[i])
+      return dw_error_set(DW_ERR_INVALID_ARG, "'%s' has type %s: argument %d must be '%c', not '%c'", name, sig, i + 1,
+                          params[i], args[i].type);
+    raw[i] = 0;
+    switch (params[i]) { /* the bit patterns the call passes */
+    case 'i': raw[i] = (uint32_t)args[i].of.i32; break;
+    case 'I': raw[i] = (uint64_t)args[i].of.i64; break;
+    case 'f': memcpy(&raw[i], &args[i].of.f32, 4); break;
+    default: memcpy(&raw[i], &args[i].of.f64, 8); break;
+    }
+  }
+  dw_guest g;
+  dw_status st = run_guest(m, cfg, &g);
+  if (st != DW_OK) return st;
+  dw_call_result res = {0};
+  if (dw_wasm_export_sig(m->wasm, "_initialize")) st = dw_instance_call(g.inst, "_initialize", "v:", NULL, &res);
+  if (st == DW_OK && res.outcome == DW_RAN) st = dw_instance_call(g.inst, name, sig, raw, &res);
+  st = run_outcome(st, &res, out);
+  if (st == DW_OK && !out->trapped && res.outcome == DW_RAN) {
+    result->type = sig[0];
+    switch (sig[0]) {
+    case 'i': result->of.i32 = (int32_t)(uint32_t)res.value; break;
+    case 'I': result->of.i64 = (int64_t)res.value; break;
+    case 'f': memcpy(&result->of.f32, &res.value, 4); break;
+    case 'F': memcpy(&result->of.f64, &res.value, 8); break;
+    default: break;
+    }
   }
   dw_guest_destroy(&g);
   return st;

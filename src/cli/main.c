@@ -12,6 +12,8 @@
 #include "driftwood.h"
 #include "cli.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +51,8 @@ static void usage(FILE *f) {
           "                            $XDG_CACHE_HOME/driftwood, then ~/.cache/driftwood)\n"
           "  --threads N               worker threads (default: one per core)\n"
           "  --timeout SECONDS         trap the guest once it has run this long (e.g. 2, 0.5, 1500ms)\n"
+          "  --invoke NAME             call export NAME with ARGS (read as its parameter types)\n"
+          "                            instead of _start, and print its result\n"
           "  --model NAME=PATH         register a GGUF model guests open by NAME (repeatable;\n"
           "                            an empty name in model_open means the first one)\n"
           "  --nn-preload A:GGML:TARGET:PATH\n"
@@ -80,6 +84,7 @@ typedef struct opts {
   uint64_t max_memory;
   int threads;
   unsigned long long timeout_ms;
+  const char *invoke; /* --invoke NAME: call this export with the arguments instead of _start */
   int first_arg; /* index in argv of the module */
 } opts;
 
@@ -102,6 +107,57 @@ static int need(int i, int argc, const char *flag) {
     return 0;
   }
   return 1;
+}
+
+/* --invoke: the export called with the arguments read as its parameter
+ * types (integers in decimal or 0x hex, floats as strtod reads them), its
+ * result printed on stdout as wasmtime does. Returns 0 when the call ran
+ * (*r says how it ended), else an exit status. */
+static int invoke(dw_module *m, const opts *o, int n, char **args, dw_run_config *cfg, dw_run_result *r) {
+  const char *type = dw_module_export_type(m, o->invoke);
+  if (!type) {
+    fprintf(stderr, "driftwood: %s exports no function '%s'\n", o->module, o->invoke);
+    return EXIT_CANNOT_RUN;
+  }
+  dw_value v[64], res;
+  size_t np = strlen(type + 2);
+  if ((size_t)n != np || n > 64) {
+    fprintf(stderr, "driftwood: '%s' has type %s: it takes %zu arguments, not %d\n", o->invoke, type, np, n);
+    return EXIT_CANNOT_RUN;
+  }
+  for (int i = 0; i < n; i++) {
+    char *end;
+    v[i].type = type[2 + i];
+    errno = 0;
+    if (v[i].type == 'i' || v[i].type == 'I') {
+      long long x = strtoll(args[i], &end, 0);
+      if (v[i].type == 'i' && (x < INT32_MIN || x > UINT32_MAX)) errno = ERANGE;
+      if (v[i].type == 'i') v[i].of.i32 = (int32_t)(uint32_t)x;
+      else v[i].of.i64 = x;
+    } else {
+      double x = strtod(args[i], &end);
+      if (v[i].type == 'f') v[i].of.f32 = (float)x;
+      else v[i].of.f64 = x;
+    }
+    if (errno || end == args[i] || *end) {
+      fprintf(stderr, "driftwood: argument %d of '%s' (type %s) is not a%s: '%s'\n", i + 1, o->invoke, type,
+              v[i].type == 'i' ? "n i32" : v[i].type == 'I' ? "n i64" : v[i].type == 'f' ? "n f32" : "n f64", args[i]);
+      return EXIT_CANNOT_RUN;
+    }
+  }
+  cfg->argc = 1, cfg->argv = (const char *const *)&o->module; /* the guest's argv: the module alone */
+  if (dw_run_invoke(m, cfg, o->invoke, v, n, &res, r) != DW_OK) {
+    fprintf(stderr, "driftwood: %s\n", dw_last_error());
+    return EXIT_CANNOT_RUN;
+  }
+  if (!r->trapped && !r->exit_code) switch (res.type) {
+    case 'i': printf("%d\n", res.of.i32); break;
+    case 'I': printf("%lld\n", (long long)res.of.i64); break;
+    case 'f': printf("%.9g\n", res.of.f32); break;
+    case 'F': printf("%.17g\n", res.of.f64); break;
+    default: break;
+    }
+  return 0;
 }
 
 /* Parses options up to the module path; returns 0 on error. */
@@ -180,6 +236,9 @@ static int parse(int argc, char **argv, int start, opts *o, int allow_run_opts) 
         fprintf(stderr, "driftwood: --max-memory: %s\n", dw_last_error());
         return 0;
       }
+    } else if (allow_run_opts && !strcmp(a, "--invoke")) {
+      if (!need(i, argc, a)) return 0;
+      o->invoke = argv[++i];
     } else if (allow_run_opts && !strcmp(a, "--timeout")) {
       if (!need(i, argc, a) || !dw_cli_parse_timeout(argv[++i], &o->timeout_ms)) return 0;
     } else if (allow_run_opts && !strcmp(a, "--threads")) {
@@ -240,7 +299,9 @@ static int cmd_run(int argc, char **argv) {
                        .n_env = o.n_env, .env = o.env, .n_dirs = o.n_dirs, .dirs = o.dirs,
                        .max_memory_bytes = o.max_memory, .stdin_fd = 0, .stdout_fd = 1, .stderr_fd = 2};
   dw_run_result r;
-  if (dw_run_command(m, &cfg, &r) != DW_OK) {
+  if (o.invoke) {
+    if ((code = invoke(m, &o, argc - o.first_arg - 1, argv + o.first_arg + 1, &cfg, &r)) != 0) goto out;
+  } else if (dw_run_command(m, &cfg, &r) != DW_OK) {
     fprintf(stderr, "driftwood: %s\n", dw_last_error());
     goto out;
   }
