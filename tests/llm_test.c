@@ -678,6 +678,17 @@ Test(sampler, frequencies_follow_softmax_and_filters_hold) {
   double z = exp(2) + exp(1) + 1 + exp(-8);
   cr_assert_lt(fabs(cnt[0] / (double)N - exp(2) / z), 0.01);
   cr_assert_lt(fabs(cnt[1] / (double)N - exp(1) / z), 0.01);
+  /* the same with temperature 0.5 (softmax of 2 * logits), no truncation */
+  p.temp = 0.5f;
+  memset(cnt, 0, sizeof cnt);
+  dws_init(&s, &p, 4);
+  for (int i = 0; i < N; i++) cnt[dws_sample(&s, lg)]++;
+  dws_free(&s);
+  z = exp(4) + exp(2) + 1 + exp(-16);
+  cr_assert_lt(fabs(cnt[0] / (double)N - exp(4) / z), 0.01);
+  cr_assert_lt(fabs(cnt[1] / (double)N - exp(2) / z), 0.01);
+  cr_assert_lt(fabs(cnt[2] / (double)N - 1 / z), 0.01);
+  p.temp = 1.0f;
   /* min_p 0.2 removes tokens below 0.2 * p_max: only 0 and 1 remain */
   p.min_p = 0.2f;
   dws_init(&s, &p, 4);
