@@ -4,19 +4,38 @@
 // token, aggregate tok/s and the server's peak RSS.
 //
 // usage: node bench/serve_load.mjs DRIFTWOOD [N] [MAX_TOKENS] [MODEL.gguf]
+//        node bench/serve_load.mjs LLAMA-SERVER [N] [MAX_TOKENS] MODEL.gguf [SLOTS]
+// The second form measures llama.cpp's server (a binary named llama-server)
+// the same way, side by side: SLOTS parallel sequences (default 2, as
+// Driftwood's 2 workers), 2 threads, on a free loopback port.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
-const [bin, nArg, tokArg, model] = process.argv.slice(2);
+const [bin, nArg, tokArg, model, slotsArg] = process.argv.slice(2);
 const N = Number(nArg || 1000), MAXT = Number(tokArg || 16);
 const dir = mkdtempSync(join(tmpdir(), 'dw-load-'));
-const args = ['serve', '--listen', '127.0.0.1:0', '--ready-file', join(dir, 'ready'), '--max-queue', String(2 * N)];
-if (model) args.push('--model', `default=${model}`);
-const srv = spawn(bin, args, { stdio: ['ignore', 'ignore', 'inherit'] });
-for (let i = 0; i < 300 && !existsSync(join(dir, 'ready')); i++) await new Promise(r => setTimeout(r, 100));
-const base = `http://${readFileSync(join(dir, 'ready'), 'utf8').trim()}`;
+const llama = basename(bin).startsWith('llama-server');
+let srv, base;
+if (llama) {
+  const port = await new Promise(r => { const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => r(p)); }); });
+  const slots = Number(slotsArg || 2);
+  srv = spawn(bin, ['-m', model, '--host', '127.0.0.1', '--port', String(port), '-np', String(slots), '-t', '2',
+                    '-c', String(512 * slots)], { stdio: ['ignore', 'ignore', 'ignore'] });
+  base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 600; i++) {
+    try { if ((await fetch(`${base}/health`)).status === 200) break; } catch {}
+    await new Promise(r => setTimeout(r, 100));
+  }
+} else {
+  const args = ['serve', '--listen', '127.0.0.1:0', '--ready-file', join(dir, 'ready'), '--max-queue', String(2 * N)];
+  if (model) args.push('--model', `default=${model}`);
+  srv = spawn(bin, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let i = 0; i < 300 && !existsSync(join(dir, 'ready')); i++) await new Promise(r => setTimeout(r, 100));
+  base = `http://${readFileSync(join(dir, 'ready'), 'utf8').trim()}`;
+}
 let peakRss = 0;
 const rssTimer = setInterval(() => {
   try {
@@ -33,7 +52,7 @@ async function one(i) {
                            max_tokens: MAXT, seed: i, stream: true, stream_options: { include_usage: true } }) });
   if (res.status === 429) return { busy: true };
   if (res.status !== 200) return { error: `${res.status} ${await res.text()}` };
-  let ttft = null, tokens = 0, buf = '';
+  let ttft = null, tokens = 0, deltas = 0, buf = '';
   const dec = new TextDecoder();
   for await (const chunk of res.body) {
     buf += dec.decode(chunk, { stream: true });
@@ -44,10 +63,13 @@ async function one(i) {
       const j = JSON.parse(ev.slice(6));
       if (j.error) return { error: j.error.message };
       if (j.usage) tokens = j.usage.completion_tokens;
-      if (ttft === null && j.choices?.[0]?.delta?.content) ttft = performance.now() - t0;
+      if (j.choices?.[0]?.delta?.content) {
+        deltas++;
+        if (ttft === null) ttft = performance.now() - t0;
+      }
     }
   }
-  return { ttft: ttft ?? performance.now() - t0, tokens };
+  return { ttft: ttft ?? performance.now() - t0, tokens: tokens || deltas }; /* no usage: one delta a token */
 }
 
 const t0 = performance.now();
