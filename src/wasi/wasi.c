@@ -618,14 +618,16 @@ static uint32_t w_fd_readdir(dw_instance *inst, uint32_t fd, uint32_t buf, uint3
     close(dfd);
     return errno_to_wasi(errno);
   }
-  uint64_t idx = 0;
+  /* Cookies are the directory's own offsets (d_off, what telldir gives),
+   * not entry counts: a guest that removes entries between calls (Rust's
+   * remove_dir_all, rm -r) resumes where it was instead of skipping. */
+  if (cookie) seekdir(d, (long)cookie);
   uint32_t used = 0;
   struct dirent *de;
   while ((de = readdir(d)) && used < len) {
-    if (idx++ < cookie) continue;
     uint8_t hdr[24] = {0};
     size_t nl = strlen(de->d_name);
-    put_u64(hdr, idx);
+    put_u64(hdr, (uint64_t)de->d_off);
     put_u64(hdr + 8, de->d_ino);
     put_u32(hdr + 16, (uint32_t)nl);
     hdr[20] = de->d_type == DT_DIR ? FT_DIR : de->d_type == DT_REG ? FT_FILE : de->d_type == DT_LNK ? FT_SYMLINK

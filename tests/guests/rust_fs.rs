@@ -27,6 +27,13 @@ fn main() {
     println!("opened dir is a dir: {}", d.metadata().unwrap().is_dir());
     let inner: Vec<_> = fs::read_dir(format!("{}/sub", base)).expect("read_dir sub").collect();
     println!("sub holds {}", inner.len());
+    // many entries: read_dir takes several fd_readdir calls, and
+    // remove_dir_all below removes them while it reads
+    fs::create_dir(format!("{}/sub/many", base)).expect("create_dir");
+    for i in 0..300 {
+        fs::write(format!("{}/sub/many/a_file_with_a_long_name_{}", base, i), b"x").expect("write many");
+    }
+    println!("many: {}", fs::read_dir(format!("{}/sub/many", base)).expect("read_dir many").count());
     fs::rename(&p, format!("{}/sub/moved.txt", base)).expect("rename");
     println!("moved: {}", fs::read_to_string(format!("{}/sub/moved.txt", base)).expect("read moved").len());
     fs::remove_file(format!("{}/sub/moved.txt", base)).expect("remove_file");
