@@ -136,6 +136,15 @@ Test(cli, directories_open_with_every_right_and_sockets_have_exact_errors) {
   cr_assert_eq(sh(DW " run --dir %s::/d " PROBE " open-dir /d sub", d), 0, "%s", out);
   cr_assert_str_eq(out, "open as a directory with every right: 0\nreaddir 0: 4 entries\n"
                         "open for writing without O_DIRECTORY: 31\n");
+  /* symlinks: made, read back and followed beneath the grant; a target
+   * that leaves it (lexically or absolute) and a path that does are
+   * NOTCAPABLE (76) */
+  cr_assert_eq(sh("touch %s/sub/a", d), 0);
+  cr_assert_eq(sh(DW " run --dir %s::/d " PROBE " symlink /d", d), 0, "%s", out);
+  cr_assert_str_eq(out, "link 0, readlink 0 'sub/a', follow 0, up and out 76, down then out 76, down and up 0, "
+                        "absolute 76, open outside 76\n");
+  cr_assert_eq(sh("readlink %s/l && ls %s | tr '\\n' ' '", d, d), 0, "%s", out);
+  cr_assert_str_eq(out, "sub/a\nl sub ", "only the links inside were made");
   cr_assert_eq(sh(DW " run " PROBE " sock | cat"), 0, "%s", out);
   cr_assert_str_eq(out, "bad fd 8, stdout 57\n");
   sh("rm -rf %s", d);

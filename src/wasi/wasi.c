@@ -34,7 +34,7 @@ enum {
   E_FAULT = 21, E_FBIG = 22, E_INTR = 27, E_INVAL = 28, E_IO = 29, E_ISDIR = 31, E_LOOP = 32,
   E_MFILE = 33, E_NAMETOOLONG = 37, E_NOENT = 44, E_NOMEM = 48, E_NOSPC = 51, E_NOSYS = 52,
   E_NOTDIR = 54, E_NOTEMPTY = 55, E_NOTSOCK = 57, E_NOTSUP = 58, E_NOTTY = 59, E_OVERFLOW = 61, E_PERM = 63,
-  E_PIPE = 64, E_ROFS = 66, E_SPIPE = 67, E_XDEV = 72, E_NOTCAPABLE = 73,
+  E_PIPE = 64, E_ROFS = 69, E_SPIPE = 70, E_XDEV = 75, E_NOTCAPABLE = 76,
 };
 enum { FT_UNKNOWN = 0, FT_BLOCK = 1, FT_CHAR = 2, FT_DIR = 3, FT_FILE = 4, FT_SOCK = 6, FT_SYMLINK = 7 };
 enum { OF_CREAT = 1, OF_DIRECTORY = 2, OF_EXCL = 4, OF_TRUNC = 8 };
@@ -805,12 +805,43 @@ static uint32_t w_path_readlink(dw_instance *inst, uint32_t fd, uint32_t path, u
   return E_SUCCESS;
 }
 
+/* How deep `path` ends beneath its start, or -1 if it climbs above it
+ * (lexically: "a/../.." is -1). */
+static int depth_of(const char *path, int depth) {
+  for (const char *p = path; *p && depth >= 0;) {
+    size_t n = strcspn(p, "/");
+    if (n == 2 && p[0] == '.' && p[1] == '.') depth--;
+    else if (n && !(n == 1 && p[0] == '.')) depth++;
+    p += n + (p[n] == '/');
+  }
+  return depth;
+}
+
+/* A symlink beneath the directory, holding a relative target. It is only
+ * ever followed beneath the granted directory (openat2 RESOLVE_BENEATH;
+ * the other path calls act on the link itself), and its target may not
+ * climb out of the grant even lexically (../../etc/passwd from the top),
+ * so the host is never left a link that leads out: NOTCAPABLE, as for an
+ * absolute target. */
 static uint32_t w_path_symlink(dw_instance *inst, uint32_t old, uint32_t old_len, uint32_t fd, uint32_t nw,
                                uint32_t new_len) {
-  /* Symlinks could point anywhere; resolution stays beneath the directory
-   * regardless, but creating them is not needed by our guests: refuse. */
-  (void)inst; (void)old; (void)old_len; (void)fd; (void)nw; (void)new_len;
-  return E_NOTSUP;
+  char target[PATH_CAP], b[PATH_CAP];
+  const char *leaf;
+  int pfd = -1;
+  uint32_t r = guest_path(inst, old, old_len, target, sizeof target);
+  if (r) return r;
+  if (!target[0]) return E_NOENT;
+  if (target[0] == '/') return E_NOTCAPABLE;
+  if ((r = parent_of(inst, fd, nw, new_len, b, &pfd, &leaf))) return r;
+  int parent_depth = leaf == b ? 0 : depth_of(b, 0); /* open_parent cut b at the parent */
+  if (parent_depth < 0 || depth_of(target, parent_depth) < 0) {
+    close(pfd);
+    return E_NOTCAPABLE;
+  }
+  int rc = symlinkat(target, pfd, leaf);
+  int e = errno;
+  close(pfd);
+  return rc == 0 ? E_SUCCESS : errno_to_wasi(e);
 }
 
 static uint32_t w_path_link(dw_instance *inst, uint32_t ofd, uint32_t oflags, uint32_t old, uint32_t old_len,

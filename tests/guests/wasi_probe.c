@@ -13,6 +13,9 @@
  *                        Rust's std do, then list it through that fd; then
  *                        without O_DIRECTORY asking to write (ISDIR)
  *   sock                 sock_shutdown on a bad fd and on a non-socket
+ *   symlink DIR          path_symlink beneath the preopen DIR: a relative
+ *                        link (read back, followed), then targets that
+ *                        leave the grant, and a path that does; each status
  *   open-many PATH N     open PATH up to N times, keeping each open; print
  *                        how many opened, why the next failed, whether the
  *                        first and last read the file, and the lowest fd
@@ -31,6 +34,18 @@
 #include <wasi/api.h>
 
 static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The descriptor of the preopened directory the guest knows as `name`, or -1. */
+static int preopen(const char *name) {
+  for (int fd = 3; fd < 64; fd++) {
+    __wasi_prestat_t ps;
+    char n[256] = {0};
+    if (__wasi_fd_prestat_get(fd, &ps) == 0 && ps.u.dir.pr_name_len < sizeof n &&
+        __wasi_fd_prestat_dir_name(fd, (uint8_t *)n, ps.u.dir.pr_name_len) == 0 && !strcmp(n, name))
+      return fd;
+  }
+  return -1;
+}
 
 int main(int argc, char **argv) {
   if (argc < 2) return 64;
@@ -79,15 +94,22 @@ int main(int argc, char **argv) {
     closedir(d);
     qsort(names, (size_t)n, sizeof *names, cmp);
     for (int i = 0; i < n; i++) printf("%s\n", names[i]);
+  } else if (!strcmp(c, "symlink") && argc == 3) {
+    int pre = preopen(argv[2]);
+    char buf[64] = {0};
+    __wasi_size_t n = 0;
+    __wasi_fd_t f;
+    printf("link %d", __wasi_path_symlink("sub/a", pre, "l"));
+    printf(", readlink %d", __wasi_path_readlink(pre, "l", (uint8_t *)buf, sizeof buf - 1, &n));
+    printf(" '%s'", buf);
+    printf(", follow %d", __wasi_path_open(pre, __WASI_LOOKUPFLAGS_SYMLINK_FOLLOW, "l", 0, __WASI_RIGHTS_FD_READ, 0, 0, &f));
+    printf(", up and out %d", __wasi_path_symlink("../../etc/passwd", pre, "bad"));
+    printf(", down then out %d", __wasi_path_symlink("../../x", pre, "sub/bad"));
+    printf(", down and up %d", __wasi_path_symlink("../sub/a", pre, "sub/ok"));
+    printf(", absolute %d", __wasi_path_symlink("/etc/passwd", pre, "abs"));
+    printf(", open outside %d\n", __wasi_path_open(pre, 0, "../x", 0, __WASI_RIGHTS_FD_READ, 0, 0, &f));
   } else if (!strcmp(c, "open-dir") && argc == 4) {
-    int pre = -1; /* the preopen named DIR */
-    for (int fd = 3; fd < 64 && pre < 0; fd++) {
-      __wasi_prestat_t ps;
-      char name[256] = {0};
-      if (__wasi_fd_prestat_get(fd, &ps) == 0 && ps.u.dir.pr_name_len < sizeof name &&
-          __wasi_fd_prestat_dir_name(fd, (uint8_t *)name, ps.u.dir.pr_name_len) == 0 && !strcmp(name, argv[2]))
-        pre = fd;
-    }
+    int pre = preopen(argv[2]);
     __wasi_fd_t d;
     __wasi_errno_t e = __wasi_path_open(pre, __WASI_LOOKUPFLAGS_SYMLINK_FOLLOW, argv[3], __WASI_OFLAGS_DIRECTORY,
                                         (__wasi_rights_t)0x1fffffff, (__wasi_rights_t)0x1fffffff, 0, &d);
