@@ -142,7 +142,7 @@ Test(cli, directories_open_with_every_right_and_sockets_have_exact_errors) {
   cr_assert_eq(sh("touch %s/sub/a", d), 0);
   cr_assert_eq(sh(DW " run --dir %s::/d " PROBE " symlink /d", d), 0, "%s", out);
   cr_assert_str_eq(out, "link 0, readlink 0 'sub/a', follow 0, up and out 76, down then out 76, down and up 0, "
-                        "absolute 76, open outside 76\n");
+                        "absolute 76, open outside 76, times followed 0 1, on the link 0 1 1, given and now 28\n");
   cr_assert_eq(sh("readlink %s/l && ls %s | tr '\\n' ' '", d, d), 0, "%s", out);
   cr_assert_str_eq(out, "sub/a\nl sub ", "only the links inside were made");
   cr_assert_eq(sh(DW " run " PROBE " sock | cat"), 0, "%s", out);

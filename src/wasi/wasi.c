@@ -545,10 +545,14 @@ static void to_timespecs(uint64_t atim, uint64_t mtim, uint32_t fst, struct time
   else if (!(fst & 4)) ts[1].tv_nsec = UTIME_OMIT;
 }
 
+/* A time both given and "now" is INVAL, as the specification says. */
+static bool fst_valid(uint32_t fst) { return (fst & 3) != 3 && (fst & 12) != 12 && !(fst & ~15u); }
+
 static uint32_t w_fd_filestat_set_times(dw_instance *inst, uint32_t fd, uint64_t a, uint64_t m, uint32_t fst) {
   fd_entry *e = fd_get(CTX(inst), fd);
   struct timespec ts[2];
   if (!e) return E_BADF;
+  if (!fst_valid(fst)) return E_INVAL;
   to_timespecs(a, m, fst, ts);
   return futimens(e->host, ts) == 0 ? E_SUCCESS : errno_to_wasi(errno);
 }
@@ -757,11 +761,24 @@ static uint32_t w_path_filestat_set_times(dw_instance *inst, uint32_t fd, uint32
   const char *leaf;
   int pfd = -1;
   struct timespec ts[2];
+  if (!fst_valid(fst)) return E_INVAL;
+  to_timespecs(a, m, fst, ts);
+  if (flags & 1) { /* SYMLINK_FOLLOW: the file the path leads to, found beneath the directory */
+    fd_entry *d = fd_get(CTX(inst), fd);
+    if (!d) return E_BADF;
+    uint32_t r = guest_path(inst, path, len, buf, sizeof buf);
+    if (r) return r;
+    int h = openat2_beneath(d->host, buf, O_PATH, 0, true);
+    if (h < 0) return errno == EXDEV ? E_NOTCAPABLE : errno_to_wasi(errno);
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", h); /* utimensat cannot take an O_PATH fd itself */
+    int rc = utimensat(AT_FDCWD, self, ts, 0), e = errno;
+    close(h);
+    return rc == 0 ? E_SUCCESS : errno_to_wasi(e);
+  }
   uint32_t r = parent_of(inst, fd, path, len, buf, &pfd, &leaf);
   if (r) return r;
-  to_timespecs(a, m, fst, ts);
-  (void)flags; /* symlinks are never followed out of the parent: act on the link itself */
-  int rc = utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW);
+  int rc = utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW); /* the link itself */
   int e = errno;
   close(pfd);
   return rc == 0 ? E_SUCCESS : errno_to_wasi(e);

@@ -107,7 +107,17 @@ int main(int argc, char **argv) {
     printf(", down then out %d", __wasi_path_symlink("../../x", pre, "sub/bad"));
     printf(", down and up %d", __wasi_path_symlink("../sub/a", pre, "sub/ok"));
     printf(", absolute %d", __wasi_path_symlink("/etc/passwd", pre, "abs"));
-    printf(", open outside %d\n", __wasi_path_open(pre, 0, "../x", 0, __WASI_RIGHTS_FD_READ, 0, 0, &f));
+    printf(", open outside %d", __wasi_path_open(pre, 0, "../x", 0, __WASI_RIGHTS_FD_READ, 0, 0, &f));
+    /* times through the link: followed, the target's; not, the link's */
+    __wasi_filestat_t st;
+    printf(", times followed %d", __wasi_path_filestat_set_times(pre, __WASI_LOOKUPFLAGS_SYMLINK_FOLLOW, "l", 0,
+                                                                  7000000000ull, __WASI_FSTFLAGS_MTIM));
+    printf(" %d", __wasi_path_filestat_get(pre, 0, "sub/a", &st) == 0 && st.mtim == 7000000000ull);
+    printf(", on the link %d", __wasi_path_filestat_set_times(pre, 0, "l", 0, 8000000000ull, __WASI_FSTFLAGS_MTIM));
+    printf(" %d", __wasi_path_filestat_get(pre, 0, "l", &st) == 0 && st.mtim == 8000000000ull);
+    printf(" %d", __wasi_path_filestat_get(pre, 0, "sub/a", &st) == 0 && st.mtim == 7000000000ull);
+    printf(", given and now %d\n", __wasi_path_filestat_set_times(pre, 0, "sub/a", 0, 1,
+                                                                    __WASI_FSTFLAGS_MTIM | __WASI_FSTFLAGS_MTIM_NOW));
   } else if (!strcmp(c, "open-dir") && argc == 4) {
     int pre = preopen(argv[2]);
     __wasi_fd_t d;
