@@ -191,10 +191,12 @@ static dw_status restore_tables(dw_actor *a, const dw_snap_sec *sec) {
 }
 
 /* The guest's model handles: for handle h, hs->idx[h - 1] is the registry
- * entry and hs->ent[h - 1] the snapshot's MODELS entry it was made with. */
+ * entry and hs->fp[h - 1] the 64 bytes (fingerprint, family) its MODELS
+ * entry recorded, pointing into the section. */
 typedef struct handles {
   int *idx;
-  uint32_t *ent, n;
+  const uint8_t **fp;
+  uint32_t n;
 } handles;
 
 /* Finds each model of the snapshot's MODELS in rt: the model of that name;
@@ -215,46 +217,43 @@ static dw_status restore_models(dw_runtime *rt, const dw_snap_sec *sec, const dw
   uint32_t nh = hsec ? dw_get_u32(&hr) : n;
   if (hr.bad || nh > 4096 || (hsec && (uint64_t)nh * 4 != (uint64_t)(hr.end - hr.p))) return BAD("model handles");
   int *found = dw_calloc((size_t)n + 1, sizeof *found);
+  const uint8_t **fps = dw_calloc((size_t)n + 1, sizeof *fps);
+  uint32_t *ent = dw_calloc((size_t)nh + 1, sizeof *ent);
+  char (*names)[256] = dw_calloc((size_t)n + 1, sizeof *names);
   hs->idx = dw_calloc((size_t)nh + 1, sizeof *hs->idx);
-  hs->ent = dw_calloc((size_t)nh + 1, sizeof *hs->ent);
-  if (!found || !hs->idx || !hs->ent) {
-    dw_free(found), dw_free(hs->idx), dw_free(hs->ent);
-    memset(hs, 0, sizeof *hs);
-    return dw_error_set(DW_ERR_NOMEM, "thaw");
-  }
-  dw_status st = DW_OK;
+  hs->fp = dw_calloc((size_t)nh + 1, sizeof *hs->fp);
+  dw_status st = !found || !fps || !ent || !names || !hs->idx || !hs->fp ? dw_error_set(DW_ERR_NOMEM, "thaw") : DW_OK;
   for (uint32_t h = 0; h < nh && !st; h++) {
-    hs->ent[h] = hsec ? dw_get_u32(&hr) : h;
-    if (hs->ent[h] >= n) st = BAD("model handle %u refers to model %u of %u", h + 1, hs->ent[h] + 1, n);
+    ent[h] = hsec ? dw_get_u32(&hr) : h;
+    if (ent[h] >= n) st = BAD("model handle %u refers to model %u of %u", h + 1, ent[h] + 1, n);
   }
-  char (*names)[256] = st ? NULL : dw_calloc((size_t)n + 1, sizeof *names);
-  if (!st && !names) st = dw_error_set(DW_ERR_NOMEM, "thaw");
   for (uint32_t i = 0; i < n && !st; i++) {
     char path[4096];
     dw_get_str(&r, names[i], sizeof names[i]);
     dw_get_str(&r, path, sizeof path);
     uint32_t loaded = dw_get_u32(&r);
-    const uint8_t *fp = dw_get(&r, 64);
-    if (r.bad) {
+    if (!(fps[i] = dw_get(&r, 64)) || r.bad) {
       st = BAD("a model entry is truncated");
       break;
     }
     const char *name = names[i];
     int k = dw_registry_find(&rt->models, name, strlen(name));
-    if (k < 0 && loaded) k = dw_registry_find_fingerprint(&rt->models, fp);
-    if (k < 0 && !rt->fixed_models && (st = dw_registry_add(&rt->models, name, path, false)) == DW_OK)
-      k = dw_registry_find(&rt->models, name, strlen(name));
-    else if (k < 0 && !rt->fixed_models && (k = dw_registry_find(&rt->models, name, strlen(name))) >= 0)
-      st = DW_OK; /* another thread registered it meanwhile */
+    if (k < 0 && loaded) k = dw_registry_find_fingerprint(&rt->models, fps[i]);
+    if (k < 0 && !rt->fixed_models) {
+      dw_status added = dw_registry_add(&rt->models, name, path, false);
+      if ((k = dw_registry_find(&rt->models, name, strlen(name))) < 0) st = added; /* else: ours, or another thread's */
+    }
     found[i] = k;
   }
-  for (uint32_t h = 0; h < nh && !st; h++)
-    if ((hs->idx[h] = found[hs->ent[h]]) < 0)
+  for (uint32_t h = 0; h < nh && !st; h++) {
+    hs->fp[h] = fps[ent[h]];
+    if ((hs->idx[h] = found[ent[h]]) < 0)
       st = dw_error_set(DW_ERR_NOT_FOUND, "snapshot: it needs model '%s', which this host does not serve",
-                        names[hs->ent[h]]);
-  dw_free(found), dw_free(names);
+                        names[ent[h]]);
+  }
+  dw_free(found), dw_free(fps), dw_free(ent), dw_free(names);
   if (st) {
-    dw_free(hs->idx), dw_free(hs->ent);
+    dw_free(hs->idx), dw_free(hs->fp);
     memset(hs, 0, sizeof *hs);
     return st;
   }
@@ -262,8 +261,7 @@ static dw_status restore_models(dw_runtime *rt, const dw_snap_sec *sec, const dw
   return DW_OK;
 }
 
-static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_snap_sec *models, const handles *hs,
-                                 dw_thaw_report *rep) {
+static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const handles *hs, dw_thaw_report *rep) {
   dw_reader r = {sec->stored, sec->stored + sec->stored_len, false};
   if (sec->flags) return BAD("a session section must not be compressed");
   uint32_t slot = dw_get_u32(&r), mh = dw_get_u32(&r), n_ctx = dw_get_u32(&r), n_past = dw_get_u32(&r);
@@ -271,19 +269,7 @@ static dw_status restore_session(dw_actor *a, const dw_snap_sec *sec, const dw_s
   int idx = dw_abi_model_index(&a->g.abi, mh);
   if (r.bad || slot < 1 || dw_abi_session(&a->g.abi, slot) || idx < 0 || n_past > n_ctx)
     return BAD("a session header is invalid");
-  /* the fingerprint the session was computed with */
-  dw_reader mr = {models->stored, models->stored + models->stored_len, false};
-  uint32_t nm = dw_get_u32(&mr);
-  const uint8_t *fp = NULL;
-  for (uint32_t i = 0; i < nm && !mr.bad; i++) {
-    char tmp[4096];
-    dw_get_str(&mr, tmp, sizeof tmp);
-    dw_get_str(&mr, tmp, sizeof tmp);
-    dw_get_u32(&mr);
-    const uint8_t *f = dw_get(&mr, 64); /* fingerprint, family */
-    if (mh >= 1 && mh <= hs->n && i == hs->ent[mh - 1]) fp = f;
-  }
-  if (!fp || mr.bad) return BAD("a session refers to model handle %u, which the snapshot does not list", mh);
+  const uint8_t *fp = hs->fp[mh - 1]; /* the fingerprint and family it was computed with (idx >= 0: a handle) */
   dw_model *m;
   const char *name = "", *path = "";
   dw_status st = dw_registry_model(&a->rt->models, idx, &m);
@@ -410,12 +396,12 @@ static dw_status thaw(dw_runtime *rt, dw_module *m, const uint8_t *buf, size_t l
   const dw_snap_sec *tabs = dw_snap_find(&s, DW_SEC_TABLES);
   if (tabs && (st = restore_tables(a, tabs))) goto out;
   for (uint32_t i = 0; i < s.n && !st; i++)
-    if (s.sec[i].type == DW_SEC_SESSION) st = restore_session(a, &s.sec[i], models, &hs, rep);
+    if (s.sec[i].type == DW_SEC_SESSION) st = restore_session(a, &s.sec[i], &hs, rep);
 out:;
   dw_status checked = dw_snap_check_end(chk);
   if (checked) st = checked; /* a failed checksum explains whatever else went wrong */
   dw_snap_free(&s);
-  dw_free(hs.idx), dw_free(hs.ent);
+  dw_free(hs.idx), dw_free(hs.fp);
   if (st) {
     dw_actor_destroy(a);
     dw_module_destroy(own);
