@@ -268,41 +268,6 @@ static bool sec_encode(uint32_t type, const void *raw, size_t n, bool compress, 
   return sec_hash(type, flags, n, *sn, &one, 1, hdr + 24);
 }
 
-void dw_snap_begin(dw_bytes *out) {
-  memset(out, 0, sizeof *out);
-  dw_put(out, MAGIC, 8);
-  dw_put_u32(out, DW_SNAP_VERSION);
-  dw_put_u32(out, 0); /* patched by each dw_snap_add */
-}
-
-void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool compress) {
-  uint8_t hdr[SEC_HDR];
-  const uint8_t *stored;
-  uint64_t sn;
-  void *z;
-  if (!sec_encode(type, raw, n, compress, hdr, &stored, &sn, &z)) out->oom = true;
-  dw_put(out, hdr, SEC_HDR);
-  dw_put(out, stored, sn);
-  dw_free(z);
-  if (!out->oom) { /* count it */
-    uint32_t c;
-    memcpy(&c, out->p + 12, 4);
-    c++;
-    memcpy(out->p + 12, &c, 4);
-  }
-}
-
-size_t dw_snap_next_payload(const dw_bytes *out) { return out->n + SEC_HDR; }
-
-dw_status dw_snap_end(dw_bytes *out) {
-  if (out->oom) {
-    dw_free(out->p);
-    memset(out, 0, sizeof *out);
-    return dw_error_set(DW_ERR_NOMEM, "snapshot: out of memory");
-  }
-  return DW_OK;
-}
-
 static void out_write(dw_snap_out *w, const void *p, size_t n) {
   if (w->st) return;
   if (w->file) {
@@ -355,6 +320,31 @@ dw_status dw_snap_out_end(dw_snap_out *w) {
   if (w->st) return w->st;
   if (w->file) return w->st = dw_afile_pwrite(w->file, 12, &w->n, 4);
   memcpy(w->buf->p + 12, &w->n, 4);
+  return DW_OK;
+}
+
+/* The buffer API, over the writer: the count lives in the header. */
+void dw_snap_begin(dw_bytes *out) {
+  memset(out, 0, sizeof *out);
+  dw_snap_out w = {.buf = out};
+  dw_snap_out_begin(&w);
+}
+
+void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool compress) {
+  if (out->oom) return;
+  dw_snap_out w = {.buf = out, .off = out->n};
+  memcpy(&w.n, out->p + 12, 4);
+  dw_snap_out_add(&w, type, raw, n, compress);
+  if (w.st) out->oom = true;
+  else dw_snap_out_end(&w);
+}
+
+dw_status dw_snap_end(dw_bytes *out) {
+  if (out->oom) {
+    dw_free(out->p);
+    memset(out, 0, sizeof *out);
+    return dw_error_set(DW_ERR_NOMEM, "snapshot: out of memory");
+  }
   return DW_OK;
 }
 

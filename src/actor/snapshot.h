@@ -96,9 +96,6 @@ DW_HIDDEN void dw_snap_begin(dw_bytes *out);
 /* compress: try zstd (level 1) and keep it only if it saves >= 10%. */
 DW_HIDDEN void dw_snap_add(dw_bytes *out, uint32_t type, const void *raw, size_t n, bool compress);
 DW_HIDDEN dw_status dw_snap_end(dw_bytes *out);
-/* Where the payload of the next uncompressed section will start, counted
- * from the start of the container (for payloads that align their data). */
-DW_HIDDEN size_t dw_snap_next_payload(const dw_bytes *out);
 
 typedef struct dw_snap_sec {
   uint32_t type, flags;   /* flags: DW_SNAP_FLAG_ZSTD or 0 (how it is checked is the parser's business) */

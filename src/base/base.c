@@ -175,14 +175,12 @@ void dw_free(void *p) {
 
 void dw_free_buffer(void *p) { dw_free(p); }
 
-char *dw_strndup(const char *s, size_t n) {
-  size_t len = strnlen(s, n);
+char *dw_strdup(const char *s) {
+  size_t len = strlen(s);
   char *d = dw_malloc(len + 1);
-  if (d) memcpy(d, s, len), d[len] = 0;
+  if (d) memcpy(d, s, len + 1);
   return d;
 }
-
-char *dw_strdup(const char *s) { return dw_strndup(s, SIZE_MAX); }
 
 static _Atomic int fault_step; /* dw_file_fault_step */
 

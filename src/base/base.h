@@ -24,7 +24,6 @@ DW_HIDDEN void *dw_calloc(size_t n, size_t size);
 DW_HIDDEN void *dw_realloc(void *p, size_t n);
 DW_HIDDEN void dw_free(void *p);
 DW_HIDDEN char *dw_strdup(const char *s);
-DW_HIDDEN char *dw_strndup(const char *s, size_t n);
 
 /* Sets the calling thread's error message and returns st, so failures read
  * `return dw_error_set(DW_ERR_IO, "open %s: %s", path, strerror(errno));`. */
