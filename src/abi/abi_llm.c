@@ -240,7 +240,7 @@ static uint32_t h_decode(dw_instance *inst, uint32_t session, uint32_t tokens, u
   dw_abi *a = ABI(inst);
   st = dw_decode(s, pt, (int)n, pl, NULL);
   /* the guest sees only the code; a device failure is the operator's to see */
-  if (st == DW_ERR_BACKEND) dw_log(ABI(inst)->settings, DW_LOG_ERROR, "driftwood: decode: %s", dw_last_error());
+  if (st == DW_ERR_BACKEND) dw_log(a->settings, DW_LOG_ERROR, "driftwood: decode: %s", dw_last_error());
   /* what reached the guest's logits: written in place, or DMA'd from the engine's buffer */
   a->last = (dwg_op_info){.zero_copy = !st && s->last.zero_copy, .status = st,
                          .staged_bytes = st ? 0 : s->last.staged_bytes};

@@ -115,9 +115,9 @@ void dw_runtime_describe(const dw_runtime *rt, char *buf, size_t cap) {
            "backends compiled in: %s\n"
            "active backend: %s\n"
            "%s\n"
-           "wasm: ahead-of-time via wasm2c 1.0.32, cache %s\n"
+           "wasm: ahead-of-time via wasm2c %s, cache %s\n"
            "llm: %s\n",
-           dw_backend_list(), dw_backend_name(rt->backend), dev, cache, llm);
+           dw_backend_list(), dw_backend_name(rt->backend), dev, DW_W2C_VERSION, cache, llm);
 }
 
 dw_status dw_module_load(dw_runtime *rt, const char *path, dw_module **out, bool *cache_hit) {
