@@ -735,17 +735,26 @@ static uint32_t w_path_unlink_file(dw_instance *inst, uint32_t fd, uint32_t path
   return path_op(inst, fd, path, len, OP_UNLINK);
 }
 
-static uint32_t w_path_filestat_get(dw_instance *inst, uint32_t fd, uint32_t flags, uint32_t path, uint32_t len,
-                                    uint32_t out) {
+/* An O_PATH descriptor of the file the guest path leads to beneath the
+ * directory fd (a final symlink followed when `follow`). */
+static uint32_t open_path(dw_instance *inst, uint32_t fd, uint32_t path, uint32_t len, bool follow, int *h) {
   fd_entry *d = fd_get(CTX(inst), fd);
   char buf[PATH_CAP];
-  uint8_t *p;
   if (!d) return E_BADF;
   uint32_t r = guest_path(inst, path, len, buf, sizeof buf);
   if (r) return r;
+  if ((*h = openat2_beneath(d->host, buf, O_PATH, 0, follow)) < 0)
+    return errno == EXDEV ? E_NOTCAPABLE : errno_to_wasi(errno);
+  return E_SUCCESS;
+}
+
+static uint32_t w_path_filestat_get(dw_instance *inst, uint32_t fd, uint32_t flags, uint32_t path, uint32_t len,
+                                    uint32_t out) {
+  uint8_t *p;
+  int h;
   VIEW(inst, p, out, 64);
-  int h = openat2_beneath(d->host, buf, O_PATH, 0, flags & 1);
-  if (h < 0) return errno == EXDEV ? E_NOTCAPABLE : errno_to_wasi(errno);
+  uint32_t r = open_path(inst, fd, path, len, flags & 1, &h);
+  if (r) return r;
   struct stat sb;
   int rc = fstatat(h, "", &sb, AT_EMPTY_PATH);
   int e = errno;
@@ -764,12 +773,9 @@ static uint32_t w_path_filestat_set_times(dw_instance *inst, uint32_t fd, uint32
   if (!fst_valid(fst)) return E_INVAL;
   to_timespecs(a, m, fst, ts);
   if (flags & 1) { /* SYMLINK_FOLLOW: the file the path leads to, found beneath the directory */
-    fd_entry *d = fd_get(CTX(inst), fd);
-    if (!d) return E_BADF;
-    uint32_t r = guest_path(inst, path, len, buf, sizeof buf);
+    int h;
+    uint32_t r = open_path(inst, fd, path, len, true, &h);
     if (r) return r;
-    int h = openat2_beneath(d->host, buf, O_PATH, 0, true);
-    if (h < 0) return errno == EXDEV ? E_NOTCAPABLE : errno_to_wasi(errno);
     char self[64];
     snprintf(self, sizeof self, "/proc/self/fd/%d", h); /* utimensat cannot take an O_PATH fd itself */
     int rc = utimensat(AT_FDCWD, self, ts, 0), e = errno;
