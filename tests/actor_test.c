@@ -647,15 +647,20 @@ Test(snapshot, model_handles_are_the_guests_own_whatever_the_host_order) {
   sh("rm -rf %s", d);
 }
 
+/* A CPU runtime serving the demo model as "default", and the echo actor. */
+static void echo_on_demo(dw_runtime **rt, dw_module **m) {
+  dw_runtime_config rc = {.backend = "cpu", .threads = 2};
+  cr_assert_eq(dw_runtime_create(&rc, rt), DW_OK);
+  cr_assert_eq(dw_runtime_add_model(*rt, "default", DEMO), DW_OK, "%s", dw_last_error());
+  cr_assert_eq(dw_module_load(*rt, ECHO, m, NULL), DW_OK);
+}
+
 /* A version-3 snapshot (no HANDLES section: a model handle was the
  * registry index + 1) still thaws, its handles the MODELS entries in order. */
 Test(snapshot, a_version_3_snapshot_without_handles_thaws) {
-  dw_runtime_config rc = {.backend = "cpu", .threads = 2};
   dw_runtime *rt;
   dw_module *m;
-  cr_assert_eq(dw_runtime_create(&rc, &rt), DW_OK);
-  cr_assert_eq(dw_runtime_add_model(rt, "default", DEMO), DW_OK, "%s", dw_last_error());
-  cr_assert_eq(dw_module_load(rt, ECHO, &m, NULL), DW_OK);
+  echo_on_demo(&rt, &m);
   dw_actor *a, *t;
   char r[256], want[256];
   cr_assert_eq(dw_actor_spawn(m, &a), DW_OK);
@@ -746,12 +751,9 @@ Test(snapshot, an_embedders_settings_replace_the_environment) {
 /* dw_actor_freeze_file streams the sections into the file as it builds
  * them; the file holds exactly the bytes an in-memory freeze gives. */
 Test(snapshot, a_streamed_freeze_equals_the_one_in_memory) {
-  dw_runtime_config rc = {.backend = "cpu", .threads = 2};
   dw_runtime *rt;
   dw_module *m;
-  cr_assert_eq(dw_runtime_create(&rc, &rt), DW_OK);
-  cr_assert_eq(dw_runtime_add_model(rt, "default", DEMO), DW_OK, "%s", dw_last_error());
-  cr_assert_eq(dw_module_load(rt, ECHO, &m, NULL), DW_OK);
+  echo_on_demo(&rt, &m);
   dw_actor *a;
   char r[256], path[128], d[] = "/tmp/dw-stream-XXXXXX";
   cr_assert(mkdtemp(d));
