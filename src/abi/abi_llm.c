@@ -68,7 +68,8 @@ dw_session *dw_abi_session(const dw_abi *a, uint32_t h) {
 
 dw_status dw_abi_session_set(dw_abi *a, uint32_t h, dw_session *s) {
   if (h < 1 || h > max_sessions(a) || dw_abi_session(a, h))
-    return dw_error_set(DW_ERR_INVALID_ARG, "session handle %u is invalid or taken", h);
+    return dw_error_set(DW_ERR_INVALID_ARG, "session handle %u is taken, or not within 1..%u (max_sessions)", h,
+                        max_sessions(a));
   if (!session_slots(a, h)) return dw_error_set(DW_ERR_NOMEM, "session handles");
   a->sessions[h - 1] = s;
   return DW_OK;
