@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <driftwood_sampler.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -623,6 +624,117 @@ Test(session, limits_leave_the_session_unchanged) {
   cr_assert_eq(dw_sess_new(M, P, M->hp.n_ctx_train + 1, &big), DW_ERR_LIMIT);
   dw_sess_free(s);
   free(l);
+}
+
+/* One forward step over sequences of different lengths and positions
+ * (a prefill with every row's logits, a one-token decode, a longer chunk)
+ * gives each the logits it gets alone, within the tolerance of the
+ * vector path against the batched one (the alone decode is one token). */
+Test(session, one_step_over_ragged_sequences) {
+  int nv = M->hp.n_vocab;
+  enum { NA = 5, NC = 40 };
+  int32_t pa[NA], pb[12], pc[NC], tb = 321;
+  some_tokens(pa, NA, 11), some_tokens(pb, 12, 12), some_tokens(pc, NC, 13);
+  float *all_a = malloc((size_t)NA * nv * 4), *lb = malloc((size_t)nv * 4), *lc = malloc((size_t)nv * 4);
+  float *ref_a = malloc((size_t)NA * nv * 4), *ref_b = malloc((size_t)nv * 4), *ref_c = malloc((size_t)nv * 4);
+  dw_session *a, *b, *c, *ra, *rb, *rc;
+  cr_assert_eq(dw_sess_new(M, P, 128, &a), DW_OK);
+  cr_assert_eq(dw_sess_new(M, P, 128, &b), DW_OK);
+  cr_assert_eq(dw_sess_new(M, P, 128, &c), DW_OK);
+  cr_assert_eq(dw_decode(b, pb, 12, NULL, NULL), DW_OK); /* b decodes its 13th token in the step */
+  cr_assert_eq(dw_sess_fork(b, &rb), DW_OK);
+  cr_assert_eq(dw_sess_new(M, P, 128, &ra), DW_OK);
+  cr_assert_eq(dw_sess_new(M, P, 128, &rc), DW_OK);
+  cr_assert_eq(dw_decode(ra, pa, NA, NULL, ref_a), DW_OK);
+  cr_assert_eq(dw_decode(rb, &tb, 1, ref_b, NULL), DW_OK);
+  cr_assert_eq(dw_decode(rc, pc, NC, ref_c, NULL), DW_OK);
+  /* the step, as the batcher builds it: blocks owned first (dw_decode would) */
+  cr_assert_eq(dw_sess_reserve(a, NA), DW_OK);
+  cr_assert_eq(dw_sess_reserve(b, 1), DW_OK);
+  cr_assert_eq(dw_sess_reserve(c, NC), DW_OK);
+  dw_step_seq q[3] = {{a, pa, NA, NULL, all_a, NULL}, {b, &tb, 1, lb, NULL, NULL}, {c, pc, NC, lc, NULL, NULL}};
+  dw_step_info info;
+  cr_assert_eq(P->ops->forward(P->ctx, a->w->w, q, 3, &info), DW_OK, "%s", dw_last_error());
+  cr_assert(info.zero_copy);
+  for (int t = 0; t < NA; t++)
+    cr_assert_lt(max_rel(all_a + (size_t)t * nv, ref_a + (size_t)t * nv, nv), 1e-5, "a, row %d", t);
+  float eb = max_rel(lb, ref_b, nv), ec = max_rel(lc, ref_c, nv);
+  cr_log_info("ragged step: one-token decode %.2g, 40-token chunk %.2g from alone", eb, ec);
+  cr_assert_lt(eb, 1e-5);
+  cr_assert_lt(ec, 1e-5);
+  dw_sess_free(a), dw_sess_free(b), dw_sess_free(c), dw_sess_free(ra), dw_sess_free(rb), dw_sess_free(rc);
+  free(all_a), free(lb), free(lc), free(ref_a), free(ref_b), free(ref_c);
+}
+
+/* Decode calls made at once from many threads share forward steps, and
+ * each thread's logits are those of its session decoded alone. */
+enum { BT = 8, BSTEPS = 12 };
+typedef struct bt_arg {
+  dw_session *s;
+  int seed;
+  float *logits; /* [BSTEPS][nv] */
+  pthread_barrier_t *go;
+  dw_status st;
+} bt_arg;
+
+static void *bt_thread(void *p) {
+  bt_arg *A = p;
+  int nv = M->hp.n_vocab;
+  int32_t t[BSTEPS];
+  some_tokens(t, BSTEPS, A->seed);
+  pthread_barrier_wait(A->go);
+  for (int i = 0; i < BSTEPS && !A->st; i++) A->st = dw_decode(A->s, t + i, 1, A->logits + (size_t)i * nv, NULL);
+  return NULL;
+}
+
+Test(session, concurrent_decodes_share_steps) {
+  int nv = M->hp.n_vocab;
+  uint64_t steps0, seqs0, steps1, seqs1;
+  int mx;
+  bt_arg A[BT];
+  pthread_t th[BT];
+  pthread_barrier_t go;
+  pthread_barrier_init(&go, NULL, BT);
+  for (int i = 0; i < BT; i++) {
+    int32_t pre[20];
+    some_tokens(pre, 20, 30 + i);
+    A[i] = (bt_arg){.seed = 40 + i, .go = &go, .logits = malloc((size_t)BSTEPS * nv * 4)};
+    cr_assert_eq(dw_sess_new(M, P, 64, &A[i].s), DW_OK);
+    cr_assert_eq(dw_decode(A[i].s, pre, 10 + i, NULL, NULL), DW_OK); /* different lengths */
+  }
+  dw_engine_batch_stats(P, &steps0, &seqs0, &mx);
+  for (int i = 0; i < BT; i++) pthread_create(&th[i], NULL, bt_thread, &A[i]);
+  for (int i = 0; i < BT; i++) pthread_join(th[i], NULL);
+  dw_engine_batch_stats(P, &steps1, &seqs1, &mx);
+  uint64_t steps = steps1 - steps0, calls = seqs1 - seqs0;
+  cr_log_info("%d threads × %d decodes: %llu steps, the most in one %d", BT, BSTEPS, (unsigned long long)steps, mx);
+  cr_assert_eq(calls, (uint64_t)BT * BSTEPS);
+  cr_assert_lt(steps, calls, "no two calls shared a step");
+  cr_assert_geq(mx, 2);
+  float worst = 0;
+  for (int i = 0; i < BT; i++) {
+    cr_assert_eq(A[i].st, DW_OK, "%s", dw_last_error());
+    cr_assert_eq(A[i].s->n_past, 10 + i + BSTEPS);
+    /* alone: the same prompt and tokens, one call at a time */
+    int32_t pre[20], t[BSTEPS];
+    some_tokens(pre, 20, 30 + i), some_tokens(t, BSTEPS, 40 + i);
+    dw_session *r;
+    float *l = malloc((size_t)nv * 4);
+    cr_assert_eq(dw_sess_new(M, P, 64, &r), DW_OK);
+    cr_assert_eq(dw_decode(r, pre, 10 + i, NULL, NULL), DW_OK);
+    for (int k = 0; k < BSTEPS; k++) {
+      cr_assert_eq(dw_decode(r, t + k, 1, l, NULL), DW_OK);
+      float e = max_rel(A[i].logits + (size_t)k * nv, l, nv);
+      worst = fmaxf(worst, e);
+      cr_assert_lt(e, 1e-5, "thread %d, step %d", i, k);
+    }
+    dw_sess_free(r), dw_sess_free(A[i].s);
+    free(l), free(A[i].logits);
+  }
+  cr_log_info("concurrent decodes: worst relative error from alone %.2g", worst);
+  /* steps of up to 8 one-token sequences take the per-token dot products: bit for bit */
+  cr_assert_eq(worst, 0.f, "batched decodes of %d sessions differ from alone", BT);
+  pthread_barrier_destroy(&go);
 }
 
 Test(session, vocab_only_models_refuse_sessions) {

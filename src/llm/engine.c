@@ -12,7 +12,6 @@
 
 dw_status dw_engine_create(const char *name, int threads, const dw_settings *settings, dw_engine **out) {
   *out = NULL;
-  (void)settings; /* only the CUDA engine reads it */
   if (!name) name = "auto";
   dw_engine *e = dw_calloc(1, sizeof *e);
   if (!e) return dw_error_set(DW_ERR_NOMEM, "engine");
@@ -38,6 +37,8 @@ dw_status dw_engine_create(const char *name, int threads, const dw_settings *set
   }
   pthread_mutex_init(&e->lock, NULL);
   pthread_mutex_init(&e->load_lock, NULL);
+  const char *bm = dw_setting(settings, "DRIFTWOOD_BATCH_MAX");
+  e->max_batch = bm && atoi(bm) >= 1 ? (atoi(bm) < 4096 ? atoi(bm) : 4096) : 64;
   *out = e;
   return DW_OK;
 fail:
@@ -49,6 +50,11 @@ void dw_engine_destroy(dw_engine *e) {
   if (!e) return;
   for (dw_engine_weights *w = e->cache, *next; w; w = next) {
     next = w->next;
+    pthread_mutex_destroy(&w->batch.lock);
+    pthread_cond_destroy(&w->batch.cond);
+    pthread_cond_destroy(&w->batch.arrived);
+    dw_free(w->batch.seqs);
+    dw_free(w->batch.reqs);
     e->ops->weights_free(e->ctx, w->w);
     dw_model_release(w->model);
     dw_free(w);
@@ -92,6 +98,13 @@ dw_status dw_engine_weights_for(dw_engine *e, dw_model *m, const dw_engine_weigh
     if (node) { /* nodes never move: sessions hold pointers to them */
       dw_model_retain(m);
       *node = nw;
+      pthread_mutex_init(&node->batch.lock, NULL);
+      pthread_cond_init(&node->batch.cond, NULL);
+      pthread_condattr_t ca;
+      pthread_condattr_init(&ca);
+      pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+      pthread_cond_init(&node->batch.arrived, &ca);
+      pthread_condattr_destroy(&ca);
       pthread_mutex_lock(&e->lock);
       node->next = e->cache;
       e->cache = node;

@@ -78,11 +78,33 @@ typedef struct dw_engine_ops {
   void (*destroy)(void *ctx);
 } dw_engine_ops;
 
+/* Steps batched across sessions (batch.c), one per cached model: decode
+ * calls made at the same time on different sessions of that model gather
+ * into one forward step. The caller that finds no step running runs the
+ * next one, for every call waiting in order of arrival (up to max_batch
+ * sequences and max_step_tokens tokens), and the others wait for it. */
+typedef struct dw_batch_req dw_batch_req;
+typedef struct dw_batcher {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;      /* a step ended */
+  pthread_cond_t arrived;   /* a call joined the queue (CLOCK_MONOTONIC) */
+  dw_batch_req *head, *tail; /* waiting calls, oldest first */
+  int n_waiting;            /* calls in the queue */
+  int last_n;               /* calls the last step carried */
+  double last_step_s;       /* and its time */
+  bool busy;                /* a step is running */
+  dw_step_seq *seqs;        /* the running step's [max_batch] (its runner's) */
+  dw_batch_req **reqs;
+  uint64_t steps, seqs_run; /* steps run, the sequences they carried */
+  int max_seqs;             /* the most in one step */
+} dw_batcher;
+
 typedef struct dw_engine_weights {
   dw_model *model;          /* counted reference */
   void *w;                  /* owned by the engine's ops */
   uint64_t device_bytes;
   double load_ms;
+  dw_batcher batch;         /* the one mutable part of a cached entry */
   struct dw_engine_weights *next;
 } dw_engine_weights;
 
@@ -90,20 +112,30 @@ typedef struct dw_engine {
   const dw_engine_ops *ops; /* static */
   void *ctx;                /* owned */
   int max_step_tokens;      /* tokens one forward step takes at most */
+  int max_batch;            /* sequences one batched step takes at most (1: no batching) */
   pthread_mutex_t lock;     /* the weights cache */
   pthread_mutex_t load_lock; /* one weights load at a time, outside `lock` */
   dw_engine_weights *cache; /* owned list; entries never move */
 } dw_engine;
 
 /* "cpu", "cuda" or "auto" (CUDA when a device is present). threads: the
- * CPU engine's workers (<= 0: one per core). settings (may be NULL): the
- * CUDA engine's DRIFTWOOD_CUDA_LOGITS, _GRAPHS, _PDL, _STREAM, _GEMV_ROWS. */
+ * CPU engine's workers (<= 0: one per core). settings (may be NULL):
+ * DRIFTWOOD_BATCH_MAX (sequences a batched step takes, default 64; 1 turns
+ * batching off) and the CUDA engine's DRIFTWOOD_CUDA_LOGITS, _GRAPHS,
+ * _PDL, _STREAM, _GEMV_ROWS. */
 DW_HIDDEN dw_status dw_engine_create(const char *name, int threads, const dw_settings *settings, dw_engine **out);
 DW_HIDDEN void dw_engine_destroy(dw_engine *e);
 DW_HIDDEN const char *dw_engine_name(const dw_engine *e);
 DW_HIDDEN void dw_engine_describe(const dw_engine *e, char *buf, size_t cap);
 /* m's weights on e, prepared on first use (invariant 1); borrowed while e lives. */
 DW_HIDDEN dw_status dw_engine_weights_for(dw_engine *e, dw_model *m, const dw_engine_weights **out);
+
+/* One step for one sequence, batched with the concurrent steps of other
+ * sessions of the same weights (dw_batcher). q is as for ops->forward. */
+DW_HIDDEN dw_status dw_engine_step(dw_engine *e, const dw_engine_weights *w, dw_step_seq *q, dw_step_info *info);
+/* Batching so far, over every model of e: steps run, the sequences they
+ * carried, the most sequences in one step. */
+DW_HIDDEN void dw_engine_batch_stats(dw_engine *e, uint64_t *steps, uint64_t *seqs, int *max_seqs);
 
 /* Plug-ins. */
 DW_HIDDEN dw_status dw_engine_cpu_reg(int threads, dw_engine *out);

@@ -241,6 +241,29 @@ static float dot_f16_512(const uint8_t *w, const float *x, int64_t n) {
   return s + (i < n ? dot_f16(w + 2 * i, x + i, n - i) : 0.f);
 }
 
+/* dot_f16_512 for NT tokens at once (x rows ldx apart): each 32 weights are
+ * loaded and converted once for all tokens, and every token's sums are
+ * the very operations dot_f16_512 does, in the same order, so each result
+ * is bit for bit that of the one-token call. */
+static inline __attribute__((always_inline)) void dot_f16_nt(const uint8_t *w, const float *x, int64_t ldx,
+                                                             int64_t n, float *out, const int NT) {
+  __m512 s0[8], s1[8];
+  for (int t = 0; t < NT; t++) s0[t] = s1[t] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const void *)(w + 2 * i)));
+    __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256((const void *)(w + 2 * i + 32)));
+    for (int t = 0; t < NT; t++) {
+      s0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * ldx + i), s0[t]);
+      s1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * ldx + i + 16), s1[t]);
+    }
+  }
+  for (int t = 0; t < NT; t++) {
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0[t], s1[t]));
+    out[t] = s + (i < n ? dot_f16(w + 2 * i, x + t * ldx + i, n - i) : 0.f);
+  }
+}
+
 static float dot_bf16_512(const uint8_t *w, const float *x, int64_t n) {
   __m512 s0 = _mm512_setzero_ps();
   int64_t i = 0;
@@ -290,6 +313,21 @@ static float dot_q4_0_512(const uint8_t *w, const float *x, int64_t n) {
 #define dot_q4_0 dot_q4_0_512
 #endif
 
+
+void dw_vec_dot_n(uint32_t t, const void *row, const float *x, int64_t ldx, int nt, int64_t n, float *out) {
+#if defined(__AVX512F__)
+  if (t == GGML_F16 && nt <= 8) {
+    switch (nt) {
+#define DN(k)                                                                                                      \
+  case k: dot_f16_nt(row, x, ldx, n, out, k); return;
+      DN(1) DN(2) DN(3) DN(4) DN(5) DN(6) DN(7) DN(8)
+#undef DN
+    }
+  }
+#endif
+  for (int i = 0; i < nt; i++) out[i] = dw_vec_dot(t, row, x + i * ldx, n);
+}
+
 float dw_vec_dot(uint32_t t, const void *row, const float *x, int64_t n) {
   switch (t) {
   case GGML_F32: return dw_dot_f32(row, x, n);
@@ -334,10 +372,28 @@ static void tile(const float *const *w, int64_t n, const float *xt, int ntp, flo
   _mm512_storeu_ps(acc[4], a40), _mm512_storeu_ps(acc[4] + 16, a41);
   _mm512_storeu_ps(acc[5], a50), _mm512_storeu_ps(acc[5] + 16, a51);
 }
+
+/* The same for the first 16 tokens only (a last column block of <= 16:
+ * half the FMAs of the full tile); each sum in the same order as tile's. */
+static void tile16(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV]) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+  const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3], *w4 = w[4], *w5 = w[5];
+  for (int64_t k = 0; k < n; k++, xt += ntp) {
+    __m512 x0 = _mm512_loadu_ps(xt);
+    a0 = _mm512_fmadd_ps(_mm512_set1_ps(w0[k]), x0, a0);
+    a1 = _mm512_fmadd_ps(_mm512_set1_ps(w1[k]), x0, a1);
+    a2 = _mm512_fmadd_ps(_mm512_set1_ps(w2[k]), x0, a2);
+    a3 = _mm512_fmadd_ps(_mm512_set1_ps(w3[k]), x0, a3);
+    a4 = _mm512_fmadd_ps(_mm512_set1_ps(w4[k]), x0, a4);
+    a5 = _mm512_fmadd_ps(_mm512_set1_ps(w5[k]), x0, a5);
+  }
+  _mm512_storeu_ps(acc[0], a0), _mm512_storeu_ps(acc[1], a1), _mm512_storeu_ps(acc[2], a2);
+  _mm512_storeu_ps(acc[3], a3), _mm512_storeu_ps(acc[4], a4), _mm512_storeu_ps(acc[5], a5);
+}
 #elif defined(DW_X86)
-/* AVX2: 32 tokens as two halves of 2 ymm × 6 rows. */
-static void tile(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV]) {
-  for (int h = 0; h < 2; h++) {
+/* AVX2: 32 tokens as two halves of 2 ymm × 6 rows (halves: 1, the first 16 only). */
+static void tile_h(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV], int halves) {
+  for (int h = 0; h < halves; h++) {
     __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
     __m256 a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
     const float *xp = xt + 16 * h;
@@ -359,12 +415,24 @@ static void tile(const float *const *w, int64_t n, const float *xt, int ntp, flo
     _mm256_storeu_ps(acc[5] + o, a50), _mm256_storeu_ps(acc[5] + o + 8, a51);
   }
 }
-#else
 static void tile(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV]) {
+  tile_h(w, n, xt, ntp, acc, 2);
+}
+static void tile16(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV]) {
+  tile_h(w, n, xt, ntp, acc, 1);
+}
+#else
+static void tile_n(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV], int tv) {
   memset(acc, 0, sizeof(float) * TR * TV);
   for (int64_t k = 0; k < n; k++, xt += ntp)
     for (int r = 0; r < TR; r++)
-      for (int t = 0; t < TV; t++) acc[r][t] += w[r][k] * xt[t];
+      for (int t = 0; t < tv; t++) acc[r][t] += w[r][k] * xt[t];
+}
+static void tile(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV]) {
+  tile_n(w, n, xt, ntp, acc, TV);
+}
+static void tile16(const float *const *w, int64_t n, const float *xt, int ntp, float acc[TR][TV]) {
+  tile_n(w, n, xt, ntp, acc, 16);
 }
 #endif
 
@@ -375,8 +443,8 @@ void dw_gemm_xt(const float *w, int nr, int64_t n, const float *xt, int nt, int 
     const float *ws[TR];
     for (int i = 0; i < TR; i++) ws[i] = r0 + i < nr ? w + (int64_t)(r0 + i) * n : zero;
     for (int t0 = 0; t0 < nt; t0 += TV) {
-      tile(ws, n, xt + t0, ntp, acc);
       int tn = nt - t0 < TV ? nt - t0 : TV, rn = nr - r0 < TR ? nr - r0 : TR;
+      (tn <= 16 ? tile16 : tile)(ws, n, xt + t0, ntp, acc);
       for (int t = 0; t < tn; t++)
         for (int i = 0; i < rn; i++) y[(int64_t)(t0 + t) * ldy + r0 + i] = acc[i][t];
     }

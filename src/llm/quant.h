@@ -24,6 +24,10 @@ DW_HIDDEN size_t dw_quant_row_bytes(uint32_t ggml_type, int64_t n);
 DW_HIDDEN void dw_dequant_row(uint32_t ggml_type, const void *src, float *dst, int64_t n);
 /* Σ row[i]·x[i] over n elements, row of the given type. */
 DW_HIDDEN float dw_vec_dot(uint32_t ggml_type, const void *row, const float *x, int64_t n);
+/* out[t] = dw_vec_dot(row, x + t·ldx) for t < nt, bit for bit, reading the
+ * row once for all of them where a kernel exists (F16 on AVX-512, nt <= 8). */
+DW_HIDDEN void dw_vec_dot_n(uint32_t ggml_type, const void *row, const float *x, int64_t ldx, int nt, int64_t n,
+                            float *out);
 /* f32 dot product. */
 DW_HIDDEN float dw_dot_f32(const float *a, const float *b, int64_t n);
 /* xt[k*ntp + t] = x[t*n + k] for columns k0 <= k < k1, t < nt; 0 for

@@ -110,6 +110,12 @@ static dw_status own_blocks(dw_session *s, int p0, int p1) {
   return DW_OK;
 }
 
+dw_status dw_sess_reserve(dw_session *s, int n) {
+  if (n < 1 || (int64_t)s->n_past + n > s->n_ctx)
+    return dw_error_set(DW_ERR_LIMIT, "session: %d more positions past %d (context %d)", n, s->n_past, s->n_ctx);
+  return own_blocks(s, s->n_past, s->n_past + n);
+}
+
 static dw_status decode(dw_session *s, const int32_t *tokens, int n, float *logits, float *all_logits,
                         double *embd_sum) {
   const dw_hparams *hp = &s->model->hp;
@@ -130,7 +136,7 @@ static dw_status decode(dw_session *s, const int32_t *tokens, int n, float *logi
                      all_logits ? all_logits + (size_t)i * hp->n_vocab : NULL, embd_sum};
     dw_step_info info = {0};
     dw_status st = own_blocks(s, s->n_past, s->n_past + nt);
-    if (!st) st = e->ops->forward(e->ctx, s->w->w, &q, 1, &info);
+    if (!st) st = dw_engine_step(e, s->w, &q, &info);
     if (st) {
       s->n_past = start; /* positions written so far are simply dropped */
       return st;

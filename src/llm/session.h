@@ -43,6 +43,11 @@ DW_HIDDEN void dw_sess_free(dw_session *s);
 DW_HIDDEN dw_status dw_sess_fork(const dw_session *s, dw_session **out);
 DW_HIDDEN dw_status dw_sess_truncate(dw_session *s, int n_keep);
 
+/* Makes the KV blocks of positions [n_past, n_past + n) present and this
+ * session's own, for a caller that builds forward steps itself (dw_decode
+ * does it for its own). */
+DW_HIDDEN dw_status dw_sess_reserve(dw_session *s, int n);
+
 /* Appends n tokens; writes the last position's logits [n_vocab] to `logits`
  * (may be NULL) and, if `all_logits` is not NULL, every position's
  * [n][n_vocab]. Token ids >= n_vocab → DW_ERR_INVALID_ARG; n_past + n >
