@@ -118,6 +118,45 @@ Test(cuda_llm, logits_match_cpu_every_type_and_arch) {
   }
 }
 
+/* One step of many one-token sequences at different positions (decodes
+ * batched across sessions; more than a GEMV step takes, so the GEMM path
+ * with the split decode attention), against each sequence decoded alone
+ * on the CPU engine. */
+Test(cuda_llm, one_step_of_many_decodes_matches_cpu) {
+  enum { NS = 20 };
+  dw_model *m = make_model("llama", "f16", "");
+  int nv = m->hp.n_vocab;
+  dw_session *g[NS], *c[NS];
+  dw_step_seq q[NS];
+  int32_t tok[NS];
+  float *lg = malloc((size_t)NS * nv * sizeof *lg), *lc = malloc(nv * sizeof *lc);
+  for (size_t i = 0; i < (size_t)NS * nv; i++) lg[i] = NAN; /* every logit must be written */
+  for (int i = 0; i < NS; i++) {
+    int32_t pre[80];
+    int np = 3 + 4 * i; /* 3 .. 79 positions: up to three KV blocks */
+    fill_tokens(pre, np, nv, 100 + i);
+    tok[i] = pre[0];
+    cr_assert_eq(dw_sess_new(m, gpu, 128, &g[i]), DW_OK, "%s", dw_last_error());
+    cr_assert_eq(dw_sess_new(m, cpu, 128, &c[i]), DW_OK, "%s", dw_last_error());
+    cr_assert_eq(dw_decode(g[i], pre, np, NULL, NULL), DW_OK, "%s", dw_last_error());
+    cr_assert_eq(dw_decode(c[i], pre, np, NULL, NULL), DW_OK, "%s", dw_last_error());
+    cr_assert_eq(dw_sess_reserve(g[i], 1), DW_OK, "%s", dw_last_error());
+    q[i] = (dw_step_seq){g[i], &tok[i], 1, lg + (size_t)i * nv, NULL, NULL};
+  }
+  dw_step_info info;
+  cr_assert_eq(gpu->ops->forward(gpu->ctx, g[0]->w->w, q, NS, &info), DW_OK, "%s", dw_last_error());
+  double worst = 0;
+  for (int i = 0; i < NS; i++) {
+    cr_assert_eq(dw_decode(c[i], &tok[i], 1, lc, NULL), DW_OK, "%s", dw_last_error());
+    worst = fmax(worst, rel_err(lg + (size_t)i * nv, lc, nv));
+    dw_sess_free(g[i]), dw_sess_free(c[i]);
+  }
+  printf("cuda_llm: one step of %d one-token sequences: max rel err %.2e against the CPU (tol 1e-2)\n", NS, worst);
+  cr_expect_leq(worst, 1e-2);
+  free(lg), free(lc);
+  dw_model_release(m);
+}
+
 /* Greedy continuation on one engine: n tokens after the prompt. */
 static void greedy(dw_engine *e, dw_model *m, const int32_t *prompt, int np, int n, int32_t *out) {
   int nv = m->hp.n_vocab;

@@ -63,7 +63,7 @@ typedef struct dev_model {
   float *logits;                 /* [logits_cap][n_vocab] */
   int logits_cap;
   float *att_part;               /* split-attention partials */
-  int *att_count;                /* [DW_GEMV_MAX_NT][n_head_kv], zero between steps (kernels.h) */
+  int *att_count;                /* [MAX_STEP][n_head_kv], zero between steps (kernels.h) */
   size_t att_part_cap;           /* floats */
   /* step inputs, the same layout on both sides: IN_INTS int arrays of
    * [MAX_STEP] (tokens, pos, seq_of, out_rows, tab_off, tiles), RoPE
@@ -271,7 +271,7 @@ static dw_status alloc_buffers(dev_model *d) {
         deq = (size_t)w[i]->n_in * w[i]->n_out;
   }
   if (deq && (st = dev_alloc(d, deq * 2, &d->wdeq, &d->buffer_bytes))) return st;
-  size_t cnt = (size_t)DW_GEMV_MAX_NT * hp->n_head_kv * sizeof(int);
+  size_t cnt = (size_t)MAX_STEP * hp->n_head_kv * sizeof(int);
   if ((st = dev_alloc(d, cnt, (void **)&d->att_count, &d->buffer_bytes))) return st;
   CU(cudaMemset(d->att_count, 0, cnt), "attention counters");
   d->logits_cap = DW_GEMV_MAX_NT;
@@ -547,6 +547,7 @@ typedef struct step {
   int nt;
   int n_split, kps;              /* attention: key ranges of kps (stream: n_split is the split capacity) */
   bool stream;                   /* decode-sized step on the stream.cu kernels */
+  bool dec_att;                  /* every sequence decodes one token: the split decode attention */
   int *tokens, *out_rows, *tiles; /* device, in d_in */
   int n_tiles;
   dw_kv_args kv;
@@ -620,7 +621,7 @@ static dw_status body(step *S) {
       if ((rc = project(S, d->x, D->attn_norm, nt, DW_GEMV_STORE, qkv, 3))) return rc;
       dw_k_rope_store(&S->kv, l, d->q, d->k, d->v, nt, st);
     }
-    if (S->stream) dw_k_attention_decode(&S->kv, l, d->q, d->att, nt, S->n_split, d->att_part, d->att_count, st);
+    if (S->dec_att) dw_k_attention_decode(&S->kv, l, d->q, d->att, nt, S->n_split, d->att_part, d->att_count, st);
     else if (nt > DW_GEMV_MAX_NT) dw_k_attention_tiles(&S->kv, l, d->q, d->att, S->tiles, S->n_tiles, st);
     else dw_k_attention(&S->kv, l, d->q, d->att, nt, S->n_split, S->kps, d->att_part, st);
     dw_gemv_item o = {&D->wo, NULL, D->bo, d->x};
@@ -754,16 +755,21 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
   /* attention splits for decode steps: short key ranges, for parallelism;
    * the stream kernels split by KV block, and their graphs are captured for
    * a power-of-two split capacity, so they are recaptured only as it doubles */
-  bool stream = !c->no_stream && nt <= DW_GEMV_MAX_NT;
-  int kps = stream ? DW_KV_BLOCK : 64, n_split = nt <= DW_GEMV_MAX_NT ? (max_keys + kps - 1) / kps : 1;
-  if (stream) {
+  bool stream = !c->no_stream && nt <= DW_GEMV_MAX_NT, single = true;
+  for (int i = 0; i < n_seqs; i++) single &= seqs[i].n == 1;
+  /* a step of many one-token sequences (decodes batched across sessions)
+   * takes the decode attention too: a block per (KV head, token, KV block)
+   * instead of a prefill tile per token */
+  bool dec_att = stream || (!c->no_stream && single);
+  int kps = dec_att ? DW_KV_BLOCK : 64, n_split = nt <= DW_GEMV_MAX_NT || dec_att ? (max_keys + kps - 1) / kps : 1;
+  if (dec_att) {
     int cap = 8;
     while (cap < n_split) cap *= 2;
     n_split = cap;
   }
   dw_status st = ensure_inputs(d, n_tab);
   if (!st) st = grow_logits(d, n_out);
-  if (!st && (n_split > 1 || stream)) st = grow_att_part(d, (size_t)nt * hp->n_head * n_split * (hp->head_dim + 2));
+  if (!st && (n_split > 1 || dec_att)) st = grow_att_part(d, (size_t)nt * hp->n_head * n_split * (hp->head_dim + 2));
   if (st) goto out;
   /* inputs (invariant 1) */
   int half = hp->n_rot / 2, n_tiles = 0;
@@ -805,7 +811,7 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
     st = cu_fail(e, "step inputs");
     goto out;
   }
-  step S = {.c = c, .d = d, .hp = hp, .nt = nt, .n_split = n_split, .kps = kps, .stream = stream,
+  step S = {.c = c, .d = d, .hp = hp, .nt = nt, .n_split = n_split, .kps = kps, .stream = stream, .dec_att = dec_att,
             .tokens = di, .out_rows = di + 3 * MAX_STEP, .tiles = di + 5 * MAX_STEP, .n_tiles = n_tiles,
             .kv = {.tables = (float *const *)(din + tab_off(d)), .tab_off = di + 4 * MAX_STEP,
                    .seq_of = di + 2 * MAX_STEP, .pos = di + MAX_STEP, .n_layer = hp->n_layer, .n_head = hp->n_head,

@@ -94,7 +94,8 @@ void dw_k_rope_store(const dw_kv_args *a, int layer, float *q, float *k, const f
 void dw_k_attention(const dw_kv_args *a, int layer, const float *q, float *out, int nt, int n_split, int kps,
                     float *part, cudaStream_t stream);
 
-/* The same for decode steps (nt <= DW_GEMV_MAX_NT), one block per (KV
+/* The same for decode steps (nt <= DW_GEMV_MAX_NT, or any number of
+ * one-token sequences), one block per (KV
  * head, token, KV block of 32 keys), the splits merged in the same launch:
  * split_cap >= every token's ceil((pos + 1) / 32) (blocks past a token's
  * keys return at once), `part` as above with n_split = split_cap, and
