@@ -61,6 +61,8 @@ typedef struct dev_model {
   void *x16;                     /* [MAX_STEP][max_in] f16/bf16: GEMM inputs */
   void *wdeq;                    /* f16 copy of one quantised matrix (prefill) */
   float *logits;                 /* [logits_cap][n_vocab] */
+  float *h_logits;               /* pinned [h_logits_cap][n_vocab]: rows bound for pageable memory */
+  int h_logits_cap;
   int logits_cap;
   float *att_part;               /* split-attention partials */
   int *att_count;                /* [MAX_STEP][n_head_kv], zero between steps (kernels.h) */
@@ -96,6 +98,7 @@ typedef struct cuda_engine {
   bool no_graphs;                /* DRIFTWOOD_CUDA_GRAPHS=0 */
   bool no_pdl;                   /* DRIFTWOOD_CUDA_PDL=0 */
   bool no_stream;                /* DRIFTWOOD_CUDA_STREAM=0: the older decode kernels (A/B runs) */
+  bool no_pinned_rows;           /* DRIFTWOOD_CUDA_LOGITS_PINNED=0: a pageable copy a sequence (A/B runs) */
   void **free_blocks;            /* KV blocks kept for reuse */
   size_t free_block_bytes;
   int n_free, cap_free;
@@ -209,6 +212,7 @@ static void dev_model_free(dev_model *d) {
   drop_graphs(d);
   for (int i = 0; i < d->n_allocs; i++) cudaFree(d->allocs[i]);
   cudaFreeHost(d->h_in);
+  cudaFreeHost(d->h_logits);
   dw_free(d->allocs);
   dw_free(d->layers);
   dw_free(d);
@@ -706,6 +710,26 @@ static dw_status grow_logits(dev_model *d, int rows) {
   return st;
 }
 
+/* Pinned room for `rows` rows of logits. */
+static dw_status grow_pinned_rows(dev_model *d, int rows) {
+  if (rows <= d->h_logits_cap) return DW_OK;
+  cudaFreeHost(d->h_logits);
+  d->h_logits = NULL, d->h_logits_cap = 0;
+  CU(cudaMallocHost((void **)&d->h_logits, (size_t)rows * d->m->hp.n_vocab * sizeof(float)), "pinned logits");
+  d->h_logits_cap = rows;
+  return DW_OK;
+}
+
+/* Host memory the device may DMA into directly (pinned or registered). */
+static bool host_registered(const void *p) {
+  struct cudaPointerAttributes a;
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return a.type == cudaMemoryTypeHost;
+}
+
 /* Room for n floats of attention partials (graphs keep the old address,
  * so they go when it moves). */
 static dw_status grow_att_part(dev_model *d, size_t n) {
@@ -740,6 +764,7 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
   const dw_hparams *hp = &d->m->hp;
   *info = (dw_step_info){0};
   int nt = 0, n_tab = 0, n_out = 0, max_keys = 0;
+  bool staged[MAX_STEP] = {false}; /* sequence i's logits come through h_logits */
   bool embd = false;
   for (int i = 0; i < n_seqs; i++) {
     nt += seqs[i].n;
@@ -748,7 +773,7 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
     n_out += seqs[i].all_logits ? seqs[i].n : seqs[i].logits != NULL;
     embd |= seqs[i].embd_sum != NULL;
   }
-  if (nt < 1 || nt > MAX_STEP)
+  if (nt < 1 || nt > MAX_STEP || n_seqs > MAX_STEP)
     return dw_error_set(DW_ERR_LIMIT, "cuda engine: a step of %d tokens (1 to %d)", nt, MAX_STEP);
   pthread_mutex_lock(&c->lock);
   cudaSetDevice(c->device);
@@ -832,12 +857,22 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
     if (st) goto out;
     info->zero_copy = mapped;
     size_t row = (size_t)hp->n_vocab * sizeof(float);
+    /* Rows bound for pageable memory, of a step of many sequences: one
+     * copy of every row into pinned memory, then each row to its place
+     * (a pageable copy a sequence costs tens of µs each). Registered
+     * (guest) memory still gets its own DMA: no staging there. */
+    bool pin = !mapped && n_seqs > 1 && !c->no_pinned_rows && !(st = grow_pinned_rows(d, n_out));
+    if (st) goto out;
+    if (pin) e = cudaMemcpyAsync(d->h_logits, d->logits, (size_t)n_out * row, cudaMemcpyDeviceToHost, c->stream);
     for (int i = 0, r = 0; !mapped && i < n_seqs && e == cudaSuccess; i++) {
       const dw_step_seq *q = &seqs[i];
       int rows = q->all_logits ? q->n : q->logits != NULL;
-      if (q->all_logits) e = copy_out(q->all_logits, d->logits + (size_t)r * hp->n_vocab, rows * row, c->stream);
-      if (q->logits && e == cudaSuccess)
-        e = copy_out(q->logits, d->logits + (size_t)(r + rows - 1) * hp->n_vocab, row, c->stream);
+      staged[i] = pin && ((q->all_logits && !host_registered(q->all_logits)) || (q->logits && !host_registered(q->logits)));
+      if (!staged[i]) {
+        if (q->all_logits) e = copy_out(q->all_logits, d->logits + (size_t)r * hp->n_vocab, rows * row, c->stream);
+        if (q->logits && e == cudaSuccess)
+          e = copy_out(q->logits, d->logits + (size_t)(r + rows - 1) * hp->n_vocab, row, c->stream);
+      }
       info->staged_bytes += (q->all_logits ? rows * row : 0) + (q->logits ? row : 0);
       r += rows;
     }
@@ -845,6 +880,14 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
   if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
   if (e == cudaSuccess) e = cudaGetLastError();
   if (e != cudaSuccess) st = cu_fail(e, "forward step");
+  for (int i = 0, r = 0; !st && n_out && i < n_seqs; i++) { /* the staged rows to their places */
+    const dw_step_seq *q = &seqs[i];
+    int rows = q->all_logits ? q->n : q->logits != NULL;
+    size_t row = (size_t)hp->n_vocab * sizeof(float);
+    if (staged[i] && q->all_logits) memcpy(q->all_logits, d->h_logits + (size_t)r * hp->n_vocab, rows * row);
+    if (staged[i] && q->logits) memcpy(q->logits, d->h_logits + (size_t)(r + rows - 1) * hp->n_vocab, row);
+    r += rows;
+  }
 out:
   pthread_mutex_unlock(&c->lock);
   return st;
@@ -920,6 +963,8 @@ dw_status dw_engine_cuda_reg(const dw_settings *settings, dw_engine *out) {
   c->no_graphs = gr && !strcmp(gr, "0");
   const char *pdl = dw_setting(settings, "DRIFTWOOD_CUDA_PDL");
   c->no_pdl = pdl && !strcmp(pdl, "0");
+  const char *pr = dw_setting(settings, "DRIFTWOOD_CUDA_LOGITS_PINNED");
+  c->no_pinned_rows = pr && !strcmp(pr, "0");
   const char *sv = dw_setting(settings, "DRIFTWOOD_CUDA_STREAM");
   c->no_stream = sv && !strcmp(sv, "0");
   dw_k_set_pdl(!c->no_pdl);
