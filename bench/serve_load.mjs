@@ -8,6 +8,7 @@
 // The second form measures llama.cpp's server (a binary named llama-server)
 // the same way, side by side: SLOTS parallel sequences (default 2, as
 // Driftwood's 2 workers), 2 threads, on a free loopback port.
+// DW_SERVE_ARGS: more options for `driftwood serve` (e.g. "--workers 16").
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -32,6 +33,7 @@ if (llama) {
 } else {
   const args = ['serve', '--listen', '127.0.0.1:0', '--ready-file', join(dir, 'ready'), '--max-queue', String(2 * N)];
   if (model) args.push('--model', `default=${model}`);
+  if (process.env.DW_SERVE_ARGS) args.push(...process.env.DW_SERVE_ARGS.split(/\s+/).filter(Boolean)); /* e.g. --workers 16 */
   srv = spawn(bin, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; i < 300 && !existsSync(join(dir, 'ready')); i++) await new Promise(r => setTimeout(r, 100));
   base = `http://${readFileSync(join(dir, 'ready'), 'utf8').trim()}`;
