@@ -452,8 +452,10 @@ dw_status dw_host_create(const dw_host_config *cfg, dw_host **out) {
   h->cfg = *cfg;
   if (h->cfg.max_queue <= 0) h->cfg.max_queue = 4096;
   if (h->cfg.mailbox_cap <= 0) h->cfg.mailbox_cap = 256;
-  if (h->cfg.workers <= 0) h->cfg.workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
-  if (h->cfg.workers <= 0) h->cfg.workers = 2;
+  if (h->cfg.workers <= 0) { /* actors waiting in decode share steps (llm/batch.c): more of them than cores */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    h->cfg.workers = cores > DW_HOST_MIN_WORKERS ? (int)cores : DW_HOST_MIN_WORKERS;
+  }
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->work, NULL);
   size_t n = strlen(cfg->state_dir) + 16;
