@@ -47,7 +47,10 @@ struct dw_host {
   dw_host_config cfg;
   char *dir;                /* DIR/actors */
   pthread_mutex_t mu;
-  pthread_cond_t work;      /* the run queue got an actor, or stop */
+  pthread_cond_t work;      /* the run queue got an actor, or stop (workers only) */
+  pthread_cond_t tick;      /* the janitor's own sleep: it must never take a
+                               signal meant for a worker (a job left queued
+                               with every worker asleep) */
   hmod *mods;
   int n_mods;
   hactor **actors;
@@ -374,7 +377,7 @@ static void *janitor(void *arg) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += 1;
-    pthread_cond_timedwait(&h->work, &h->mu, &ts);
+    pthread_cond_timedwait(&h->tick, &h->mu, &ts);
     double t = now_s();
     for (int i = 0; i < h->n_actors && !h->stop; i++) {
       hactor *a = h->actors[i];
@@ -458,6 +461,7 @@ dw_status dw_host_create(const dw_host_config *cfg, dw_host **out) {
   }
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->work, NULL);
+  pthread_cond_init(&h->tick, NULL);
   size_t n = strlen(cfg->state_dir) + 16;
   dw_status st = DW_OK;
   if (!(h->dir = malloc(n))) st = DW_ERR_NOMEM;
@@ -490,6 +494,7 @@ void dw_host_destroy(dw_host *h) {
   pthread_mutex_lock(&h->mu);
   h->stop = true;
   pthread_cond_broadcast(&h->work);
+  pthread_cond_broadcast(&h->tick);
   pthread_mutex_unlock(&h->mu);
   for (int i = 0; i < h->n_threads; i++) pthread_join(h->threads[i], NULL);
   if (h->has_janitor) pthread_join(h->janitor, NULL);
@@ -517,6 +522,7 @@ void dw_host_destroy(dw_host *h) {
   free(h->dir);
   pthread_mutex_destroy(&h->mu);
   pthread_cond_destroy(&h->work);
+  pthread_cond_destroy(&h->tick);
   free(h);
 }
 
