@@ -4,7 +4,7 @@ BUILD      ?= build
 TEST_BUILD ?= build-test
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build demo test bench fuzz fuzz-snapshot fuzz-serve clean
+.PHONY: all deps build demo test bench model fuzz fuzz-snapshot fuzz-serve clean
 
 all: build
 
@@ -15,18 +15,24 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-DEMO_MODEL ?= models/demo-tiny-q8_0.gguf
+DEMO_MODEL ?= models/driftwood-kjv-q8_0.gguf
 DEMO_PROMPT ?= Write a haiku about driftwood.
 
 demo: build
 	$(BUILD)/driftwood run $(BUILD)/examples/matmul.wasm
-	@echo "--- chat example on $(DEMO_MODEL) (random weights: the text is gibberish by design)"
+	@echo "--- chat example on $(DEMO_MODEL) (15.7 M parameters trained on the King James Bible: models/README.md)"
 	$(BUILD)/driftwood run --model default=$(DEMO_MODEL) $(BUILD)/examples/chat.wasm --seed 1 -n 48 "$(DEMO_PROMPT)"
 
 test: deps
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DDW_SANITIZE=ON >/dev/null
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
 	cd $(TEST_BUILD) && ctest --output-on-failure
+
+# Retrains the default model (tools/train/run.sh: KJV corpus, BPE vocabulary,
+# PyTorch training on CUDA when present, GGUF export, held-out perplexity)
+# into build/train/; copy the .gguf to models/ to make it the default.
+model:
+	tools/train/run.sh build/train
 
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 300

@@ -16,7 +16,7 @@ extern const unsigned char dw_chat_serve_wasm[];
 extern const size_t dw_chat_serve_wasm_len;
 
 #ifndef DW_DEFAULT_MODEL
-#define DW_DEFAULT_MODEL "models/demo-tiny-q8_0.gguf"
+#define DW_DEFAULT_MODEL "models/driftwood-kjv-q8_0.gguf"
 #endif
 
 static void usage(FILE *f) {
