@@ -9,9 +9,11 @@
      against the float64 reference (llama_ref.py) on the dequantised Q8_0
      weights, max |engine - ref| / max |ref| <= 1e-2 per position;
   3. it stops by itself: the chat example guest, given a few prompts and
-     room for 400 tokens, ends each reply with its end-of-turn token.
+     room for 400 tokens, ends each reply with its end-of-turn token; and a
+     WASI-NN guest of WasmEdge's kind (tests/guests/nn_guest.c, streaming)
+     reaches the end of sequence (status 100) on a ChatML prompt.
 
-Usage: shipped_model.py DRIFTWOOD CHAT_WASM MODEL.gguf WORKDIR
+Usage: shipped_model.py DRIFTWOOD CHAT_WASM MODEL.gguf WORKDIR [NN_GUEST_WASM]
 """
 import os
 import re
@@ -75,7 +77,16 @@ def main():
         ok = res.returncode == 0 and 0 < n < 400
         fails += not ok
         print(f"chat {p!r}: {n} tokens, {'stopped by itself' if ok else 'FAIL (did not stop)'}: {res.stdout.strip()[:100]}")
-    print(f"{len(TEXTS) + 2 + len(PROMPTS) - fails} passed, {fails} failed")
+    checks = len(TEXTS) + 2 + len(PROMPTS)
+    if len(sys.argv) > 5:
+        checks += 1
+        res = subprocess.run([dw, "run", "--nn-preload", f"default:GGML:AUTO:{model}", sys.argv[5], "default",
+                              "stream", "<|im_start|>user\nWhat is driftwood?<|im_end|>\n<|im_start|>assistant\n"],
+                             capture_output=True, text=True)
+        ok = res.returncode == 0 and "] end 100" in res.stdout
+        fails += not ok
+        print(f"wasi-nn stream: {'reached the end of sequence' if ok else 'FAIL'}: {res.stdout.strip()[:160]}")
+    print(f"{checks - fails} passed, {fails} failed")
     return 1 if fails else 0
 
 
