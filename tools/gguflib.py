@@ -20,6 +20,20 @@ TYPE_NAMES = {"f32": T_F32, "f16": T_F16, "bf16": T_BF16, "q8_0": T_Q8_0, "q4_0"
 _BLOCK = {T_F32: (1, 4), T_F16: (1, 2), T_BF16: (1, 2), T_Q8_0: (32, 34), T_Q4_0: (32, 18)}
 
 
+def byte_chars():
+    """GPT-2's reversible map from bytes to printable characters, in which
+    byte-level BPE vocabularies (tokenizer.ggml.model "gpt2") spell tokens."""
+    keep = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or b >= 0xAE]
+    out, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(0x100 + n)
+            n += 1
+    return out
+
+
 class Reader:
     def __init__(self, path):
         self.buf = open(path, "rb").read()

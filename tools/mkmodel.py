@@ -67,14 +67,7 @@ def synthetic_vocab(kind):
                 "tokenizer.ggml.tokens": (G.ARRAY, toks, G.STRING),
                 "tokenizer.ggml.scores": (G.ARRAY, scores, G.F32),
                 "tokenizer.ggml.token_type": (G.ARRAY, types, G.I32)}
-    keep = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or b >= 0xAE]
-    cp, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            cp[b] = chr(b)
-        else:
-            cp[b] = chr(0x100 + n)
-            n += 1
+    cp = G.byte_chars()
     toks = [cp[b] for b in range(256)]
     merges = []
     for w in words:

@@ -15,8 +15,8 @@ Every 20th chapter (and the chat turns made from it) is held out for
 validation. Writes DIR/tokenizer.json (tokens, merges, special ids),
 DIR/train.bin and DIR/val.bin (uint16 token ids), DIR/meta.json.
 
-Deterministic: the same text and arguments give the same files. Standard
-library only (no numpy, no torch).
+Deterministic: the same text and arguments give the same files. No torch
+needed (tools/gguflib.py, for the byte map, needs numpy).
 """
 import argparse
 import collections
@@ -28,24 +28,14 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from gguflib import byte_chars  # noqa: E402
+
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # GPT-2's pre-tokenizer (llama.cpp's "gpt-2"), with \p{L} as [^\W\d_] and
 # \p{N} as \d; identical on this ASCII corpus.
 PRE = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
 SPECIAL_RE = re.compile("(" + "|".join(re.escape(s) for s in SPECIALS) + ")")
-
-
-def byte_chars():
-    """GPT-2's reversible byte -> printable character map."""
-    keep = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or b >= 0xAE]
-    out, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(0x100 + n)
-            n += 1
-    return out
 
 
 def read_kjv(path):
