@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs (apt, when root) or names the Debian packages Driftwood needs.
-# Usage: scripts/deps.sh   — exits non-zero with the exact apt command when
-# something is missing and we cannot install it ourselves.
+# Usage: scripts/deps.sh [EXTRA_PACKAGE...]   — exits non-zero with the
+# exact apt command when something is missing and we cannot install it
+# ourselves. Extra packages are what one tool needs beyond the build and
+# tests (tools/train/run.sh: the KJV text, matplotlib).
 set -euo pipefail
 
 pkgs=(cmake make gcc clang lld wabt wasi-libc libclang-rt-14-dev-wasm32
       libcriterion-dev libzstd-dev libssl-dev libjansson-dev libmicrohttpd-dev
       libsimde-dev libpcre2-dev libxxhash-dev pkg-config nodejs curl python3
-      python3-numpy python3-torch rustc libstd-rust-dev-wasm32)
+      python3-numpy python3-torch rustc libstd-rust-dev-wasm32 "$@")
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -52,7 +52,7 @@ Test(host, idle_workers_always_take_a_queued_job_beside_the_janitor) {
     cr_assert(atomic_load(&done_flag), "job %d of %d still queued after 5 s with idle workers", i + 1, n);
     dw_host_job_wait(&j);
     dw_host_job_fini(&j);
-    if (i % 50 == 0) usleep(1100 * 1000 / 10); /* let the janitor's 1 s sleeps come and go */
+    if (i % 50 == 0) usleep(110 * 1000); /* spread the jobs over several of the janitor's 1 s sleeps */
   }
   cr_assert_eq(atomic_load(&ran), n);
   dw_host_destroy(h);

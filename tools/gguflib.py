@@ -34,6 +34,17 @@ def byte_chars():
     return out
 
 
+def add_llama_hparams(w, arch, ctx, dim, layers, ffn, heads, kv_heads, rope_base=10000.0, eps=1e-5):
+    """The hyper-parameter keys of a llama-family model (ARCH.*), as
+    llama.cpp's converter writes them; RoPE over the whole head."""
+    for key, vt, val in (("context_length", U32, ctx), ("embedding_length", U32, dim),
+                         ("block_count", U32, layers), ("feed_forward_length", U32, ffn),
+                         ("attention.head_count", U32, heads), ("attention.head_count_kv", U32, kv_heads),
+                         ("rope.dimension_count", U32, dim // heads), ("rope.freq_base", F32, rope_base),
+                         ("attention.layer_norm_rms_epsilon", F32, eps)):
+        w.add(f"{arch}.{key}", vt, val)
+
+
 class Reader:
     def __init__(self, path):
         self.buf = open(path, "rb").read()

@@ -126,15 +126,7 @@ def main():
     arch = a.arch
     w.add("general.architecture", G.STRING, arch)
     w.add("general.name", G.STRING, f"driftwood-test-{a.preset or 'custom'}-{a.type}")
-    w.add(f"{arch}.context_length", G.U32, cfg["ctx"])
-    w.add(f"{arch}.embedding_length", G.U32, dim)
-    w.add(f"{arch}.block_count", G.U32, L)
-    w.add(f"{arch}.feed_forward_length", G.U32, FF)
-    w.add(f"{arch}.attention.head_count", G.U32, H)
-    w.add(f"{arch}.attention.head_count_kv", G.U32, KV)
-    w.add(f"{arch}.rope.dimension_count", G.U32, hd)
-    w.add(f"{arch}.rope.freq_base", G.F32, a.rope_base)
-    w.add(f"{arch}.attention.layer_norm_rms_epsilon", G.F32, 1e-5)
+    G.add_llama_hparams(w, arch, cfg["ctx"], dim, L, FF, H, KV, a.rope_base)
     for key, (vt, val, et) in vocab_kv.items():
         if key.startswith("tokenizer.") and key != "tokenizer.chat_template":
             w.add(key, vt, val, et)

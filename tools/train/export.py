@@ -20,10 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import gguflib as G  # noqa: E402
-
-CHATML = ("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n'}}"
-          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-
+from mkmodel import TEMPLATES  # noqa: E402
 
 def permute(w, n_head):
     """HF row h*hd + p*hd/2 + j -> GGUF row h*hd + 2j + p."""
@@ -46,7 +43,7 @@ def main():
     sd = {k: v.numpy().astype(np.float32) for k, v in
           torch.load(os.path.join(a.run, a.weights), map_location="cpu").items()}
     tt = G.TYPE_NAMES[a.type]
-    H, KV, hd = c["heads"], c["kv_heads"], c["dim"] // c["heads"]
+    H, KV = c["heads"], c["kv_heads"]
     sp = tok["special"]
     n = len(tok["tokens"])
     types = [1] * n
@@ -59,15 +56,7 @@ def main():
           f"{c['params'] / 1e6:.1f} M parameter llama trained by tools/train on the King James Version "
           "of the Bible (public domain): Driftwood's default model")
     w.add("general.license", G.STRING, "CC0-1.0")
-    w.add("llama.context_length", G.U32, c["ctx"])
-    w.add("llama.embedding_length", G.U32, c["dim"])
-    w.add("llama.block_count", G.U32, c["layers"])
-    w.add("llama.feed_forward_length", G.U32, c["ffn"])
-    w.add("llama.attention.head_count", G.U32, H)
-    w.add("llama.attention.head_count_kv", G.U32, KV)
-    w.add("llama.rope.dimension_count", G.U32, hd)
-    w.add("llama.rope.freq_base", G.F32, c["rope_base"])
-    w.add("llama.attention.layer_norm_rms_epsilon", G.F32, c["eps"])
+    G.add_llama_hparams(w, "llama", c["ctx"], c["dim"], c["layers"], c["ffn"], H, KV, c["rope_base"], c["eps"])
     w.add("tokenizer.ggml.model", G.STRING, "gpt2")
     w.add("tokenizer.ggml.pre", G.STRING, "gpt-2")
     w.add("tokenizer.ggml.tokens", G.ARRAY, tok["tokens"], G.STRING)
@@ -78,7 +67,7 @@ def main():
     w.add("tokenizer.ggml.eot_token_id", G.U32, sp["<|im_end|>"])
     w.add("tokenizer.ggml.padding_token_id", G.U32, sp["<|endoftext|>"])
     w.add("tokenizer.ggml.add_bos_token", G.BOOL, False)
-    w.add("tokenizer.chat_template", G.STRING, CHATML)
+    w.add("tokenizer.chat_template", G.STRING, TEMPLATES["chatml"])
     w.add_tensor("token_embd.weight", sd["emb.weight"], tt)
     w.add_tensor("output_norm.weight", sd["norm.weight"], G.T_F32)
     for i in range(c["layers"]):

@@ -7,10 +7,12 @@
 #
 #   tools/train/run.sh [OUT_DIR]        (default: build/train)
 #
-# Needs: the `bible` program (Debian's bible-kjv, installed here when run
-# as root), python3 with torch and numpy (Debian: python3-torch,
-# python3-numpy). On an H200 training takes about 70 s; on a 2-core CPU
-# expect many hours (pass TRAIN_ARGS="--steps N" to shorten it).
+# Needs: Debian's bible-kjv (the `bible` program), python3-torch,
+# python3-numpy and python3-matplotlib: scripts/deps.sh installs them when
+# run as root, else prints the apt-get line. PYTHON picks the interpreter
+# (default: Debian's /usr/bin/python3, which those packages serve). On an
+# H200 training takes about 70 s; on a 2-core CPU expect many hours (pass
+# TRAIN_ARGS="--steps N" to shorten it).
 # The shipped file came from this script's steps with the defaults below
 # (the training ran on the GPU machine; see models/README.md). GPU
 # training is not bit-for-bit deterministic, so a rerun gives a model of
@@ -18,15 +20,13 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-build/train}
-py=${PYTHON:-python3}
-if ! command -v bible >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y bible-kjv python3-torch python3-numpy python3-matplotlib >/dev/null
-  else echo "run.sh: install the KJV text first: sudo apt-get install bible-kjv python3-torch python3-numpy python3-matplotlib" >&2; exit 1; fi
-fi
+py=${PYTHON:-$([ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)}
+"$here/../../scripts/deps.sh" bible-kjv python3-matplotlib
 mkdir -p "$out"
 $py "$here/prepare.py" -o "$out/data"
 $py "$here/train.py" --data "$out/data" -o "$out/run" ${TRAIN_ARGS:-} | tee "$out/train.log"
 $py "$here/export.py" --data "$out/data" --run "$out/run" --type q8_0 -o "$out/driftwood-kjv-q8_0.gguf"
-$py "$here/perplexity.py" "$out/driftwood-kjv-q8_0.gguf" "$out/data/val.bin"
+# the first 16 windows of 1,024 held-out tokens (float64 on the CPU: minutes)
+$py "$here/perplexity.py" "$out/driftwood-kjv-q8_0.gguf" "$out/data/val.bin" --max-windows 16
 $py "$here/plot_loss.py" "$out/run/loss.csv" "$out/loss.png"
 echo "run.sh: $out/driftwood-kjv-q8_0.gguf (copy it to models/ to make it the default)"

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from prepare import Encoder, byte_chars  # noqa: E402  (the data's tokenizer, for the log's samples)
 
 
 def load_ids(path):
@@ -122,23 +123,20 @@ SAMPLES = ["<|im_start|>user\nWhat is driftwood?<|im_end|>\n<|im_start|>assistan
 
 
 @torch.no_grad()
-def greedy(model, tok, prompt, cos, sin, dev, n=60):
-    """Greedy continuation of a prompt, for the log (a few dozen tokens)."""
-    import prepare  # the same tokenizer as the data
-    enc = prepare.Encoder(tok["tokens"], tok["merges"])
-    inv = {v: k for k, v in prepare.byte_chars().items()}
+def greedy(model, enc, tok, prompt, cos, sin, dev, n=60):
+    """Greedy continuation of a prompt, for the log (a few dozen tokens;
+    ends at an end token, which is shown)."""
+    inv = {v: k for k, v in byte_chars().items()}
+    stop = {tok["special"]["<|im_end|>"], tok["special"]["<|endoftext|>"]}
     ids = enc.encode(prompt)
-    out = []
+    out = bytearray()
     for _ in range(n):
-        lg = model(torch.tensor([ids[-model.c["ctx"]:]], device=dev), cos, sin)[0, -1]
-        t = int(lg.argmax())
-        if t == tok["special"]["<|im_end|>"] or t == tok["special"]["<|endoftext|>"]:
-            out.append(tok["tokens"][t])
-            break
+        t = int(model(torch.tensor([ids[-model.c["ctx"]:]], device=dev), cos, sin)[0, -1].argmax())
+        if t in stop:
+            return out.decode("utf-8", "replace") + tok["tokens"][t]
         ids.append(t)
-        out.append(tok["tokens"][t])
-    return bytes(inv[ch] for t in out if t not in tok["special"] for ch in t).decode("utf-8", "replace") + \
-        (out[-1] if out and out[-1] in tok["special"] else "")
+        out += bytes(inv[ch] for ch in tok["tokens"][t])
+    return out.decode("utf-8", "replace")
 
 
 def main():
@@ -202,6 +200,9 @@ def main():
         model.train()
         return tot / 8
 
+    def save(name):
+        torch.save({k: v.float().cpu() for k, v in model.state_dict().items()}, os.path.join(a.out, name))
+
     log = open(os.path.join(a.out, "loss.csv"), "w")
     log.write("step,train_loss,val_loss,seconds\n")
     best, t0, run = float("inf"), time.time(), []
@@ -237,12 +238,15 @@ def main():
                   flush=True)
             if vl < best:
                 best = vl
-                torch.save({k: v.float().cpu() for k, v in model.state_dict().items()},
-                           os.path.join(a.out, "weights.pt"))
-    torch.save({k: v.float().cpu() for k, v in model.state_dict().items()}, os.path.join(a.out, "final.pt"))
+                save("weights.pt")
+    save("final.pt")
+    # the samples come from the weights export.py takes: those of the lowest validation loss
+    model.load_state_dict(torch.load(os.path.join(a.out, "weights.pt")))
     model.eval()
+    enc = Encoder(tok["tokens"], tok["merges"])
     for prompt in SAMPLES:
-        print("sample:", json.dumps(prompt), "->", json.dumps(greedy(model, tok, prompt, cos, sin, dev)), flush=True)
+        print("sample:", json.dumps(prompt), "->", json.dumps(greedy(model, enc, tok, prompt, cos, sin, dev)),
+              flush=True)
     cfg = dict(c, params=n_params, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, device=dev,
                device_name=torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                torch=torch.__version__, seconds=round(time.time() - t0, 1), best_val_loss=round(best, 4))
