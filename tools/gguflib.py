@@ -3,11 +3,18 @@
 tests/reference/. It shares no code with the C loader on purpose: the
 reference must not inherit the engine's mistakes.
 
-Types handled: F32, F16, BF16, Q8_0, Q4_0 (quantise and dequantise).
+Types handled: F32, F16, BF16, Q8_0, Q4_0 here, and through gquants.py
+Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS (quantise and
+dequantise).
 """
+import os
 import struct
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gquants  # noqa: E402
 
 GGUF_MAGIC = b"GGUF"
 # value types
@@ -16,8 +23,13 @@ _SCALAR = {U8: "<B", I8: "<b", U16: "<H", I16: "<h", U32: "<I", I32: "<i", F32: 
            BOOL: "<?", U64: "<Q", I64: "<q", F64: "<d"}
 # tensor types
 T_F32, T_F16, T_Q4_0, T_Q8_0, T_BF16 = 0, 1, 2, 8, 30
-TYPE_NAMES = {"f32": T_F32, "f16": T_F16, "bf16": T_BF16, "q8_0": T_Q8_0, "q4_0": T_Q4_0}
-_BLOCK = {T_F32: (1, 4), T_F16: (1, 2), T_BF16: (1, 2), T_Q8_0: (32, 34), T_Q4_0: (32, 18)}
+TYPE_NAMES = {"f32": T_F32, "f16": T_F16, "bf16": T_BF16, "q8_0": T_Q8_0, "q4_0": T_Q4_0, **gquants.NAMES}
+_BLOCK = {T_F32: (1, 4), T_F16: (1, 2), T_BF16: (1, 2), T_Q8_0: (32, 34), T_Q4_0: (32, 18), **gquants.BLOCK}
+
+
+def block_of(tt):
+    """(elements, bytes) of one block of tensor type tt."""
+    return _BLOCK[tt]
 
 
 def byte_chars():
@@ -128,6 +140,8 @@ def dequantize(tt, raw, n):
         lo = (qs & 15).astype(np.float64) - 8
         hi = (qs >> 4).astype(np.float64) - 8
         return (d * np.concatenate([lo, hi], axis=1)).reshape(-1)
+    if tt in gquants.BLOCK:
+        return gquants.dequantize(tt, raw).astype(np.float64)
     raise ValueError(f"type {tt}")
 
 
@@ -142,6 +156,8 @@ def quantize(tt, x):
         u = x.view(np.uint32).astype(np.uint64)
         u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16  # round to nearest even
         return u.astype("<u2").tobytes()
+    if tt in gquants.BLOCK:
+        return gquants.quantize(tt, x)
     blk = x.reshape(-1, 32)
     if tt == T_Q8_0:
         amax = np.abs(blk).max(axis=1)
@@ -217,5 +233,4 @@ class Writer:
             for name, ne, tt, data in self.tensors:
                 f.write(data)
                 f.write(b"\0" * ((-len(data)) % self.align))
-        import os
         os.replace(tmp, self.path)

@@ -62,7 +62,8 @@ static dw_status bind(const dw_gguf *g, const char *name, int64_t n_in, int64_t 
                         name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
                         (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], (long long)n_in, (long long)n_out);
   if (!dw_quant_supported(t->type))
-    return dw_error_set(DW_ERR_UNSUPPORTED, "model: tensor '%s' has type %s (supported: F32, F16, BF16, Q8_0, Q4_0)",
+    return dw_error_set(DW_ERR_UNSUPPORTED, "model: tensor '%s' has type %s (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "
+                        "IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)",
                         name, dw_ggml_type_name(t->type));
   *w = (dw_wt){t->data, t->type, n_in, n_out, dw_quant_row_bytes(t->type, n_in)};
   return DW_OK;

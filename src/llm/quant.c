@@ -6,9 +6,11 @@
  * Block layouts (ggml, little-endian):
  *   Q8_0: f16 d, int8 q[32];            x[j] = d·q[j]
  *   Q4_0: f16 d, uint8 q[16];           x[j] = d·((q[j]&15)−8), x[j+16] = d·((q[j]>>4)−8)
+ * The other block formats (K-quants and friends) live in kquant.c.
  */
 #include "llm/quant.h"
 #include "llm/gguf.h"
+#include "llm/kquant.h"
 
 #include <math.h>
 #include <string.h>
@@ -67,7 +69,7 @@ static inline float bf16_to_f32(uint16_t h) {
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 bool dw_quant_supported(uint32_t t) {
-  return t == GGML_F32 || t == GGML_F16 || t == GGML_BF16 || t == GGML_Q8_0 || t == GGML_Q4_0;
+  return t == GGML_F32 || t == GGML_F16 || t == GGML_BF16 || t == GGML_Q8_0 || t == GGML_Q4_0 || dw_kq_handles(t);
 }
 
 size_t dw_quant_row_bytes(uint32_t t, int64_t n) {
@@ -106,6 +108,7 @@ void dw_dequant_row(uint32_t t, const void *src, float *dst, int64_t n) {
       }
     }
     return;
+  default: dw_kq_dequant(t, src, dst, n); return;
   }
 }
 
@@ -336,7 +339,7 @@ float dw_vec_dot(uint32_t t, const void *row, const float *x, int64_t n) {
   case GGML_Q8_0: return dot_q8_0(row, x, n);
   case GGML_Q4_0: return dot_q4_0(row, x, n);
   }
-  return 0;
+  return dw_kq_dot(t, row, x, n);
 }
 
 /* ---- token-vector GEMM (prefill) ------------------------------------------------ */

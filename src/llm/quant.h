@@ -1,5 +1,6 @@
 /*
- * quant.h — weight element types (F32, F16, BF16, Q8_0, Q4_0): conversion,
+ * quant.h — weight element types (F32, F16, BF16, Q8_0, Q4_0 here; Q4_1, Q5_0,
+ * Q5_1, IQ4_NL, Q2_K..Q6_K, IQ4_XS through kquant.c): conversion,
  * row dequantisation, and the dot-product / matrix kernels of the forward
  * pass. Quantised weights are decoded inside the kernels, a block or a few
  * rows at a time; a whole tensor is never expanded in memory.

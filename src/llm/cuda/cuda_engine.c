@@ -196,8 +196,24 @@ static dw_status upload_wt(dev_model *d, const dw_wt *w, dw_kwt *out) {
     dw_free(qs), dw_free(sc);
     return st;
   }
-  default:
-    return dw_error_set(DW_ERR_UNSUPPORTED, "cuda engine: weight type %s", dw_ggml_type_name(w->type));
+  default: {
+    /* The other block formats (K-quants, Q5_0, IQ4_*): decoded once here
+     * and kept as F16 in HBM (relative rounding 2^-11, far below the
+     * formats' own step) until the kernels read them natively. */
+    if (!dw_quant_supported(w->type))
+      return dw_error_set(DW_ERR_UNSUPPORTED, "cuda engine: weight type %s", dw_ggml_type_name(w->type));
+    out->type = DW_KT_F16;
+    float *row = dw_malloc((size_t)n_in * sizeof *row);
+    uint16_t *h = dw_malloc(n * sizeof *h);
+    dw_status st = row && h ? DW_OK : dw_error_set(DW_ERR_NOMEM, "cuda engine: decoding a matrix");
+    for (int64_t r = 0; !st && r < n_out; r++) {
+      dw_dequant_row(w->type, w->data + (size_t)r * w->row_bytes, row, n_in);
+      for (int64_t i = 0; i < n_in; i++) h[r * n_in + i] = dw_f32_to_f16(row[i]);
+    }
+    if (!st) st = upload(d, h, n * 2, (void **)&out->q);
+    dw_free(row), dw_free(h);
+    return st;
+  }
   }
 }
 
