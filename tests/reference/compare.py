@@ -2,18 +2,21 @@
 """compare.py — numerics of the engine against the PyTorch reference.
 
 For each model configuration (llama and qwen2; F32, F16, BF16, Q8_0, Q4_0
-weights; tied and untied output; Llama-3 rope factors) it writes a small
-random model with tools/mkmodel.py, runs `driftwood generate --temp 0
+and every other block format we decode; llama.cpp's K-quant mixes made by
+tools/quantize.py; tied and untied output; Llama-3 rope factors) it writes
+a small random model with tools/mkmodel.py, runs `driftwood generate --temp 0
 --dump-logits` on several prompts (one long enough to cross KV blocks and
 the 256-token micro-batch), and compares each step's logits with the
 reference's logits at the same positions:
 
   err = max|engine - ref| / max|ref|   per position
-  F32 weights: err <= 1e-4;  F16/BF16/Q8_0/Q4_0: err <= 1e-2
+  F32 weights: err <= 1e-4;  all others: err <= 1e-2
   (the reference runs in float64 on the dequantised weights)
 
 Usage: compare.py DRIFTWOOD_BINARY FIXTURES_VOCAB_DIR WORKDIR
 DW_REF_BACKEND=cuda runs the engine on the GPU (`generate --backend cuda`).
+DW_REF_MODELS=A.gguf:B.gguf compares those files too (e.g. ones llama.cpp's
+quantiser wrote), as they are.
 Exit 0 when all agree, 1 otherwise, 77 when the fixtures are missing.
 """
 import os
@@ -28,6 +31,7 @@ sys.path.insert(0, HERE)
 from llama_ref import Reference  # noqa: E402
 
 MKMODEL = os.path.join(HERE, "..", "..", "tools", "mkmodel.py")
+QUANTIZE = os.path.join(HERE, "..", "..", "tools", "quantize.py")
 PROMPTS = [
     "Hello world",
     "The quick brown fox jumps over the lazy dog. " * 2,
@@ -48,7 +52,33 @@ CONFIGS = [
     ("qwen2-bf16", "qwen2", "gpt-2", "bf16", [], 1e-2),
     ("qwen2-q8_0", "qwen2", "gpt-2", "q8_0", ["--tied"], 1e-2),
     ("qwen2-q4_0", "qwen2", "gpt-2", "q4_0", [], 1e-2),
+    ("llama-q4_1", "llama", "llama-spm", "q4_1", [], 1e-2),
+    ("qwen2-q5_0", "qwen2", "gpt-2", "q5_0", ["--tied"], 1e-2),
+    ("llama-q5_1", "llama", "llama-spm", "q5_1", [], 1e-2),
+    ("qwen2-iq4_nl", "qwen2", "gpt-2", "iq4_nl", [], 1e-2),
+    # 256-element super-blocks: rows of 256 and 512; mixes as llama.cpp makes them
+    ("llama-q4_k_m", "llama", "llama-spm", "mix:q4_k_m", [], 1e-2),
+    ("qwen2-q5_k_m", "qwen2", "gpt-2", "mix:q5_k_m", ["--tied"], 1e-2),
+    ("llama-q6_k", "llama", "llama-spm", "mix:q6_k", ["--tied"], 1e-2),
+    ("qwen2-q3_k_m", "qwen2", "gpt-2", "mix:q3_k_m", [], 1e-2),
+    ("llama-q2_k", "llama", "llama-spm", "mix:q2_k", [], 1e-2),
+    ("llama-iq4_xs", "llama", "llama-spm", "iq4_xs", [], 1e-2),
 ]
+
+
+def make_model(work, name, arch, vocab_dir, vocab, tt, extra):
+    model = os.path.join(work, name + ".gguf")
+    super_block = tt.startswith("mix:") or tt in ("iq4_xs", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
+    dim, ffn = ("256", "512") if super_block else ("64", "128")
+    src = os.path.join(work, name + "-f16.gguf") if tt.startswith("mix:") else model
+    subprocess.run([sys.executable, MKMODEL, "--arch", arch, "--dim", dim, "--layers", "2", "--heads", "4",
+                    "--kv-heads", "2", "--ffn", ffn, "--ctx", "512", "--seed", "7",
+                    "--type", "f16" if tt.startswith("mix:") else tt,
+                    "--vocab", os.path.join(vocab_dir, f"ggml-vocab-{vocab}.gguf"), "-o", src] + extra,
+                   check=True)
+    if tt.startswith("mix:"):
+        subprocess.run([sys.executable, QUANTIZE, src, model, tt[4:]], check=True, capture_output=True)
+    return model
 
 
 def main():
@@ -59,12 +89,12 @@ def main():
     os.makedirs(work, exist_ok=True)
     torch.set_num_threads(2)
     failures = 0
-    for name, arch, vocab, tt, extra, tol in CONFIGS:
-        model = os.path.join(work, name + ".gguf")
-        subprocess.run([sys.executable, MKMODEL, "--arch", arch, "--dim", "64", "--layers", "2", "--heads", "4",
-                        "--kv-heads", "2", "--ffn", "128", "--ctx", "512", "--type", tt, "--seed", "7",
-                        "--vocab", os.path.join(vocab_dir, f"ggml-vocab-{vocab}.gguf"), "-o", model] + extra,
-                       check=True)
+    jobs = [(name, lambda c=(name, arch, vocab, tt, extra): make_model(work, c[0], c[1], vocab_dir, *c[2:]), tol)
+            for name, arch, vocab, tt, extra, tol in CONFIGS]
+    for path in filter(None, os.environ.get("DW_REF_MODELS", "").split(":")):
+        jobs.append((os.path.basename(path), lambda p=path: p, 1e-2))
+    for name, make, tol in jobs:
+        model = make()
         ref = Reference(model)
         worst = 0.0
         for pi, prompt in enumerate(PROMPTS):
@@ -83,7 +113,7 @@ def main():
                 worst = max(worst, err)
         ok = worst <= tol
         failures += not ok
-        print(f"{name:12s} prompts {len(PROMPTS)} x {N_GEN} steps  max rel err {worst:.2e}  (tol {tol:.0e})  "
+        print(f"{name:14s} prompts {len(PROMPTS)} x {N_GEN} steps  max rel err {worst:.2e}  (tol {tol:.0e})  "
               f"{'ok' if ok else 'FAIL'}", flush=True)
     return 1 if failures else 0
 
