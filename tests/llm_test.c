@@ -393,6 +393,59 @@ Test(kernels, dot_products_match_f64_reference) {
   free(x), free(w), free(deq), free(row);
 }
 
+/* The integer decode path: activations rounded to 8 bits per 32 (each
+ * within half a step, amax/254, of its value), and each kernel must give
+ * the dot product of the weights with exactly those rounded activations,
+ * to f32 accumulation (1e-5 of Σ|terms|), on rows of random bytes (every
+ * code) with moderate random scales; activations of both signs and of
+ * one sign (where an offset error would show). */
+Test(kernels, integer_dots_match_rounded_activations) {
+  enum { N = 2048 };
+  static const struct { uint32_t t; int blk, bytes, f16[2]; } T[] = {
+      {GGML_Q8_0, 32, 34, {0, -1}}, {GGML_Q4_0, 32, 18, {0, -1}}, {GGML_Q5_0, 32, 22, {0, -1}},
+      {GGML_Q4_K, 256, 144, {0, 2}}, {GGML_Q6_K, 256, 210, {208, -1}}};
+  float *x = malloc(N * 4), *w = malloc(N * 4);
+  uint8_t *row = malloc(N * 2);
+  dw_q8x *xq = malloc(dw_q8x_bytes(N));
+  srand(11);
+  int checked = 0;
+  for (size_t ti = 0; ti < sizeof T / sizeof *T; ti++) {
+    if (!dw_q8x_has(T[ti].t)) continue; /* no VNNI on this machine: the f32 kernels serve */
+    for (int rep = 0; rep < 20; rep++) {
+      float scale = rep % 3 ? 1.f : 100.f, off = rep % 2 ? 1.f : 0.f;
+      for (int i = 0; i < N; i++) x[i] = ((float)rand() / RAND_MAX * 2 - 1 + off) * scale;
+      size_t nbytes = (size_t)N / T[ti].blk * T[ti].bytes;
+      for (size_t i = 0; i < nbytes; i++) row[i] = (uint8_t)rand();
+      for (size_t b = 0; b < nbytes; b += T[ti].bytes)
+        for (int k = 0; k < 2 && T[ti].f16[k] >= 0; k++) {
+          uint16_t h = dw_f32_to_f16(((float)rand() / RAND_MAX * 2 - 1) * 0.01f);
+          memcpy(row + b + T[ti].f16[k], &h, 2);
+        }
+      dw_dequant_row(T[ti].t, row, w, N);
+      dw_q8x_quantize(x, N, xq);
+      double ref = 0, mag = 0;
+      for (int b = 0; b < N / 32; b++) {
+        float amax = 0;
+        int s[2] = {0, 0};
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[32 * b + j]));
+        for (int j = 0; j < 32; j++) {
+          double xr = (double)xq[b].d * xq[b].q[j];
+          cr_assert_leq(fabs(xr - x[32 * b + j]), amax / 254 * 1.0001, "activation %d rounded too far", 32 * b + j);
+          ref += (double)w[32 * b + j] * xr, mag += fabs((double)w[32 * b + j] * xr);
+          s[j / 16] += xq[b].q[j];
+        }
+        cr_assert(xq[b].ds[0] == xq[b].d * (float)s[0] && xq[b].ds[1] == xq[b].d * (float)s[1]);
+      }
+      double q = dw_vec_dot_q8x(T[ti].t, row, xq, N);
+      cr_assert_leq(fabs(q - ref), 1e-5 * mag, "%s rep %d: integer %.9g vs %.9g", dw_ggml_type_name(T[ti].t), rep, q,
+                    ref);
+      checked++;
+    }
+  }
+  cr_log_info("integer dots checked: %d", checked);
+  free(x), free(w), free(row), free(xq);
+}
+
 Test(kernels, f16_conversion_covers_specials) {
   cr_assert_eq(dw_f16_to_f32(0x3C00), 1.0f);
   cr_assert_eq(dw_f16_to_f32(0xC000), -2.0f);

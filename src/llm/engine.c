@@ -25,7 +25,8 @@ dw_status dw_engine_create(const char *name, int threads, const dw_settings *set
 #endif
     if (st && !is_auto) goto fail;
   }
-  if (st && (is_auto || !strcmp(name, "cpu"))) st = dw_engine_cpu_reg(threads, e);
+  const char *idot = dw_setting(settings, "DRIFTWOOD_INT_DOT");
+  if (st && (is_auto || !strcmp(name, "cpu"))) st = dw_engine_cpu_reg(threads, !idot || strcmp(idot, "0"), e);
   else if (st && !is_auto && strcmp(name, "cuda"))
     st = dw_error_set(DW_ERR_INVALID_ARG, "llm: unknown engine '%s' (cpu, cuda, auto)", name);
   if (st) goto fail;

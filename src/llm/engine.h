@@ -138,7 +138,9 @@ DW_HIDDEN dw_status dw_engine_step(dw_engine *e, const dw_engine_weights *w, dw_
 DW_HIDDEN void dw_engine_batch_stats(dw_engine *e, uint64_t *steps, uint64_t *seqs, int *max_seqs);
 
 /* Plug-ins. */
-DW_HIDDEN dw_status dw_engine_cpu_reg(int threads, dw_engine *out);
+/* int_dots: decode through the integer dot products of quant.h where the
+ * weight type has one (DRIFTWOOD_INT_DOT=0 turns them off). */
+DW_HIDDEN dw_status dw_engine_cpu_reg(int threads, bool int_dots, dw_engine *out);
 #ifdef DW_HAVE_CUDA_ENGINE
 /* DW_ERR_UNSUPPORTED when no device is present. */
 DW_HIDDEN dw_status dw_engine_cuda_reg(const dw_settings *settings, dw_engine *out);

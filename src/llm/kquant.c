@@ -21,12 +21,21 @@
 
 #include <string.h>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#if defined(__F16C__) || defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define DW_KQ_512 1
 #endif
 
-static inline float h2f(const uint8_t *p) { return dw_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+/* f16 -> f32 is exact, so the hardware conversion gives the same values. */
+static inline float h2f(const uint8_t *p) {
+#ifdef __F16C__
+  return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8));
+#else
+  return dw_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+#endif
+}
 
 /* IQ4_NL / IQ4_XS: the fixed non-linear code book. */
 static const int8_t iq4_k[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};

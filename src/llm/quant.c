@@ -68,6 +68,15 @@ static inline float bf16_to_f32(uint16_t h) {
 
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
+/* The f16 at p as f32 (exact either way; the hardware form in hot loops). */
+static inline float h2f(const uint8_t *p) {
+#ifdef DW_X86
+  return _cvtsh_ss(rd16(p));
+#else
+  return h2f(p);
+#endif
+}
+
 bool dw_quant_supported(uint32_t t) {
   return t == GGML_F32 || t == GGML_F16 || t == GGML_BF16 || t == GGML_Q8_0 || t == GGML_Q4_0 || dw_kq_handles(t);
 }
@@ -87,7 +96,7 @@ void dw_dequant_row(uint32_t t, const void *src, float *dst, int64_t n) {
 #ifdef DW_X86
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const void *)(s + 2 * i))));
 #endif
-    for (; i < n; i++) dst[i] = dw_f16_to_f32(rd16(s + 2 * i));
+    for (; i < n; i++) dst[i] = h2f(s + 2 * i);
     return;
   }
   case GGML_BF16:
@@ -95,13 +104,13 @@ void dw_dequant_row(uint32_t t, const void *src, float *dst, int64_t n) {
     return;
   case GGML_Q8_0:
     for (int64_t b = 0; b < n / 32; b++, s += 34) {
-      float d = dw_f16_to_f32(rd16(s));
+      float d = h2f(s);
       for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * (float)(int8_t)s[2 + j];
     }
     return;
   case GGML_Q4_0:
     for (int64_t b = 0; b < n / 32; b++, s += 18) {
-      float d = dw_f16_to_f32(rd16(s));
+      float d = h2f(s);
       for (int j = 0; j < 16; j++) {
         dst[b * 32 + j] = d * (float)((s[2 + j] & 15) - 8);
         dst[b * 32 + j + 16] = d * (float)((s[2 + j] >> 4) - 8);
@@ -159,7 +168,7 @@ static float dot_f16(const uint8_t *w, const float *x, int64_t n) {
     s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const void *)(w + 2 * i))), _mm256_loadu_ps(x + i), s0);
   s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 #endif
-  for (; i < n; i++) s += dw_f16_to_f32(rd16(w + 2 * i)) * x[i];
+  for (; i < n; i++) s += h2f(w + 2 * i) * x[i];
   return s;
 }
 
@@ -190,14 +199,14 @@ static float dot_q8_0(const uint8_t *w, const float *x, int64_t n) {
     p = _mm256_fmadd_ps(i8x8_ps(q + 8), _mm256_loadu_ps(x + 8), p);
     p = _mm256_fmadd_ps(i8x8_ps(q + 16), _mm256_loadu_ps(x + 16), p);
     p = _mm256_fmadd_ps(i8x8_ps(q + 24), _mm256_loadu_ps(x + 24), p);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw_f16_to_f32(rd16(w))), p, acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w)), p, acc);
   }
   s = hsum(acc);
 #else
   for (int64_t b = 0; b < n / 32; b++, w += 34, x += 32) {
     float p = 0;
     for (int j = 0; j < 32; j++) p += (float)(int8_t)w[2 + j] * x[j];
-    s += dw_f16_to_f32(rd16(w)) * p;
+    s += h2f(w) * p;
   }
 #endif
   return s;
@@ -217,14 +226,14 @@ __attribute__((unused)) static inline float dot_q4_0(const uint8_t *w, const flo
     p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + 8), p);
     p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + 16), p);
     p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + 24), p);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw_f16_to_f32(rd16(w))), p, acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w)), p, acc);
   }
   s = hsum(acc);
 #else
   for (int64_t b = 0; b < n / 32; b++, w += 18, x += 32) {
     float p = 0;
     for (int j = 0; j < 16; j++) p += (float)((w[2 + j] & 15) - 8) * x[j] + (float)((w[2 + j] >> 4) - 8) * x[j + 16];
-    s += dw_f16_to_f32(rd16(w)) * p;
+    s += h2f(w) * p;
   }
 #endif
   return s;
@@ -290,8 +299,8 @@ static float dot_q8_0_512(const uint8_t *w, const float *x, int64_t n) {
                               _mm512_loadu_ps(x + 32));
     p1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const void *)(w + 52)))),
                          _mm512_loadu_ps(x + 48), p1);
-    acc0 = _mm512_fmadd_ps(_mm512_set1_ps(dw_f16_to_f32(rd16(w))), p0, acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_set1_ps(dw_f16_to_f32(rd16(w + 34))), p1, acc1);
+    acc0 = _mm512_fmadd_ps(_mm512_set1_ps(h2f(w)), p0, acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_set1_ps(h2f(w + 34)), p1, acc1);
   }
   float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
   return s + (b < nb ? dot_q8_0(w, x, 32) : 0.f);
@@ -306,7 +315,7 @@ static float dot_q4_0_512(const uint8_t *w, const float *x, int64_t n) {
     __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8);
     __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), _mm512_loadu_ps(x));
     p = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), _mm512_loadu_ps(x + 16), p);
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(dw_f16_to_f32(rd16(w))), p, acc);
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(h2f(w)), p, acc);
   }
   return _mm512_reduce_add_ps(acc);
 }

@@ -29,6 +29,22 @@ DW_HIDDEN float dw_vec_dot(uint32_t ggml_type, const void *row, const float *x, 
  * row once for all of them where a kernel exists (F16 on AVX-512, nt <= 8). */
 DW_HIDDEN void dw_vec_dot_n(uint32_t ggml_type, const void *row, const float *x, int64_t ldx, int nt, int64_t n,
                             float *out);
+/* ---- integer dot products (qdot.c) ----
+ * An activation vector quantised to 8 bits per 32 elements: d = amax/127,
+ * q = round(x/d), ds = d·Σq over each half of 16. */
+typedef struct dw_q8x {
+  float d, ds[2];
+  int8_t q[32];
+} dw_q8x;
+DW_HIDDEN size_t dw_q8x_bytes(int64_t n);
+DW_HIDDEN void dw_q8x_quantize(const float *x, int64_t n, dw_q8x *out);
+/* Whether weights of this type have an integer kernel on this build
+ * (AVX-512 VNNI: Q8_0, Q4_0, Q5_0, Q4_K, Q6_K); then dw_vec_dot_q8x(row,
+ * x) approximates dw_vec_dot(row, x before quantising) within ~0.3 % of
+ * Σ|w·x|. */
+DW_HIDDEN bool dw_q8x_has(uint32_t ggml_type);
+DW_HIDDEN float dw_vec_dot_q8x(uint32_t ggml_type, const void *row, const dw_q8x *x, int64_t n);
+
 /* f32 dot product. */
 DW_HIDDEN float dw_dot_f32(const float *a, const float *b, int64_t n);
 /* xt[k*ntp + t] = x[t*n + k] for columns k0 <= k < k1, t < nt; 0 for

@@ -56,6 +56,7 @@ typedef struct cpu_engine {
   dw_pool *pool;          /* owned */
   pthread_mutex_t kv_lock; /* the slabs */
   kv_slab *slabs;         /* owned list, one per block size */
+  bool int_dots;          /* decode through quant.h's integer dot products */
 } cpu_engine;
 
 static bool push(void ***v, size_t *n, size_t *cap, void *p) {
@@ -168,6 +169,7 @@ typedef struct mm_job {
   const float *x;     /* [nt][n_in] */
   const float *xt;    /* x transposed, [n_in][ntp] (nt > 2 only) */
   const float *zero;  /* [n_in] zeros */
+  const dw_q8x *xq;   /* x quantised for integer dots, [nt][n_in/32] (NULL: none) */
   int nt, ntp, n_items;
   mm_mode mode;       /* MM_GLU: items 0 (gate) and 1 (up), output in items[0].y */
   mm_item it[3];
@@ -185,6 +187,12 @@ typedef struct mm_job {
 enum { VEC_NT = 8 };
 static void mm_rows(const mm_job *J, const dw_wt *w, int r0, int nr, float *wbuf, float *out) {
   int64_t n = w->n_in;
+  if (J->nt <= VEC_NT && J->xq && dw_q8x_has(w->type)) {
+    for (int i = 0; i < nr; i++)
+      for (int t = 0; t < J->nt; t++)
+        out[t * RB + i] = dw_vec_dot_q8x(w->type, w->data + (size_t)(r0 + i) * w->row_bytes, J->xq + t * (n / 32), n);
+    return;
+  }
   if (J->nt <= VEC_NT) {
     float o[VEC_NT];
     for (int i = 0; i < nr; i++) {
@@ -242,8 +250,10 @@ typedef struct fwd {
   int max_ctx;            /* the largest n_ctx among them (score rows) */
   const dw_model *m;
   int nt, layer;
+  bool int_dots;          /* integer dot products for decode where a kernel exists */
   float *x, *xn, *q, *k, *v, *att, *h;
   float *scratch, *scores, *xt, *zero;
+  dw_q8x *xq;             /* [nt][max_in/32]: the matmul input quantised (decode) */
   const float *cs, *sn;   /* RoPE cos/sin per token */
   size_t scratch_per_worker;
 } fwd;
@@ -305,6 +315,15 @@ static void prep(fwd *F, prep_kind kind, const float *src, const float *w, float
 static void matmul_to(fwd *F, const float *x, int nt, mm_mode mode, int n, const mm_item *items, float *const *ys) {
   mm_job J = {.x = x, .nt = nt, .ntp = (nt + 31) / 32 * 32, .n_items = n, .mode = mode, .xt = F->xt,
               .zero = F->zero, .ys = ys, .scratch = F->scratch, .scratch_per_worker = F->scratch_per_worker};
+  /* Decode: a few tokens against weights with integer kernels take the
+   * input quantised once (a few thousand values; the rows are the cost). */
+  bool ints = false;
+  for (int i = 0; i < n; i++) ints |= dw_q8x_has(items[i].w->type);
+  if (nt <= VEC_NT && ints && F->int_dots) {
+    int64_t n_in = items[0].w->n_in;
+    for (int t = 0; t < nt; t++) dw_q8x_quantize(x + t * n_in, n_in, F->xq + t * (n_in / 32));
+    J.xq = F->xq;
+  }
   memcpy(J.it, items, (size_t)n * sizeof *items);
   atomic_init(&J.next, 0);
   dw_pool_run(F->pool, mm_worker, &J);
@@ -408,7 +427,7 @@ static void forward_layer(fwd *F, int l) {
 
 /* One micro-batch: the tokens of seqs[0 .. n_seqs), nt <= UBATCH of them
  * in all, sequence i's at positions [s->n_past, +n). */
-static dw_status forward(dw_pool *pool, const dw_step_seq *seqs, int n_seqs, int nt) {
+static dw_status forward(dw_pool *pool, const dw_step_seq *seqs, int n_seqs, int nt, bool int_dots) {
   const dw_model *m = seqs[0].s->model;
   const dw_hparams *hp = &m->hp;
   int dim = hp->dim, qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim, half = hp->n_rot / 2;
@@ -416,11 +435,12 @@ static dw_status forward(dw_pool *pool, const dw_step_seq *seqs, int n_seqs, int
   if (dim > max_in) max_in = dim;
   for (int i = 0; i < n_seqs; i++)
     if (seqs[i].s->n_ctx > max_ctx) max_ctx = seqs[i].s->n_ctx;
-  fwd F = {.pool = pool, .m = m, .nt = nt, .max_ctx = max_ctx};
+  fwd F = {.pool = pool, .m = m, .nt = nt, .max_ctx = max_ctx, .int_dots = int_dots};
   int ntp = (nt + 31) / 32 * 32;
   F.scratch_per_worker = (size_t)RB * max_in + 2 * (size_t)RB * nt;
   size_t nfl = (size_t)nt * (2 * dim + 2 * qd + 2 * kvd + hp->n_ff) + 2 * (size_t)nt * half +
-               F.scratch_per_worker * nw + (size_t)max_ctx * nw + (size_t)max_in * ntp + (size_t)max_in;
+               F.scratch_per_worker * nw + (size_t)max_ctx * nw + (size_t)max_in * ntp + (size_t)max_in +
+               (size_t)nt * dw_q8x_bytes(max_in) / sizeof(float);
   /* per token: its session, its output row and its position, then the activations, 64-byte aligned */
   size_t head = ((size_t)nt * (sizeof(dw_session *) + sizeof(float *) + sizeof(int)) + 63) / 64 * 64;
   char *buf = dw_malloc(head + nfl * sizeof(float));
@@ -441,6 +461,7 @@ static dw_status forward(dw_pool *pool, const dw_step_seq *seqs, int n_seqs, int
   F.scratch = p, p += F.scratch_per_worker * nw;
   F.xt = p, p += (size_t)max_in * ntp;
   F.zero = p, p += max_in;
+  F.xq = (dw_q8x *)p, p += (size_t)nt * dw_q8x_bytes(max_in) / sizeof(float);
   memset(F.zero, 0, (size_t)max_in * sizeof(float));
   F.scores = p;
   F.ts = ts, F.tp = tp;
@@ -570,7 +591,7 @@ static dw_status cpu_forward(void *ctx, void *weights, dw_step_seq *seqs, int n_
     int j = i, nt = 0;
     while (j < n_seqs && nt + seqs[j].n <= UBATCH) nt += seqs[j++].n;
     if (j == i) return dw_error_set(DW_ERR_LIMIT, "decode: a step of %d tokens (at most %d)", seqs[i].n, UBATCH);
-    dw_status st = forward(c->pool, seqs + i, j - i, nt);
+    dw_status st = forward(c->pool, seqs + i, j - i, nt, c->int_dots);
     if (st) return st;
     i = j;
   }
@@ -579,7 +600,8 @@ static dw_status cpu_forward(void *ctx, void *weights, dw_step_seq *seqs, int n_
 
 static void cpu_describe(void *ctx, char *buf, size_t cap) {
   cpu_engine *c = ctx;
-  snprintf(buf, cap, "CPU engine, %d threads", dw_pool_size(c->pool));
+  snprintf(buf, cap, "CPU engine, %d threads%s", dw_pool_size(c->pool),
+           c->int_dots && dw_q8x_has(GGML_Q8_0) ? ", 8-bit integer dot products for quantised decode" : "");
 }
 
 static void cpu_destroy(void *ctx) {
@@ -605,9 +627,10 @@ static const dw_engine_ops cpu_ops = {
     .destroy = cpu_destroy,
 };
 
-dw_status dw_engine_cpu_reg(int threads, dw_engine *out) {
+dw_status dw_engine_cpu_reg(int threads, bool int_dots, dw_engine *out) {
   cpu_engine *c = dw_calloc(1, sizeof *c);
   if (!c) return dw_error_set(DW_ERR_NOMEM, "cpu engine");
+  c->int_dots = int_dots;
   dw_status st = dw_pool_create(threads, &c->pool);
   if (st) {
     dw_free(c);
