@@ -126,7 +126,7 @@ def main():
         ref = Reference(model)
         # the decoders exactly (f32 dot products), then, on the CPU, decode
         # through the 8-bit integer dot products where the types have them
-        passes = [("f32 dots", "0", 1e-4 if BACKEND == "cpu" else tol)]
+        passes = [("f32 dots" if BACKEND == "cpu" else BACKEND, "0", 1e-4 if BACKEND == "cpu" else tol)]
         if BACKEND == "cpu" and not name.endswith(("f32", "f16", "bf16")):
             passes.append(("int8 dots", "1", INT_TOL))
         for label, int_dot, limit in passes:
