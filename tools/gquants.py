@@ -149,11 +149,32 @@ def _pack_nib32(q):
     return (q[:, :16] | (q[:, 16:] << 4)).astype(np.uint8)
 
 
-def _range_scales(g, nmax):
-    """Per group: step and (non-negative) offset for codes 0..nmax covering
-    [min(g, 0), max(g)]."""
+def _scale_min_codes(g, nmax, cmax):
+    """Q2_K/Q4_K/Q5_K: per group a step and a (non-negative) offset covering
+    [min(g, 0), max(g)] with codes 0..nmax; both coded 0..cmax against the
+    super-block's f16 d and dmin. Returns d, dmin, the scale and min codes,
+    and the element codes (shaped like g)."""
     mn = np.minimum(g.min(axis=-1), 0)
-    return ((g.max(axis=-1) - mn) / nmax).astype(F32), (-mn).astype(F32)
+    scale, mneg = ((g.max(axis=-1) - mn) / nmax).astype(F32), (-mn).astype(F32)
+    d, dmin = _as_f16(scale.max(axis=1) / cmax), _as_f16(mneg.max(axis=1) / cmax)
+    sc = np.clip(np.rint(_div(scale, d[:, None])), 0, cmax).astype(np.int32)
+    mq = np.clip(np.rint(_div(mneg, dmin[:, None])), 0, cmax).astype(np.int32)
+    dl, ml = d[:, None] * sc.astype(F32), dmin[:, None] * mq.astype(F32)
+    q = np.clip(np.rint(_div(g + ml[..., None], dl[..., None])), 0, nmax).astype(np.int32)
+    return d, dmin, sc, mq, q
+
+
+def _signed_scale_codes(g, qlo, qhi, slo, shi):
+    """Q3_K/Q6_K: per group a signed step mapping its largest-magnitude
+    element to code qlo, coded slo..shi against the super-block's f16 d;
+    element codes qlo..qhi. Returns d, the scale codes, the codes (flat per
+    super-block)."""
+    gs = _signed_absmax(g) / qlo
+    d = _as_f16(np.abs(gs).max(axis=1) / shi)
+    sc = np.clip(np.rint(_div(gs, d[:, None])), slo, shi).astype(np.int32)
+    dl = d[:, None] * sc.astype(F32)
+    q = np.clip(np.rint(_div(g, dl[..., None])), qlo, qhi).astype(np.int32).reshape(g.shape[0], -1)
+    return d, sc, q
 
 
 def quantize(tt, x):
@@ -190,25 +211,16 @@ def quantize(tt, x):
         out[:, 2:18] = _pack_nib32(_nearest_iq4(_div(x, d[:, None])))
         return out.tobytes()
     if tt == Q2_K:
-        g = x.reshape(nb, 16, 16)
-        scale, mneg = _range_scales(g, 3)
-        d, dmin = _as_f16(scale.max(axis=1) / 15), _as_f16(mneg.max(axis=1) / 15)
-        sc = np.clip(np.rint(_div(scale, d[:, None])), 0, 15).astype(np.int32)
-        mq = np.clip(np.rint(_div(mneg, dmin[:, None])), 0, 15).astype(np.int32)
-        dl, ml = d[:, None] * sc.astype(F32), dmin[:, None] * mq.astype(F32)
-        q = np.clip(np.rint(_div(g + ml[..., None], dl[..., None])), 0, 3).astype(np.uint8).reshape(nb, 256)
+        d, dmin, sc, mq, q = _scale_min_codes(x.reshape(nb, 16, 16), 3, 15)
+        q = q.astype(np.uint8).reshape(nb, 256)
         out[:, 0:16] = (sc | (mq << 4)).astype(np.uint8)
         np.add.at(out[:, 16:80], (slice(None), _QBYTE2), (q << _SHIFT2).astype(np.uint8))
         _put_f16(out, 80, d)
         _put_f16(out, 82, dmin)
         return out.tobytes()
     if tt == Q3_K:
-        g = x.reshape(nb, 16, 16)
-        gs = _signed_absmax(g) / -4
-        d = _as_f16(np.abs(gs).max(axis=1) / 31)
-        s = np.clip(np.rint(_div(gs, d[:, None])), -32, 31).astype(np.int32)
-        dl = d[:, None] * s.astype(F32)
-        q = np.clip(np.rint(_div(g, dl[..., None])), -4, 3).astype(np.int32).reshape(nb, 256) + 4
+        d, s, q = _signed_scale_codes(x.reshape(nb, 16, 16), -4, 3, -32, 31)
+        q = q + 4
         l2, hb = (q & 3).astype(np.uint8), (q >> 2).astype(np.uint8)
         np.add.at(out[:, 0:32], (slice(None), _T), (hb << (4 * _HALF + _J)).astype(np.uint8))
         np.add.at(out[:, 32:96], (slice(None), _QBYTE2), (l2 << _SHIFT2).astype(np.uint8))
@@ -221,13 +233,7 @@ def quantize(tt, x):
         return out.tobytes()
     if tt in (Q4_K, Q5_K):
         nmax = 15 if tt == Q4_K else 31
-        g = x.reshape(nb, 8, 32)
-        scale, mneg = _range_scales(g, nmax)
-        d, dmin = _as_f16(scale.max(axis=1) / 63), _as_f16(mneg.max(axis=1) / 63)
-        sc = np.clip(np.rint(_div(scale, d[:, None])), 0, 63).astype(np.int32)
-        mq = np.clip(np.rint(_div(mneg, dmin[:, None])), 0, 63).astype(np.int32)
-        dl, ml = d[:, None] * sc.astype(F32), dmin[:, None] * mq.astype(F32)
-        q = np.clip(np.rint(_div(g + ml[..., None], dl[..., None])), 0, nmax).astype(np.int32)
+        d, dmin, sc, mq, q = _scale_min_codes(x.reshape(nb, 8, 32), nmax, 63)
         _put_f16(out, 0, d)
         _put_f16(out, 2, dmin)
         out[:, 4:8] = (sc[:, :4] | ((sc[:, 4:] >> 4) << 6)).astype(np.uint8)
@@ -240,12 +246,8 @@ def quantize(tt, x):
             out[:, 16:48] = ((q >> 4) << np.arange(8)[None, :, None]).sum(axis=1).astype(np.uint8)
         return out.tobytes()
     if tt == Q6_K:
-        g = x.reshape(nb, 16, 16)
-        gs = _signed_absmax(g) / -32
-        d = _as_f16(np.abs(gs).max(axis=1) / 127)
-        sc = np.clip(np.rint(_div(gs, d[:, None])), -128, 127).astype(np.int32)
-        dl = d[:, None] * sc.astype(F32)
-        q = (np.clip(np.rint(_div(g, dl[..., None])), -32, 31).astype(np.int32) + 32).reshape(nb, 256)
+        d, sc, q = _signed_scale_codes(x.reshape(nb, 16, 16), -32, 31, -128, 127)
+        q = q + 32
         lo, hi = (q & 15).astype(np.uint8), (q >> 4).astype(np.uint8)
         np.add.at(out[:, 0:128], (slice(None), 64 * _HALF + _T + 32 * (_J % 2)), (lo << (4 * (_J >= 2))).astype(np.uint8))
         np.add.at(out[:, 128:192], (slice(None), 32 * _HALF + _T), (hi << (2 * _J)).astype(np.uint8))
