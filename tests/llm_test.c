@@ -403,7 +403,7 @@ Test(kernels, integer_dots_match_rounded_activations) {
   enum { N = 2048 };
   static const struct { uint32_t t; int blk, bytes, f16[2]; } T[] = {
       {GGML_Q8_0, 32, 34, {0, -1}}, {GGML_Q4_0, 32, 18, {0, -1}}, {GGML_Q5_0, 32, 22, {0, -1}},
-      {GGML_Q4_K, 256, 144, {0, 2}}, {GGML_Q6_K, 256, 210, {208, -1}}};
+      {GGML_Q4_K, 256, 144, {0, 2}}, {GGML_Q5_K, 256, 176, {0, 2}}, {GGML_Q6_K, 256, 210, {208, -1}}};
   float *x = malloc(N * 4), *w = malloc(N * 4);
   uint8_t *row = malloc(N * 2);
   dw_q8x *xq = malloc(dw_q8x_bytes(N));

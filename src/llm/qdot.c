@@ -7,7 +7,7 @@
  * this keeps the arithmetic well under the memory time.
  *
  * vpdpbusd multiplies unsigned by signed bytes. Weight codes are unsigned
- * (Q4_0, Q5_0, Q4_K, Q6_K store q + offset), so Σ (q − o)·x = Σ q·x − o·Σ x
+ * (Q4_0, Q5_0, Q4_K, Q5_K, Q6_K store q + offset), so Σ (q − o)·x = Σ q·x − o·Σ x
  * with d·Σ x kept per 16 activations; signed Q8_0 codes are shifted by 128
  * the same way.
  *
@@ -23,6 +23,7 @@
 #include "llm/gguf.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__F16C__)
@@ -116,22 +117,28 @@ static void scale_min_k4(const uint8_t *S, int sc[8], int m[8]) {
   }
 }
 
-/* Q4_K: group g of 32 = activation block g; x = dl·q − ml. */
-static float q4_k(const uint8_t *w, const dw_q8x *x, int64_t nb) {
+/* Q4_K and Q5_K: group g of 32 = activation block g; x = dl·q − ml; Q5_K's
+ * fifth bit of element 32g+l is bit g of qh[l] (qh before the nibbles). */
+static float q45_k(const uint8_t *w, const dw_q8x *x, int64_t nb, bool five) {
   __m256 acc = _mm256_setzero_ps();
   float corr = 0;
-  const __m256i m4 = _mm256_set1_epi8(15);
-  for (int64_t sb = 0; sb < nb / 8; sb++, w += 144, x += 8) {
+  const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+  for (int64_t sb = 0; sb < nb / 8; sb++, w += five ? 176 : 144, x += 8) {
     float d = h2f(w), dmin = h2f(w + 2);
     int sc[8], m[8];
     scale_min_k4(w + 4, sc, m);
-    for (int c = 0; c < 4; c++) {
-      __m256i q = _mm256_loadu_si256((const void *)(w + 16 + 32 * c));
+    __m256i qh = five ? _mm256_loadu_si256((const void *)(w + 16)) : _mm256_setzero_si256();
+    for (int g = 0; g < 8; g += 2) {
+      __m256i q = _mm256_loadu_si256((const void *)(w + (five ? 48 : 16) + 16 * g));
       __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-      const dw_q8x *x0 = &x[2 * c], *x1 = &x[2 * c + 1];
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[2 * c] * x0->d), _mm256_cvtepi32_ps(dp(lo, x0->q)), acc);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[2 * c + 1] * x1->d), _mm256_cvtepi32_ps(dp(hi, x1->q)), acc);
-      corr += dmin * ((float)m[2 * c] * (x0->ds[0] + x0->ds[1]) + (float)m[2 * c + 1] * (x1->ds[0] + x1->ds[1]));
+      if (five) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, g), one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, g + 1), one), 4));
+      }
+      const dw_q8x *x0 = &x[g], *x1 = &x[g + 1];
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[g] * x0->d), _mm256_cvtepi32_ps(dp(lo, x0->q)), acc);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[g + 1] * x1->d), _mm256_cvtepi32_ps(dp(hi, x1->q)), acc);
+      corr += dmin * ((float)m[g] * (x0->ds[0] + x0->ds[1]) + (float)m[g + 1] * (x1->ds[0] + x1->ds[1]));
     }
   }
   return hsum8(acc) - corr;
@@ -168,7 +175,7 @@ static float q6_k(const uint8_t *w, const dw_q8x *x, int64_t nb) {
 
 bool dw_q8x_has(uint32_t t) {
 #ifdef DW_QDOT
-  return t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q5_0 || t == GGML_Q4_K || t == GGML_Q6_K;
+  return t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q5_0 || t == GGML_Q4_K || t == GGML_Q5_K || t == GGML_Q6_K;
 #else
   (void)t;
   return false;
@@ -181,7 +188,8 @@ float dw_vec_dot_q8x(uint32_t t, const void *row, const dw_q8x *x, int64_t n) {
   case GGML_Q8_0: return q8_0(row, x, n / 32);
   case GGML_Q4_0: return q4_0(row, x, n / 32);
   case GGML_Q5_0: return q5_0(row, x, n / 32);
-  case GGML_Q4_K: return q4_k(row, x, n / 32);
+  case GGML_Q4_K: return q45_k(row, x, n / 32, false);
+  case GGML_Q5_K: return q45_k(row, x, n / 32, true);
   case GGML_Q6_K: return q6_k(row, x, n / 32);
   }
 #endif

@@ -39,7 +39,7 @@ typedef struct dw_q8x {
 DW_HIDDEN size_t dw_q8x_bytes(int64_t n);
 DW_HIDDEN void dw_q8x_quantize(const float *x, int64_t n, dw_q8x *out);
 /* Whether weights of this type have an integer kernel on this build
- * (AVX-512 VNNI: Q8_0, Q4_0, Q5_0, Q4_K, Q6_K); then dw_vec_dot_q8x(row,
+ * (AVX-512 VNNI: Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K); then dw_vec_dot_q8x(row,
  * x) approximates dw_vec_dot(row, x before quantising) within ~0.3 % of
  * Σ|w·x|. */
 DW_HIDDEN bool dw_q8x_has(uint32_t ggml_type);
