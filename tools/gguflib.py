@@ -46,14 +46,21 @@ def byte_chars():
     return out
 
 
-def add_llama_hparams(w, arch, ctx, dim, layers, ffn, heads, kv_heads, rope_base=10000.0, eps=1e-5):
+def add_llama_hparams(w, arch, ctx, dim, layers, ffn, heads, kv_heads, rope_base=10000.0, eps=1e-5,
+                      head_dim=None, n_rot=None):
     """The hyper-parameter keys of a llama-family model (ARCH.*), as
-    llama.cpp's converter writes them; RoPE over the whole head."""
-    for key, vt, val in (("context_length", U32, ctx), ("embedding_length", U32, dim),
-                         ("block_count", U32, layers), ("feed_forward_length", U32, ffn),
-                         ("attention.head_count", U32, heads), ("attention.head_count_kv", U32, kv_heads),
-                         ("rope.dimension_count", U32, dim // heads), ("rope.freq_base", F32, rope_base),
-                         ("attention.layer_norm_rms_epsilon", F32, eps)):
+    llama.cpp's converter writes them. head_dim (when not dim/heads) adds
+    key_length and value_length; RoPE covers n_rot dims of each head (all
+    of it by default)."""
+    hd = head_dim or dim // heads
+    keys = [("context_length", U32, ctx), ("embedding_length", U32, dim),
+            ("block_count", U32, layers), ("feed_forward_length", U32, ffn),
+            ("attention.head_count", U32, heads), ("attention.head_count_kv", U32, kv_heads)]
+    if hd != dim // heads or dim % heads:
+        keys += [("attention.key_length", U32, hd), ("attention.value_length", U32, hd)]
+    keys += [("rope.dimension_count", U32, n_rot or hd), ("rope.freq_base", F32, rope_base),
+             ("attention.layer_norm_rms_epsilon", F32, eps)]
+    for key, vt, val in keys:
         w.add(f"{arch}.{key}", vt, val)
 
 

@@ -11,6 +11,14 @@ Presets: tiny (dim 64, 2 layers, 4/2 heads, ffn 192), 143m (dim 576,
 30 layers, 9/3 heads, ffn 1536, tied), 1.1b (dim 2048, 16 layers, 32/8
 heads, ffn 8192). Norm weights and biases are always F32, as llama.cpp
 writes them.
+
+Architectures (../shared/specs/architectures.md): llama, qwen2 (Q/K/V
+biases), qwen3 (per-head Q/K norms), gemma2 (post-norms, soft-caps,
+sliding window on even layers; always tied), gemma3 (Q/K norms, five
+sliding layers in six with their own RoPE base), phi3 (fused attn_qkv and
+gate+up in ffn_up). The options --head-dim, --rot, --swa, --yarn,
+--longrope and the soft-caps write the keys and tensors llama.cpp's
+converter writes for them.
 """
 import argparse
 import math
@@ -95,7 +103,15 @@ def main():
     ap.add_argument("--synthetic-vocab", choices=["spm", "bpe"],
                     help="a small made-up vocabulary instead of --vocab (fuzz seeds, unit tests)")
     ap.add_argument("--preset", choices=PRESETS)
-    ap.add_argument("--arch", choices=["llama", "qwen2"], default="llama")
+    ap.add_argument("--arch", choices=["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"], default="llama")
+    ap.add_argument("--head-dim", type=int, help="per-head size when not dim/heads (key_length, value_length)")
+    ap.add_argument("--rot", type=int, help="rope.dimension_count: RoPE on the first ROT dims of each head")
+    ap.add_argument("--swa", type=int, help="attention.sliding_window (gemma, phi3; llama: mistral-style)")
+    ap.add_argument("--yarn", type=float, metavar="FACTOR", help="rope.scaling.type yarn with this factor")
+    ap.add_argument("--orig-ctx", type=int, help="rope.scaling.original_context_length (yarn, longrope)")
+    ap.add_argument("--longrope", action="store_true", help="phi3: rope_factors_short/long and attn_factor")
+    ap.add_argument("--attn-softcap", type=float, help="gemma2.attn_logit_softcapping")
+    ap.add_argument("--final-softcap", type=float, help="gemma2/gemma3.final_logit_softcapping")
     ap.add_argument("--dim", type=int)
     ap.add_argument("--layers", type=int)
     ap.add_argument("--heads", type=int)
@@ -115,18 +131,34 @@ def main():
         if v is not None:
             cfg[k] = v
     dim, L, H, KV, FF = cfg["dim"], cfg["layers"], cfg["heads"], cfg["kv_heads"], cfg["ffn"]
-    hd = dim // H
+    hd = a.head_dim or dim // H
+    n_rot = a.rot or hd
     tt = G.TYPE_NAMES[a.type]
+    arch = a.arch
+    if arch.startswith("gemma"):
+        cfg["tied"] = True  # gemma has no output tensor
 
     if not a.vocab and not a.synthetic_vocab:
         ap.error("one of --vocab or --synthetic-vocab is required")
     vocab_kv = synthetic_vocab(a.synthetic_vocab) if a.synthetic_vocab else G.Reader(a.vocab).kv
     n_vocab = len(vocab_kv["tokenizer.ggml.tokens"][1])
     w = G.Writer(a.out)
-    arch = a.arch
     w.add("general.architecture", G.STRING, arch)
     w.add("general.name", G.STRING, f"driftwood-test-{a.preset or 'custom'}-{a.type}")
-    G.add_llama_hparams(w, arch, cfg["ctx"], dim, L, FF, H, KV, a.rope_base)
+    G.add_llama_hparams(w, arch, cfg["ctx"], dim, L, FF, H, KV, a.rope_base, head_dim=hd, n_rot=n_rot)
+    if a.swa is not None:
+        w.add(f"{arch}.attention.sliding_window", G.U32, a.swa)
+    if a.yarn:
+        w.add(f"{arch}.rope.scaling.type", G.STRING, "yarn")
+        w.add(f"{arch}.rope.scaling.factor", G.F32, a.yarn)
+    if a.orig_ctx:
+        w.add(f"{arch}.rope.scaling.original_context_length", G.U32, a.orig_ctx)
+    if a.longrope:
+        s = cfg["ctx"] / (a.orig_ctx or cfg["ctx"])
+        w.add(f"{arch}.rope.scaling.attn_factor", G.F32, math.sqrt(1 + math.log(s) / math.log(a.orig_ctx or cfg["ctx"])))
+    for key, val in (("attn_logit_softcapping", a.attn_softcap), ("final_logit_softcapping", a.final_softcap)):
+        if val is not None:
+            w.add(f"{arch}.{key}", G.F32, val)
     for key, (vt, val, et) in vocab_kv.items():
         if key.startswith("tokenizer.") and key != "tokenizer.chat_template":
             w.add(key, vt, val, et)
@@ -145,27 +177,44 @@ def main():
     def bias(n):
         return (0.02 * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
 
-    w.add_tensor("token_embd.weight", mat(n_vocab, dim, 1.0), tt)
+    # gemma multiplies the embeddings by sqrt(dim): store them that much smaller
+    w.add_tensor("token_embd.weight", mat(n_vocab, dim, 1 / math.sqrt(dim) if arch.startswith("gemma") else 1.0), tt)
     w.add_tensor("output_norm.weight", norm(dim), G.T_F32)
     if not cfg["tied"]:
         w.add_tensor("output.weight", mat(n_vocab, dim), tt)
     if a.llama3_rope:
-        w.add_tensor("rope_freqs.weight", llama3_factors(a.rope_base, hd), G.T_F32)
+        w.add_tensor("rope_freqs.weight", llama3_factors(a.rope_base, n_rot), G.T_F32)
+    if a.longrope:  # per-pair divisors: near 1 for the short table, growing for the long one
+        w.add_tensor("rope_factors_short.weight", (1 + 0.05 * rng.random(n_rot // 2)).astype(np.float32), G.T_F32)
+        w.add_tensor("rope_factors_long.weight", np.linspace(1, 8, n_rot // 2, dtype=np.float32), G.T_F32)
     for i in range(L):
         p = f"blk.{i}."
         w.add_tensor(p + "attn_norm.weight", norm(dim), G.T_F32)
-        w.add_tensor(p + "attn_q.weight", mat(H * hd, dim), tt)
-        w.add_tensor(p + "attn_k.weight", mat(KV * hd, dim), tt)
-        w.add_tensor(p + "attn_v.weight", mat(KV * hd, dim), tt)
+        if arch == "phi3":  # Q, K and V rows in one tensor
+            w.add_tensor(p + "attn_qkv.weight", mat((H + 2 * KV) * hd, dim), tt)
+        else:
+            w.add_tensor(p + "attn_q.weight", mat(H * hd, dim), tt)
+            w.add_tensor(p + "attn_k.weight", mat(KV * hd, dim), tt)
+            w.add_tensor(p + "attn_v.weight", mat(KV * hd, dim), tt)
         if arch == "qwen2":
             w.add_tensor(p + "attn_q.bias", bias(H * hd), G.T_F32)
             w.add_tensor(p + "attn_k.bias", bias(KV * hd), G.T_F32)
             w.add_tensor(p + "attn_v.bias", bias(KV * hd), G.T_F32)
+        if arch in ("qwen3", "gemma3"):
+            w.add_tensor(p + "attn_q_norm.weight", norm(hd), G.T_F32)
+            w.add_tensor(p + "attn_k_norm.weight", norm(hd), G.T_F32)
         w.add_tensor(p + "attn_output.weight", mat(dim, H * hd), tt)
+        if arch.startswith("gemma"):
+            w.add_tensor(p + "post_attention_norm.weight", norm(dim), G.T_F32)
         w.add_tensor(p + "ffn_norm.weight", norm(dim), G.T_F32)
-        w.add_tensor(p + "ffn_gate.weight", mat(FF, dim), tt)
-        w.add_tensor(p + "ffn_up.weight", mat(FF, dim), tt)
+        if arch == "phi3":  # gate rows, then up rows
+            w.add_tensor(p + "ffn_up.weight", mat(2 * FF, dim), tt)
+        else:
+            w.add_tensor(p + "ffn_gate.weight", mat(FF, dim), tt)
+            w.add_tensor(p + "ffn_up.weight", mat(FF, dim), tt)
         w.add_tensor(p + "ffn_down.weight", mat(dim, FF), tt)
+        if arch.startswith("gemma"):
+            w.add_tensor(p + "post_ffw_norm.weight", norm(dim), G.T_F32)
     w.write()
 
 

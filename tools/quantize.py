@@ -45,7 +45,7 @@ def more_bits(i, n):
 
 
 def tensor_type(name, ftype, base, n_layers, n_gqa, is_output, pure):
-    """llama.cpp's choice for one matrix (dense llama/qwen2)."""
+    """llama.cpp's choice for one matrix (dense llama-family models)."""
     if pure:
         return base
     if is_output:
@@ -70,6 +70,8 @@ def tensor_type(name, ftype, base, n_layers, n_gqa, is_output, pure):
             return "q6_k" if more_bits(i, n_layers) else base
     if kind == "attn_output":
         return {"q2_k": "q3_k", "q3_k_m": "q4_k"}.get(ftype, base)
+    if kind == "attn_qkv":  # phi3's fused Q/K/V
+        return {"q3_k_m": "q4_k", "q4_k_m": "q5_k", "q5_k_m": "q6_k"}.get(ftype, base)
     return base
 
 

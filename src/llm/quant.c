@@ -513,3 +513,13 @@ void dw_silu_mul(float *out, const float *g, const float *u, int64_t n) {
 #endif
   for (; i < n; i++) out[i] = g[i] / (1.f + expf(-g[i])) * u[i];
 }
+
+/* GELU in its tanh form, 0.5·g·(1 + tanh(sqrt(2/π)(g + 0.044715 g³))),
+ * written as g·sigmoid(2z) so that it shares exp with SiLU. */
+void dw_gelu_mul(float *out, const float *g, const float *u, int64_t n) {
+  const float c = 0.7978845608028654f, k = 0.044715f;
+  for (int64_t i = 0; i < n; i++) {
+    float x = g[i], z = 2.f * c * (x + k * x * x * x);
+    out[i] = x / (1.f + expf(-z)) * u[i];
+  }
+}

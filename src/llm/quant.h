@@ -60,4 +60,6 @@ DW_HIDDEN void dw_gemm_xt(const float *w, int nr, int64_t n, const float *xt, in
 DW_HIDDEN float dw_exp_sum(float *x, int64_t n, float mx);
 /* out[i] = silu(g[i])·u[i], silu(z) = z/(1+e^-z) (relative error ~1e-6). */
 DW_HIDDEN void dw_silu_mul(float *out, const float *g, const float *u, int64_t n);
+/* out = gelu_tanh(g) · u (gemma's FFN). */
+DW_HIDDEN void dw_gelu_mul(float *out, const float *g, const float *u, int64_t n);
 #endif

@@ -3,7 +3,9 @@
 
 For each model configuration (llama and qwen2; F32, F16, BF16, Q8_0, Q4_0
 and every other block format we decode; llama.cpp's K-quant mixes made by
-tools/quantize.py; tied and untied output; Llama-3 rope factors) it writes
+tools/quantize.py; tied and untied output; Llama-3 rope factors; qwen3,
+gemma2, gemma3 and phi3 with their windows and soft-caps, YaRN, LongRoPE,
+a mistral-style window) it writes
 a small random model with tools/mkmodel.py, runs `driftwood generate --temp 0
 --dump-logits` on several prompts (one long enough to cross KV blocks and
 the 256-token micro-batch), and compares each step's logits with the
@@ -71,6 +73,19 @@ CONFIGS = [
     ("qwen2-q3_k_m", "qwen2", "gpt-2", "mix:q3_k_m", [], 1e-2),
     ("llama-q2_k", "llama", "llama-spm", "mix:q2_k", [], 1e-2),
     ("llama-iq4_xs", "llama", "llama-spm", "iq4_xs", [], 1e-2),
+    # the other architectures; windows shorter than the long prompt, soft-caps that bite
+    ("qwen3-f32", "qwen3", "gpt-2", "f32", ["--head-dim", "32"], 1e-4),
+    ("qwen3-q8_0", "qwen3", "gpt-2", "q8_0", ["--head-dim", "32"], 1e-2),
+    ("gemma2-f32", "gemma2", "llama-spm", "f32", ["--swa", "16", "--attn-softcap", "5", "--final-softcap", "3"], 1e-4),
+    ("gemma2-q4_k_m", "gemma2", "llama-spm", "mix:q4_k_m", ["--swa", "16"], 1e-2),
+    ("gemma3-f32", "gemma3", "llama-spm", "f32", ["--layers", "6", "--swa", "16", "--head-dim", "32", "--rope-base", "1e6"], 1e-4),
+    ("gemma3-q6_k", "gemma3", "llama-spm", "mix:q6_k", ["--layers", "6", "--swa", "16", "--final-softcap", "4", "--rope-base", "1e6"], 1e-2),
+    ("phi3-f32", "phi3", "llama-spm", "f32", ["--rot", "8", "--swa", "24"], 1e-4),
+    ("phi3-longrope", "phi3", "llama-spm", "f16", ["--longrope", "--orig-ctx", "128"], 1e-2),
+    ("phi3-q5_k_m", "phi3", "llama-spm", "mix:q5_k_m", [], 1e-2),
+    ("llama-yarn", "llama", "llama-spm", "f32", ["--yarn", "4", "--orig-ctx", "128"], 1e-4),
+    ("qwen2-yarn", "qwen2", "gpt-2", "f32", ["--yarn", "8", "--orig-ctx", "64", "--rot", "8"], 1e-4),
+    ("llama-swa", "llama", "llama-spm", "q8_0", ["--swa", "20"], 1e-2),
 ]
 
 
@@ -117,17 +132,17 @@ def main():
     os.makedirs(work, exist_ok=True)
     torch.set_num_threads(2)
     failures = 0
-    jobs = [(name, lambda c=(name, arch, vocab, tt, extra): make_model(work, c[0], c[1], vocab_dir, *c[2:]), tol)
-            for name, arch, vocab, tt, extra, tol in CONFIGS]
+    jobs = [(name, lambda c=(name, arch, vocab, tt, extra): make_model(work, c[0], c[1], vocab_dir, *c[2:]), tol,
+             tt not in ("f32", "f16", "bf16")) for name, arch, vocab, tt, extra, tol in CONFIGS]
     for path in filter(None, os.environ.get("DW_REF_MODELS", "").split(":")):
-        jobs.append((os.path.basename(path), lambda p=path: p, 1e-2))
-    for name, make, tol in jobs:
+        jobs.append((os.path.basename(path), lambda p=path: p, 1e-2, True))
+    for name, make, tol, quantised in jobs:
         model = make()
         ref = Reference(model)
         # the decoders exactly (f32 dot products), then, on the CPU, decode
         # through the 8-bit integer dot products where the types have them
         passes = [("f32 dots" if BACKEND == "cpu" else BACKEND, "0", 1e-4 if BACKEND == "cpu" else tol)]
-        if BACKEND == "cpu" and not name.endswith(("f32", "f16", "bf16")):
+        if BACKEND == "cpu" and quantised:
             passes.append(("int8 dots", "1", INT_TOL))
         for label, int_dot, limit in passes:
             worst = engine_error(dw, model, ref, work, name, int_dot)

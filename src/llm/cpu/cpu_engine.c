@@ -4,12 +4,15 @@
  * per block size), and the batched forward pass on a dw_pool of host
  * threads.
  *
- * Forward pass per micro-batch of T tokens (spec §4): embeddings; per layer
- * RMSNorm → fused Q/K/V projection (+bias) → RoPE (NORM or NEOX) → K/V
- * written to the session's blocks → causal GQA attention → output
- * projection added to the residual → RMSNorm → fused gate/up with SiLU →
- * down projection added to the residual; final RMSNorm and the output
- * projection for the positions asked for. Each projection is one pool job.
+ * Forward pass per micro-batch of T tokens (spec §4): embeddings (scaled
+ * for gemma); per layer RMSNorm → fused Q/K/V projection (+bias) → per-head
+ * Q/K RMSNorm (qwen3, gemma3) → RoPE (NORM or NEOX, the layer's table) →
+ * K/V written to the session's blocks → causal GQA attention (scaled,
+ * soft-capped, windowed as the model says) → output projection added to
+ * the residual (through a post-norm for gemma) → RMSNorm → fused gate/up
+ * with SiLU or GELU → down projection added likewise; final RMSNorm, the
+ * output projection for the positions asked for, soft-capped for gemma2.
+ * Each projection is one pool job.
  * A micro-batch may hold tokens of many sequences (a step batched across
  * sessions): the projections run over all of them at once, and each
  * token attends over its own session's KV at its own position.
@@ -172,6 +175,7 @@ typedef struct mm_job {
   const dw_q8x *xq;   /* x quantised for integer dots, [nt][n_in/32] (NULL: none) */
   int nt, ntp, n_items;
   mm_mode mode;       /* MM_GLU: items 0 (gate) and 1 (up), output in items[0].y */
+  bool gelu;          /* MM_GLU with GELU instead of SiLU */
   mm_item it[3];
   float *const *ys;   /* MM_STORE of one item: token t's row goes to ys[t] (else y + t·n_out) */
   float *scratch;     /* per worker: RB*n_in + 2*RB*nt floats */
@@ -229,7 +233,8 @@ static void mm_worker(void *arg, int wi, int nw) {
     mm_rows(J, I->w, r0, nr, wbuf, o1);
     if (J->mode == MM_GLU) {
       mm_rows(J, J->it[1].w, r0, nr, wbuf, o2);
-      for (int t = 0; t < J->nt; t++) dw_silu_mul(I->y + t * ld + r0, o1 + t * RB, o2 + t * RB, nr);
+      for (int t = 0; t < J->nt; t++)
+        (J->gelu ? dw_gelu_mul : dw_silu_mul)(I->y + t * ld + r0, o1 + t * RB, o2 + t * RB, nr);
       continue;
     }
     for (int t = 0; t < J->nt; t++) {
@@ -255,12 +260,15 @@ typedef struct fwd {
   float *scratch, *scores, *xt, *zero;
   dw_q8x *xq;             /* [nt][max_in/32]: the matmul input quantised (decode) */
   const float *cs, *sn;   /* RoPE cos/sin per token */
+  const float *cs_l, *sn_l; /* the same from the local table (NULL without one) */
   size_t scratch_per_worker;
 } fwd;
 
 /* ---- per-token preparation, parallel over tokens ---------------------------- */
 
-typedef enum { PREP_NORM, PREP_TRANSPOSE, PREP_ROPE } prep_kind;
+/* NORM: dst = rmsnorm(src)·w; TRANSPOSE: src into xt for the GEMM; ROPE:
+ * Q/K norms and RoPE, K and V into the cache; ADD_NORMED: x += rmsnorm(src)·w. */
+typedef enum { PREP_NORM, PREP_TRANSPOSE, PREP_ROPE, PREP_ADD_NORMED } prep_kind;
 
 typedef struct prep_job {
   fwd *F;
@@ -287,9 +295,25 @@ static void prep_worker(void *arg, int wi, int nw) {
   for (int t = F->nt * wi / nw; t < F->nt * (wi + 1) / nw; t++) {
     if (P->kind == PREP_NORM) {
       rmsnorm(P->dst + (size_t)t * P->n, P->src + (size_t)t * P->n, P->w, (int)P->n, hp->eps);
+    } else if (P->kind == PREP_ADD_NORMED) {
+      float *row = P->dst + (size_t)t * P->n, *x = F->x + (size_t)t * P->n;
+      rmsnorm(row, row, P->w, (int)P->n, hp->eps);
+      for (int64_t i = 0; i < P->n; i++) x[i] += row[i];
     } else {
       int hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, half = hp->n_rot / 2;
-      const float *c = P->cs + (size_t)t * half, *sn = P->sn + (size_t)t * half;
+      const dw_layer *L = &F->m->layers[F->layer];
+      bool local = L->local_rope && F->cs_l;
+      const float *c = (local ? F->cs_l : P->cs) + (size_t)t * half, *sn = (local ? F->sn_l : P->sn) + (size_t)t * half;
+      if (L->q_norm)
+        for (int h = 0; h < hp->n_head; h++) {
+          float *v = F->q + (size_t)t * qd + (size_t)h * hd;
+          rmsnorm(v, v, L->q_norm, hd, hp->eps);
+        }
+      if (L->k_norm)
+        for (int h = 0; h < hp->n_head_kv; h++) {
+          float *v = F->k + (size_t)t * kvd + (size_t)h * hd;
+          rmsnorm(v, v, L->k_norm, hd, hp->eps);
+        }
       rope(F->q + (size_t)t * qd, hp->n_head, hd, hp->n_rot, hp->rope_neox, c, sn);
       rope(F->k + (size_t)t * kvd, hp->n_head_kv, hd, hp->n_rot, hp->rope_neox, c, sn);
       memcpy(kv_row(F->ts[t], F->layer, F->tp[t], false), F->k + (size_t)t * kvd, (size_t)kvd * sizeof(float));
@@ -305,6 +329,7 @@ static void prep(fwd *F, prep_kind kind, const float *src, const float *w, float
     return;
   }
   dw_pool_run(F->pool, prep_worker, &P);
+  if (kind == PREP_ADD_NORMED) return;
   if (kind == PREP_NORM) { /* then the normed rows, transposed, for the matmul */
     P = (prep_job){F, PREP_TRANSPOSE, dst, NULL, NULL, n, F->cs, F->sn};
     dw_pool_run(F->pool, prep_worker, &P);
@@ -313,7 +338,7 @@ static void prep(fwd *F, prep_kind kind, const float *src, const float *w, float
 
 /* The input must have been through prep (NORM or TRANSPOSE) when nt > 2. */
 static void matmul_to(fwd *F, const float *x, int nt, mm_mode mode, int n, const mm_item *items, float *const *ys) {
-  mm_job J = {.x = x, .nt = nt, .ntp = (nt + 31) / 32 * 32, .n_items = n, .mode = mode, .xt = F->xt,
+  mm_job J = {.x = x, .nt = nt, .ntp = (nt + 31) / 32 * 32, .n_items = n, .mode = mode, .gelu = F->m->hp.gelu, .xt = F->xt,
               .zero = F->zero, .ys = ys, .scratch = F->scratch, .scratch_per_worker = F->scratch_per_worker};
   /* Decode: a few tokens against weights with integer kernels take the
    * input quantised once (a few thousand values; the rows are the cost). */
@@ -338,10 +363,11 @@ static void attn_worker(void *arg, int wi, int nw) {
   const dw_hparams *hp = &F->m->hp;
   int hd = hp->head_dim, H = hp->n_head, g = H / hp->n_head_kv, qd = H * hd;
   float *sc = F->scores + (size_t)wi * F->max_ctx;
-  float scale = 1.f / sqrtf((float)hd);
-  int total = F->nt * H;
+  float scale = hp->attn_scale, cap = hp->attn_softcap;
+  int total = F->nt * H, swa = F->m->layers[F->layer].swa;
   for (int item = wi; item < total; item += nw) { /* interleaved: causal rows grow with t */
     int t = item / H, h = item % H, p = F->tp[t], kvo = (h / g) * hd;
+    int j0 = swa && p - swa + 1 > 0 ? p - swa + 1 : 0; /* the first key in the window */
     const dw_session *S = F->ts[t];
     const float *q = F->q + (size_t)t * qd + (size_t)h * hd;
     float *o = F->att + (size_t)t * qd + (size_t)h * hd;
@@ -351,16 +377,17 @@ static void attn_worker(void *arg, int wi, int nw) {
       __m512 qv[8], ov[8];
       for (int i = 0; i < nv; i++) qv[i] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * i), _mm512_set1_ps(scale));
       float mx = -INFINITY;
-      for (int j = 0; j <= p; j++) {
+      for (int j = j0; j <= p; j++) {
         const float *kr = kv_row(S, F->layer, j, false) + kvo;
         __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
         for (int i = 1; i < nv; i++) acc = _mm512_fmadd_ps(qv[i], _mm512_loadu_ps(kr + 16 * i), acc);
         sc[j] = _mm512_reduce_add_ps(acc);
+        if (cap > 0) sc[j] = cap * tanhf(sc[j] / cap);
         if (sc[j] > mx) mx = sc[j];
       }
-      float inv = 1.f / dw_exp_sum(sc, p + 1, mx);
+      float inv = 1.f / dw_exp_sum(sc + j0, p - j0 + 1, mx);
       for (int i = 0; i < nv; i++) ov[i] = _mm512_setzero_ps();
-      for (int j = 0; j <= p; j++) {
+      for (int j = j0; j <= p; j++) {
         const float *vr = kv_row(S, F->layer, j, true) + kvo;
         __m512 a = _mm512_set1_ps(sc[j] * inv);
         for (int i = 0; i < nv; i++) ov[i] = _mm512_fmadd_ps(a, _mm512_loadu_ps(vr + 16 * i), ov[i]);
@@ -370,13 +397,14 @@ static void attn_worker(void *arg, int wi, int nw) {
     }
 #endif
     float mx = -INFINITY;
-    for (int j = 0; j <= p; j++) {
+    for (int j = j0; j <= p; j++) {
       sc[j] = dw_dot_f32(q, kv_row(S, F->layer, j, false) + kvo, hd) * scale;
+      if (cap > 0) sc[j] = cap * tanhf(sc[j] / cap);
       if (sc[j] > mx) mx = sc[j];
     }
-    float inv = 1.f / dw_exp_sum(sc, p + 1, mx);
+    float inv = 1.f / dw_exp_sum(sc + j0, p - j0 + 1, mx);
     memset(o, 0, (size_t)hd * sizeof *o);
-    for (int j = 0; j <= p; j++) {
+    for (int j = j0; j <= p; j++) {
       const float *vr = kv_row(S, F->layer, j, true) + kvo;
       float a = sc[j] * inv;
       for (int d = 0; d < hd; d++) o[d] += a * vr[d];
@@ -415,14 +443,17 @@ static void forward_layer(fwd *F, int l) {
   prep(F, PREP_ROPE, NULL, NULL, NULL, 0);
   dw_pool_run(F->pool, attn_worker, F);
   prep(F, PREP_TRANSPOSE, F->att, NULL, NULL, hp->n_head * hp->head_dim);
-  mm_item o = {&L->wo, L->bo, F->x};
-  matmul(F, F->att, nt, MM_ADD, 1, &o);
+  /* with a post-norm, the block's output goes through xn (free by now) */
+  mm_item o = {&L->wo, L->bo, L->post_attn_norm ? F->xn : F->x};
+  matmul(F, F->att, nt, L->post_attn_norm ? MM_STORE : MM_ADD, 1, &o);
+  if (L->post_attn_norm) prep(F, PREP_ADD_NORMED, NULL, L->post_attn_norm, F->xn, dim);
   prep(F, PREP_NORM, F->x, L->ffn_norm, F->xn, dim);
   mm_item glu[2] = {{&L->gate, NULL, F->h}, {&L->up, NULL, NULL}};
   matmul(F, F->xn, nt, MM_GLU, 2, glu);
   prep(F, PREP_TRANSPOSE, F->h, NULL, NULL, hp->n_ff);
-  mm_item d = {&L->down, NULL, F->x};
-  matmul(F, F->h, nt, MM_ADD, 1, &d);
+  mm_item d = {&L->down, NULL, L->post_ffn_norm ? F->xn : F->x};
+  matmul(F, F->h, nt, L->post_ffn_norm ? MM_STORE : MM_ADD, 1, &d);
+  if (L->post_ffn_norm) prep(F, PREP_ADD_NORMED, NULL, L->post_ffn_norm, F->xn, dim);
 }
 
 /* One micro-batch: the tokens of seqs[0 .. n_seqs), nt <= UBATCH of them
@@ -438,7 +469,7 @@ static dw_status forward(dw_pool *pool, const dw_step_seq *seqs, int n_seqs, int
   fwd F = {.pool = pool, .m = m, .nt = nt, .max_ctx = max_ctx, .int_dots = int_dots};
   int ntp = (nt + 31) / 32 * 32;
   F.scratch_per_worker = (size_t)RB * max_in + 2 * (size_t)RB * nt;
-  size_t nfl = (size_t)nt * (2 * dim + 2 * qd + 2 * kvd + hp->n_ff) + 2 * (size_t)nt * half +
+  size_t nfl = (size_t)nt * (2 * dim + 2 * qd + 2 * kvd + hp->n_ff) + 4 * (size_t)nt * half +
                F.scratch_per_worker * nw + (size_t)max_ctx * nw + (size_t)max_in * ntp + (size_t)max_in +
                (size_t)nt * dw_q8x_bytes(max_in) / sizeof(float);
   /* per token: its session, its output row and its position, then the activations, 64-byte aligned */
@@ -456,8 +487,8 @@ static dw_status forward(dw_pool *pool, const dw_step_seq *seqs, int n_seqs, int
   F.k = p, p += (size_t)nt * kvd;
   F.v = p, p += (size_t)nt * kvd;
   F.h = p, p += (size_t)nt * hp->n_ff;
-  float *cs = p, *sn = p + (size_t)nt * half;
-  p += 2 * (size_t)nt * half;
+  float *cs = p, *sn = p + (size_t)nt * half, *cs_l = sn + (size_t)nt * half, *sn_l = cs_l + (size_t)nt * half;
+  p += 4 * (size_t)nt * half;
   F.scratch = p, p += F.scratch_per_worker * nw;
   F.xt = p, p += (size_t)max_in * ntp;
   F.zero = p, p += max_in;
@@ -469,16 +500,26 @@ static dw_status forward(dw_pool *pool, const dw_step_seq *seqs, int n_seqs, int
     for (int j = 0; j < seqs[i].n; j++, t++) {
       const int32_t tok = seqs[i].tokens[j];
       ts[t] = seqs[i].s, tp[t] = seqs[i].s->n_past + j;
-      dw_dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)tok * m->tok_embd.row_bytes,
-                     F.x + (size_t)t * dim, dim);
+      float *xt = F.x + (size_t)t * dim;
+      dw_dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)tok * m->tok_embd.row_bytes, xt, dim);
+      if (hp->embd_scale != 1.f)
+        for (int d = 0; d < dim; d++) xt[d] *= hp->embd_scale;
+      /* the global table (phi3's long one past n_ctx_orig) and the local one */
+      const dw_layer plain = {0};
+      const float *inv = dw_model_rope(m, &plain, seqs[i].s->n_ctx);
       double pos = tp[t];
       for (int k = 0; k < half; k++) {
-        double ang = pos * (double)m->inv_freq[k];
-        cs[(size_t)t * half + k] = (float)cos(ang);
-        sn[(size_t)t * half + k] = (float)sin(ang);
+        double ang = pos * (double)inv[k];
+        cs[(size_t)t * half + k] = (float)cos(ang) * hp->rope_mscale;
+        sn[(size_t)t * half + k] = (float)sin(ang) * hp->rope_mscale;
+        if (!m->inv_freq_local) continue;
+        ang = pos * (double)m->inv_freq_local[k];
+        cs_l[(size_t)t * half + k] = (float)cos(ang);
+        sn_l[(size_t)t * half + k] = (float)sin(ang);
       }
     }
   F.cs = cs, F.sn = sn;
+  if (m->inv_freq_local) F.cs_l = cs_l, F.sn_l = sn_l;
   for (int l = 0; l < hp->n_layer; l++) forward_layer(&F, l);
   /* the final-normed hidden states, summed; the rows whose logits are asked
    * for, gathered (normed) at the front of xn, each written straight to its
@@ -501,6 +542,8 @@ static dw_status forward(dw_pool *pool, const dw_step_seq *seqs, int n_seqs, int
     if (n_out > 2) prep(&F, PREP_TRANSPOSE, F.xn, NULL, NULL, dim);
     mm_item o = {&m->output, NULL, NULL};
     matmul_to(&F, F.xn, n_out, MM_STORE, 1, &o, rows);
+    for (int r = 0; hp->final_softcap > 0 && r < n_out; r++)
+      for (int v = 0; v < hp->n_vocab; v++) rows[r][v] = hp->final_softcap * tanhf(rows[r][v] / hp->final_softcap);
     for (int i = 0; i < n_seqs; i++)
       if (seqs[i].all_logits && seqs[i].logits)
         memcpy(seqs[i].logits, seqs[i].all_logits + (size_t)(seqs[i].n - 1) * hp->n_vocab,

@@ -44,6 +44,7 @@ enum { MAX_STEP = 512 };
 
 typedef struct dev_layer {
   float *attn_norm, *ffn_norm, *bq, *bk, *bv, *bo; /* device, [dim] / [n_out] or NULL */
+  float *q_norm, *k_norm, *post_attn_norm, *post_ffn_norm; /* device or NULL (model.h) */
   dw_kwt wq, wk, wv, wo, gate, up, down;
 } dev_layer;
 
@@ -247,7 +248,9 @@ static dw_status dev_replace(dev_model *d, void **p, size_t old_bytes, size_t ne
 
 enum { IN_INTS = 6 };
 static size_t rope_off(void) { return (size_t)IN_INTS * MAX_STEP * sizeof(int); }
-static size_t tab_off(const dev_model *d) { return rope_off() + (size_t)MAX_STEP * d->m->hp.n_rot * sizeof(float); }
+/* two RoPE tables: the model's (or phi3's long one) and gemma3's local one */
+static size_t rope_bytes(const dev_model *d) { return (size_t)MAX_STEP * d->m->hp.n_rot * sizeof(float); }
+static size_t tab_off(const dev_model *d) { return rope_off() + 2 * rope_bytes(d); }
 static size_t in_bytes(const dev_model *d, int tables_cap) { return tab_off(d) + (size_t)tables_cap * sizeof(void *); }
 
 /* Step inputs for at least n_tables block pointers (graphs use the old
@@ -328,7 +331,10 @@ static dw_status weights_load(void *ctx, dw_model *m, void **out, uint64_t *devi
     if ((st = upload_vec(d, L->attn_norm, hp->dim, &D->attn_norm)) ||
         (st = upload_vec(d, L->ffn_norm, hp->dim, &D->ffn_norm)) || (st = upload_vec(d, L->bq, qd, &D->bq)) ||
         (st = upload_vec(d, L->bk, kvd, &D->bk)) || (st = upload_vec(d, L->bv, kvd, &D->bv)) ||
-        (st = upload_vec(d, L->bo, hp->dim, &D->bo)) || (st = upload_wt(d, &L->wq, &D->wq)) ||
+        (st = upload_vec(d, L->bo, hp->dim, &D->bo)) || (st = upload_vec(d, L->q_norm, hp->head_dim, &D->q_norm)) ||
+        (st = upload_vec(d, L->k_norm, hp->head_dim, &D->k_norm)) ||
+        (st = upload_vec(d, L->post_attn_norm, hp->dim, &D->post_attn_norm)) ||
+        (st = upload_vec(d, L->post_ffn_norm, hp->dim, &D->post_ffn_norm)) || (st = upload_wt(d, &L->wq, &D->wq)) ||
         (st = upload_wt(d, &L->wk, &D->wk)) || (st = upload_wt(d, &L->wv, &D->wv)) ||
         (st = upload_wt(d, &L->wo, &D->wo)) || (st = upload_wt(d, &L->gate, &D->gate)) ||
         (st = upload_wt(d, &L->up, &D->up)) || (st = upload_wt(d, &L->down, &D->down)))
@@ -632,24 +638,42 @@ static dw_status body(step *S) {
   int nt = S->nt;
   dw_status rc;
   dw_k_embed(&d->tok_embd, S->tokens, d->x, nt, st);
+  if (hp->embd_scale != 1.f) dw_k_scale_cap(d->x, (long long)nt * hp->dim, hp->embd_scale, 0.f, st);
   for (int l = 0; l < hp->n_layer; l++) {
     const dev_layer *D = &d->layers[l];
+    const dw_layer *L = &d->m->layers[l];
+    dw_kv_args kv = S->kv; /* this layer's window and RoPE table */
+    kv.window = L->swa;
+    if (L->local_rope && d->m->inv_freq_local) kv.rope += rope_bytes(d) / sizeof(float);
     dw_gemv_item qkv[3] = {{&D->wq, NULL, D->bq, d->q}, {&D->wk, NULL, D->bk, d->k}, {&D->wv, NULL, D->bv, d->v}};
-    if (S->stream && nt <= DW_SV_MAX_NT) { /* RoPE and the KV store in the GEMV's epilogue */
-      dw_k_sv(d->x, D->attn_norm, hp->eps, nt, DW_GEMV_STORE, qkv, 3, &S->kv, l, st);
+    if (S->stream && nt <= DW_SV_MAX_NT && !D->q_norm) { /* RoPE and the KV store in the GEMV's epilogue */
+      dw_k_sv(d->x, D->attn_norm, hp->eps, nt, DW_GEMV_STORE, qkv, 3, &kv, l, st);
     } else {
       if ((rc = project(S, d->x, D->attn_norm, nt, DW_GEMV_STORE, qkv, 3))) return rc;
-      dw_k_rope_store(&S->kv, l, d->q, d->k, d->v, nt, st);
+      if (D->q_norm) { /* each head of Q and K normed on its own */
+        dw_k_rmsnorm(d->q, NULL, D->q_norm, d->q, nt * hp->n_head, hp->head_dim, hp->eps, st);
+        dw_k_rmsnorm(d->k, NULL, D->k_norm, d->k, nt * hp->n_head_kv, hp->head_dim, hp->eps, st);
+      }
+      dw_k_rope_store(&kv, l, d->q, d->k, d->v, nt, st);
     }
-    if (S->dec_att) dw_k_attention_decode(&S->kv, l, d->q, d->att, nt, S->n_split, d->att_part, d->att_count, st);
-    else if (nt > DW_GEMV_MAX_NT) dw_k_attention_tiles(&S->kv, l, d->q, d->att, S->tiles, S->n_tiles, st);
-    else dw_k_attention(&S->kv, l, d->q, d->att, nt, S->n_split, S->kps, d->att_part, st);
-    dw_gemv_item o = {&D->wo, NULL, D->bo, d->x};
-    if ((rc = project(S, d->att, NULL, nt, DW_GEMV_ADD, &o, 1))) return rc;
-    dw_gemv_item glu = {&D->gate, &D->up, NULL, d->h};
-    if ((rc = project(S, d->x, D->ffn_norm, nt, DW_GEMV_GLU, &glu, 1))) return rc;
-    dw_gemv_item down = {&D->down, NULL, NULL, d->x};
-    if ((rc = project(S, d->h, NULL, nt, DW_GEMV_ADD, &down, 1))) return rc;
+    if (S->dec_att) dw_k_attention_decode(&kv, l, d->q, d->att, nt, S->n_split, d->att_part, d->att_count, st);
+    else if (nt > DW_GEMV_MAX_NT) dw_k_attention_tiles(&kv, l, d->q, d->att, S->tiles, S->n_tiles, st);
+    else dw_k_attention(&kv, l, d->q, d->att, nt, S->n_split, S->kps, d->att_part, st);
+    /* with a post-norm, the block's output goes through xn, normed, then into the residual */
+    dw_gemv_item o = {&D->wo, NULL, D->bo, D->post_attn_norm ? d->xn : d->x};
+    if ((rc = project(S, d->att, NULL, nt, D->post_attn_norm ? DW_GEMV_STORE : DW_GEMV_ADD, &o, 1))) return rc;
+    if (D->post_attn_norm) dw_k_add_normed(d->x, d->xn, D->post_attn_norm, nt, hp->dim, hp->eps, st);
+    if (hp->gelu) { /* gate and up stored, then GELU; the fused GLU kernels are SiLU's */
+      dw_gemv_item gu[2] = {{&D->gate, NULL, NULL, d->h}, {&D->up, NULL, NULL, d->u}};
+      if ((rc = project(S, d->x, D->ffn_norm, nt, DW_GEMV_STORE, gu, 2))) return rc;
+      dw_k_gelu_mul(d->h, d->h, d->u, (long long)nt * hp->n_ff, st);
+    } else {
+      dw_gemv_item glu = {&D->gate, &D->up, NULL, d->h};
+      if ((rc = project(S, d->x, D->ffn_norm, nt, DW_GEMV_GLU, &glu, 1))) return rc;
+    }
+    dw_gemv_item down = {&D->down, NULL, NULL, D->post_ffn_norm ? d->xn : d->x};
+    if ((rc = project(S, d->h, NULL, nt, D->post_ffn_norm ? DW_GEMV_STORE : DW_GEMV_ADD, &down, 1))) return rc;
+    if (D->post_ffn_norm) dw_k_add_normed(d->x, d->xn, D->post_ffn_norm, nt, hp->dim, hp->eps, st);
   }
   return DW_OK;
 }
@@ -832,10 +856,17 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
       h_pos[t] = s->n_past + j;
       h_seq[t] = i;
       if (seqs[i].all_logits || (seqs[i].logits && j == seqs[i].n - 1)) h_rows[r++] = t;
+      const dw_layer plain = {0};
+      const float *inv = dw_model_rope(d->m, &plain, s->n_ctx), *loc = d->m->inv_freq_local;
+      float *h_loc = h_rope + rope_bytes(d) / sizeof(float);
       for (int k = 0; k < half; k++) { /* as the CPU engine computes them */
-        double ang = (double)h_pos[t] * (double)d->m->inv_freq[k];
-        h_rope[((size_t)t * half + k) * 2] = (float)cos(ang);
-        h_rope[((size_t)t * half + k) * 2 + 1] = (float)sin(ang);
+        double ang = (double)h_pos[t] * (double)inv[k];
+        h_rope[((size_t)t * half + k) * 2] = (float)cos(ang) * hp->rope_mscale;
+        h_rope[((size_t)t * half + k) * 2 + 1] = (float)sin(ang) * hp->rope_mscale;
+        if (!loc) continue;
+        ang = (double)h_pos[t] * (double)loc[k];
+        h_loc[((size_t)t * half + k) * 2] = (float)cos(ang);
+        h_loc[((size_t)t * half + k) * 2 + 1] = (float)sin(ang);
       }
     }
   }
@@ -845,6 +876,9 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
   if (e == cudaSuccess)
     e = cudaMemcpyAsync(din + rope_off(), d->h_in + rope_off(), (size_t)nt * half * 2 * sizeof(float),
                         cudaMemcpyHostToDevice, c->stream);
+  if (e == cudaSuccess && d->m->inv_freq_local)
+    e = cudaMemcpyAsync(din + rope_off() + rope_bytes(d), d->h_in + rope_off() + rope_bytes(d),
+                        (size_t)nt * half * 2 * sizeof(float), cudaMemcpyHostToDevice, c->stream);
   if (e == cudaSuccess)
     e = cudaMemcpyAsync(din + tab_off(d), d->h_in + tab_off(d), (size_t)n_tab * sizeof(void *),
                         cudaMemcpyHostToDevice, c->stream);
@@ -857,7 +891,8 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
             .kv = {.tables = (float *const *)(din + tab_off(d)), .tab_off = di + 4 * MAX_STEP,
                    .seq_of = di + 2 * MAX_STEP, .pos = di + MAX_STEP, .n_layer = hp->n_layer, .n_head = hp->n_head,
                    .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim, .n_rot = hp->n_rot,
-                   .neox = hp->rope_neox, .rope = (const float *)(din + rope_off())}};
+                   .neox = hp->rope_neox, .rope = (const float *)(din + rope_off()), .scale = hp->attn_scale,
+                   .cap = hp->attn_softcap}};
   if ((st = run_body(&S))) goto out;
   if (embd && (st = embed_sums(&S, seqs, n_seqs))) goto out;
   if (n_out) {
@@ -871,6 +906,8 @@ static dw_status cuda_forward(void *ctx, void *weights, dw_step_seq *seqs, int n
       st = project(&S, d->xn, NULL, n_out, DW_GEMV_STORE, &head, 1);
     }
     if (st) goto out;
+    if (hp->final_softcap > 0) /* gemma2 */
+      dw_k_scale_cap(head.y, (long long)n_out * hp->n_vocab, 1.f, hp->final_softcap, c->stream);
     info->zero_copy = mapped;
     size_t row = (size_t)hp->n_vocab * sizeof(float);
     /* Rows bound for pageable memory, of a step of many sequences: one

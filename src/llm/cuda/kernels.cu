@@ -267,11 +267,8 @@ extern "C" void dw_k_gemv(const float *x, const float *norm, float eps, int nt, 
 
 enum { NORM_THREADS = 256 };
 
-__global__ void rmsnorm_kernel(const float *x, const int *rows, const float *w, float *out, int dim, float eps) {
-  pdl_launch_dependents();
-  pdl_wait();
-  const float *xr = x + (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * dim;
-  float *o = out + (size_t)blockIdx.x * dim;
+/* o = rmsnorm(xr) · w for one row, by the block's NORM_THREADS threads (o may be xr). */
+__device__ void rmsnorm_row(const float *xr, const float *w, float *o, int dim, float eps) {
   double ss = 0;
   for (int i = threadIdx.x; i < dim; i += NORM_THREADS) ss += (double)xr[i] * xr[i];
   __shared__ double part[NORM_THREADS / 32];
@@ -283,6 +280,12 @@ __global__ void rmsnorm_kernel(const float *x, const int *rows, const float *w, 
   for (int i = 0; i < NORM_THREADS / 32; i++) tot += part[i];
   float r = (float)(1.0 / sqrt(tot / dim + eps));
   for (int i = threadIdx.x; i < dim; i += NORM_THREADS) o[i] = xr[i] * r * w[i];
+}
+
+__global__ void rmsnorm_kernel(const float *x, const int *rows, const float *w, float *out, int dim, float eps) {
+  pdl_launch_dependents();
+  pdl_wait();
+  rmsnorm_row(x + (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * dim, w, out + (size_t)blockIdx.x * dim, dim, eps);
 }
 
 extern "C" void dw_k_rmsnorm(const float *x, const int *rows, const float *w, float *out, int n, int dim, float eps,
@@ -356,14 +359,15 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
   pdl_wait();
   int h = blockIdx.x, t = blockIdx.y, s = blockIdx.z, hd = a.head_dim;
   int kvo = (h / (a.n_head / a.n_head_kv)) * hd, seq = a.seq_of[t], n_keys = a.pos[t] + 1;
-  int k0 = s * kps, k1 = min(n_keys, k0 + kps), warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int k0 = max(s * kps, first_key(a, n_keys - 1)), k1 = min(n_keys, s * kps + kps), warp = threadIdx.x / 32,
+      lane = threadIdx.x % 32;
   size_t pi = ((size_t)t * a.n_head + h) * n_split + s;
   float *pml = part, *pacc = part + (size_t)gridDim.y * a.n_head * n_split * 2;
   if (k0 >= k1) { /* past this token's keys: an empty split */
     if (threadIdx.x == 0) pml[2 * pi] = -INFINITY, pml[2 * pi + 1] = 0.f;
     return;
   }
-  float scale = rsqrtf((float)hd), qv[DPL], acc[DPL], m = -INFINITY, l = 0.f;
+  float scale = a.scale, qv[DPL], acc[DPL], m = -INFINITY, l = 0.f;
   const float *qr = q + (size_t)t * a.n_head * hd + (size_t)h * hd;
 #pragma unroll
   for (int i = 0; i < DPL; i++) {
@@ -386,7 +390,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
       sc[u] = p;
     }
 #pragma unroll
-    for (int u = 0; u < ATT_U; u++) sc[u] = warp_sum(sc[u]);
+    for (int u = 0; u < ATT_U; u++) sc[u] = cap_score(a, warp_sum(sc[u]));
     float mu = m;
 #pragma unroll
     for (int u = 0; u < ATT_U; u++)
@@ -477,7 +481,7 @@ __global__ void __launch_bounds__(ATT_QT * 4) attn_tile_kernel(kv_args_d a, int 
   int qs_ld = hd + 1, ks_ld = hd + 1;
   float *Qs = sh, *Ks = Qs + ATT_QT * qs_ld, *Vs = Ks + ATT_KT * ks_ld, *Ps = Vs + ATT_KT * hd;
   int r = threadIdx.x / 4, sub = threadIdx.x % 4;
-  float scale = rsqrtf((float)hd);
+  float scale = a.scale;
   for (int i = threadIdx.x; i < ATT_QT * hd; i += ATT_QT * 4) {
     int rr = i / hd, d = i % hd;
     Qs[rr * qs_ld + d] = rr < n ? q[(size_t)(t0 + rr) * a.n_head * hd + (size_t)h * hd + d] * scale : 0.f;
@@ -485,8 +489,8 @@ __global__ void __launch_bounds__(ATT_QT * 4) attn_tile_kernel(kv_args_d a, int 
   float acc[HDMAX / 4], m = -INFINITY, l = 0.f;
 #pragma unroll
   for (int i = 0; i < HDMAX / 4; i++) acc[i] = 0.f;
-  int my_pos = p0 + r; /* this row's last key */
-  for (int k0 = 0; k0 < n_keys; k0 += ATT_KT) {
+  int my_pos = p0 + r, my_first = first_key(a, my_pos); /* this row's keys */
+  for (int k0 = first_key(a, p0) / ATT_KT * ATT_KT; k0 < n_keys; k0 += ATT_KT) {
     __syncthreads(); /* the previous tile is consumed */
     for (int i = threadIdx.x; i < ATT_KT * hd; i += ATT_QT * 4) {
       int j = i / hd, d = i % hd, key = k0 + j;
@@ -505,7 +509,7 @@ __global__ void __launch_bounds__(ATT_QT * 4) attn_tile_kernel(kv_args_d a, int 
       int j = sub + 4 * k, key = k0 + j;
       float s = 0.f;
       for (int d = 0; d < hd; d++) s += Qs[r * qs_ld + d] * Ks[j * ks_ld + d];
-      sc[k] = key <= my_pos && r < n ? s : -INFINITY;
+      sc[k] = key <= my_pos && key >= my_first && r < n ? cap_score(a, s) : -INFINITY;
       mx = fmaxf(mx, sc[k]);
     }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
@@ -590,6 +594,42 @@ extern "C" void dw_k_dequant_f16(const dw_kwt *w, void *out, cudaStream_t stream
 __global__ void silu_mul_kernel(float *h, const float *g, const float *u, long long n) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     h[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+}
+
+__global__ void gelu_mul_kernel(float *h, const float *g, const float *u, long long n) {
+  pdl_launch_dependents();
+  pdl_wait();
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float x = g[i], z = 2.f * 0.7978845608028654f * (x + 0.044715f * x * x * x);
+  h[i] = x / (1.f + expf(-z)) * u[i];
+}
+
+extern "C" void dw_k_gelu_mul(float *h, const float *g, const float *u, long long n, cudaStream_t stream) {
+  launch(gelu_mul_kernel, grid_for(n), 256, 0, stream, h, g, u, n);
+}
+
+__global__ void scale_cap_kernel(float *x, long long n, float scale, float cap) {
+  pdl_launch_dependents();
+  pdl_wait();
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = cap > 0.f ? cap * tanhf(x[i] / cap) : x[i] * scale;
+}
+
+extern "C" void dw_k_scale_cap(float *x, long long n, float scale, float cap, cudaStream_t stream) {
+  launch(scale_cap_kernel, grid_for(n), 256, 0, stream, x, n, scale, cap);
+}
+
+__global__ void add_normed_kernel(float *x, float *y, const float *w, int dim, float eps) {
+  pdl_launch_dependents();
+  pdl_wait();
+  rmsnorm_row(y + (size_t)blockIdx.x * dim, w, y + (size_t)blockIdx.x * dim, dim, eps);
+  __syncthreads();
+  for (int i = threadIdx.x; i < dim; i += NORM_THREADS) x[(size_t)blockIdx.x * dim + i] += y[(size_t)blockIdx.x * dim + i];
+}
+
+extern "C" void dw_k_add_normed(float *x, float *y, const float *w, int nt, int dim, float eps, cudaStream_t stream) {
+  launch(add_normed_kernel, nt, NORM_THREADS, 0, stream, x, y, w, dim, eps);
 }
 
 extern "C" void dw_k_silu_mul(float *h, const float *g, const float *u, long long n, cudaStream_t stream) {

@@ -76,13 +76,17 @@ void dw_k_embed(const dw_kwt *w, const int *tokens, float *x, int nt, cudaStream
 
 /* RoPE on q [nt][n_head·hd] and k [nt][n_head_kv·hd] at positions pos[t],
  * then K and V rows stored to the token's KV block:
- * tables[tab_off[seq_of[t]] + pos / 32]. */
+ * tables[tab_off[seq_of[t]] + pos / 32]. The attention kernels take the
+ * scores as scale·q·k, soft-capped to cap·tanh(s/cap) when cap > 0, over
+ * the keys (pos - window, pos] (all of [0, pos] when window is 0). */
 struct dw_kv_args {
   float *const *tables;             /* device: block data pointers */
   const int *tab_off, *seq_of, *pos;/* device */
   int n_layer, n_head, n_head_kv, head_dim, n_rot;
   bool neox;
-  const float *rope;                /* device [nt][n_rot / 2] (cos, sin) of pos · inv_freq */
+  const float *rope;                /* device [nt][n_rot / 2] (cos, sin) of pos · inv_freq, for this layer */
+  float scale, cap;
+  int window;
 };
 void dw_k_rope_store(const dw_kv_args *a, int layer, float *q, float *k, const float *v, int nt, cudaStream_t stream);
 
@@ -115,6 +119,12 @@ void dw_k_to_half(const float *x, void *out, long long n, bool bf16, cudaStream_
 void dw_k_dequant_f16(const dw_kwt *w, void *out, cudaStream_t stream);
 /* h = silu(g) ⊙ u, n elements. */
 void dw_k_silu_mul(float *h, const float *g, const float *u, long long n, cudaStream_t stream);
+/* h = gelu_tanh(g) ⊙ u, n elements. */
+void dw_k_gelu_mul(float *h, const float *g, const float *u, long long n, cudaStream_t stream);
+/* x[i] = cap·tanh(x[i]/cap) (cap > 0), or x[i] ·= scale (cap = 0), n elements. */
+void dw_k_scale_cap(float *x, long long n, float scale, float cap, cudaStream_t stream);
+/* x[t] += rmsnorm(y[t]) · w for t < nt (rows of dim); y is overwritten. */
+void dw_k_add_normed(float *x, float *y, const float *w, int nt, int dim, float eps, cudaStream_t stream);
 /* y[t][i] += b[i] for t < nt, i < n. */
 void dw_k_add_bias(float *y, const float *b, int nt, int n, cudaStream_t stream);
 

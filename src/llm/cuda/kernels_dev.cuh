@@ -72,12 +72,20 @@ struct kv_args_d {
   const int *tab_off, *seq_of, *pos;
   int n_layer, n_head, n_head_kv, head_dim, n_rot, neox;
   const float *rope;
+  float scale, cap;
+  int window;
 };
 
 static inline kv_args_d to_kvd(const dw_kv_args *a) {
   return kv_args_d{a->tables, a->tab_off, a->seq_of, a->pos, a->n_layer, a->n_head, a->n_head_kv,
-                   a->head_dim, a->n_rot, a->neox ? 1 : 0, a->rope};
+                   a->head_dim, a->n_rot, a->neox ? 1 : 0, a->rope, a->scale, a->cap, a->window};
 }
+
+/* The first key a query at position p attends to. */
+__device__ __forceinline__ int first_key(const kv_args_d &a, int p) { return a.window && p - a.window + 1 > 0 ? p - a.window + 1 : 0; }
+
+/* A score soft-capped as the model says (gemma2). */
+__device__ __forceinline__ float cap_score(const kv_args_d &a, float s) { return a.cap > 0.f ? a.cap * tanhf(s / a.cap) : s; }
 
 /* The K (v = 0) or V row of position p, layer l, in a token's sequence. */
 __device__ __forceinline__ float *kv_row(const kv_args_d &a, int seq, int l, int p, int v) {

@@ -398,7 +398,8 @@ __global__ void __launch_bounds__(AD_WARPS * 32)
     kr[0] = kv.x, kr[1] = kv.y, kr[2] = kv.z, kr[3] = kv.w;
     *(float4 *)(Vs + j * hd + d) = vv;
   }
-  const float scale = rsqrtf((float)hd);
+  const float scale = a.scale;
+  const int lo = first_key(a, n_keys - 1); /* keys below it are outside the window */
   const float *qt = q + ((size_t)t * a.n_head + (size_t)kh * g) * hd;
   for (int i = threadIdx.x; i < g * hd; i += AD_WARPS * 32) Qs[i] = qt[i] * scale;
   __syncthreads();
@@ -406,12 +407,13 @@ __global__ void __launch_bounds__(AD_WARPS * 32)
   for (int hh = warp; hh < g; hh += AD_WARPS) {
     int h = kh * g + hh;
     float sc = -INFINITY;
-    if (lane < nk) {
+    if (lane < nk && k0 + lane >= lo) {
       float p = 0.f;
       for (int d = 0; d < hd; d++) p += Qs[hh * hd + d] * Ks[lane * (hd + 1) + d];
-      sc = p;
+      sc = cap_score(a, p);
     }
-    float m = warp_max(sc), p = lane < nk ? expf(sc - m) : 0.f, l = warp_sum(p), acc[DPL];
+    /* a block wholly outside the window leaves max -inf and sum 0 */
+    float m = warp_max(sc), p = sc != -INFINITY ? expf(sc - m) : 0.f, l = warp_sum(p), acc[DPL];
 #pragma unroll
     for (int i = 0; i < DPL; i++) acc[i] = 0.f;
     for (int j = 0; j < nk; j++) {
@@ -444,6 +446,7 @@ __global__ void __launch_bounds__(AD_WARPS * 32)
     float M = -INFINITY, L = 0.f;
     for (int i = lane; i < need; i += 32) { /* online over this lane's splits */
       float m = __ldcg(pml + 2 * (p0 + i)), l = __ldcg(pml + 2 * (p0 + i) + 1), mx = fmaxf(M, m);
+      if (m == -INFINITY) continue; /* a split outside the window */
       L = L * expf(M - mx) + l * expf(m - mx), M = mx;
     }
     float Mw = warp_max(M);
