@@ -256,6 +256,12 @@ DW_API dw_status dw_model_meta(const dw_model *m, const char *key, char *out, si
 /* text → ids. *n_out is the full count; DW_ERR_LIMIT when it exceeds cap. */
 DW_API dw_status dw_model_tokenize(const dw_model *m, const char *text, size_t len, uint32_t flags,
                                    int32_t *out, size_t cap, size_t *n_out);
+/* The pieces a byte-level BPE vocabulary's pre-tokenizer (its regex list)
+ * cuts text into, before any merge: ends[i] is the byte offset where piece
+ * i ends. Special tokens are not looked for; other tokenizers give one
+ * piece. *n_out is the full count; DW_ERR_LIMIT when it exceeds cap. */
+DW_API dw_status dw_model_pretokenize(const dw_model *m, const char *text, size_t len, size_t *ends, size_t cap,
+                                      size_t *n_out);
 /* id → the bytes it stands for (control tokens: none). */
 DW_API dw_status dw_model_token_piece(const dw_model *m, int32_t token, char *out, size_t cap, size_t *n_out);
 

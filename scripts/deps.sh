@@ -9,7 +9,7 @@ set -euo pipefail
 pkgs=(cmake make gcc clang lld wabt wasi-libc libclang-rt-14-dev-wasm32
       libcriterion-dev libzstd-dev libssl-dev libjansson-dev libmicrohttpd-dev
       libsimde-dev libpcre2-dev libxxhash-dev pkg-config nodejs curl python3
-      python3-numpy python3-torch rustc libstd-rust-dev-wasm32 "$@")
+      python3-numpy python3-torch python3-regex rustc libstd-rust-dev-wasm32 "$@")
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -42,6 +42,11 @@ dw_status dw_model_tokenize(const dw_model *m, const char *text, size_t len, uin
                      n_out);
 }
 
+dw_status dw_model_pretokenize(const dw_model *m, const char *text, size_t len, size_t *ends, size_t cap,
+                               size_t *n_out) {
+  return dw_pretokenize(m->tok, text, len, ends, cap, n_out);
+}
+
 dw_status dw_model_token_piece(const dw_model *m, int32_t token, char *out, size_t cap, size_t *n_out) {
   return dw_token_piece(m->tok, token, out, cap, n_out);
 }

@@ -48,15 +48,19 @@ static void print_escaped(const char *s, size_t n) {
 
 int dw_cli_tokenize(int argc, char **argv) {
   const char *model = NULL, *text = NULL;
-  int no_bos = 0, pieces = 0, parse_special = 0;
+  int no_bos = 0, pieces = 0, parse_special = 0, split = 0;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--model") && i + 1 < argc) model = argv[++i];
     else if (!strcmp(a, "--no-bos")) no_bos = 1;
     else if (!strcmp(a, "--pieces")) pieces = 1;
+    else if (!strcmp(a, "--split")) split = 1;
     else if (!strcmp(a, "--parse-special")) parse_special = 1;
     else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      printf("usage: driftwood tokenize --model M.gguf [--no-bos] [--pieces] [--parse-special] TEXT\n");
+      printf("usage: driftwood tokenize --model M.gguf [--no-bos] [--pieces] [--parse-special] [--split] TEXT\n"
+             "  prints TEXT's token ids; --pieces: one token a line with its bytes; --parse-special:\n"
+             "  control tokens written as text become their ids; --split: the pieces the vocabulary's\n"
+             "  pre-tokenizer cuts TEXT into before merging (byte-level BPE), one a line, quoted\n");
       return 0;
     }
     else if (!strcmp(a, "--") && i + 1 < argc) text = argv[++i];
@@ -66,7 +70,7 @@ int dw_cli_tokenize(int argc, char **argv) {
     } else text = a;
   }
   if (!model || !text) {
-    fprintf(stderr, "usage: driftwood tokenize --model M.gguf [--no-bos] [--pieces] [--parse-special] TEXT\n");
+    fprintf(stderr, "usage: driftwood tokenize --model M.gguf [--no-bos] [--pieces] [--parse-special] [--split] TEXT\n");
     return DW_EXIT_USAGE;
   }
   dw_model *m;
@@ -75,6 +79,22 @@ int dw_cli_tokenize(int argc, char **argv) {
     return DW_EXIT_USAGE;
   }
   size_t len = strlen(text), cap = len + 16, n = 0;
+  if (split) {
+    size_t *ends = malloc((len + 1) * sizeof *ends);
+    int rc = 0;
+    if (!ends || dw_model_pretokenize(m, text, len, ends, len + 1, &n) != DW_OK) {
+      fprintf(stderr, "driftwood: tokenize: %s\n", ends ? dw_last_error() : "out of memory");
+      rc = 1;
+    }
+    for (size_t i = 0; !rc && i < n; i++) {
+      size_t a = i ? ends[i - 1] : 0;
+      print_escaped(text + a, ends[i] - a);
+      putchar('\n');
+    }
+    free(ends);
+    dw_model_close(m);
+    return rc;
+  }
   int32_t *ids = malloc(cap * sizeof *ids);
   uint32_t flags = (no_bos ? 0 : DW_TOKENIZE_ADD_SPECIAL) | (parse_special ? DW_TOKENIZE_PARSE_SPECIAL : 0);
   int rc = 0;

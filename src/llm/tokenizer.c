@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_RE = 4 };
+enum { MAX_RE = 6 };
 
 struct dw_tokenizer {
   dw_tok_info info;
@@ -83,42 +83,92 @@ static int32_t merge_rank(const dw_tokenizer *t, const char *a, size_t an, const
 #define RE_LLAMA3_A                                                                                  \
   "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
 #define RE_LLAMA3_B " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+/* CJK ideographs (to U+9FA5), U+0800..U+4E00 and Hangul syllables: the deepseek lists' ideograph class */
+#define RE_DS_CJK "[\\x{4E00}-\\x{9FA5}\\x{800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+"
+/* deepseek-llm's cased letters (Unicode L&, spelled out as in its tokenizer) */
+#define RE_DS_CASED                                                                                              \
+  "\\s?[A-Za-z\\x{B5}\\x{C0}-\\x{D6}\\x{D8}-\\x{F6}\\x{F8}-\\x{1BA}\\x{1BC}-\\x{1BF}\\x{1C4}-\\x{293}\\x{295}-"   \
+  "\\x{2AF}\\x{370}-\\x{373}\\x{376}\\x{377}\\x{37B}-\\x{37D}\\x{37F}\\x{386}\\x{388}-\\x{38A}\\x{38C}\\x{38E}-"   \
+  "\\x{3A1}\\x{3A3}-\\x{3F5}\\x{3F7}-\\x{481}\\x{48A}-\\x{52F}\\x{531}-\\x{556}\\x{10A0}-\\x{10C5}\\x{13A0}-"     \
+  "\\x{13F5}\\x{13F8}-\\x{13FD}\\x{1C90}-\\x{1CBA}\\x{1CBD}-\\x{1CBF}\\x{1D00}-\\x{1D2B}\\x{1D6B}-\\x{1D77}"       \
+  "\\x{1D79}-\\x{1D9A}\\x{1E00}-\\x{1F15}\\x{1F18}-\\x{1F1D}\\x{1F20}-\\x{1F45}\\x{1F48}-\\x{1F4D}\\x{1F50}-"      \
+  "\\x{1F57}\\x{1F59}\\x{1F5B}\\x{1F5D}\\x{1F5F}-\\x{1F7D}\\x{1F80}-\\x{1FB4}\\x{1FB6}-\\x{1FBC}\\x{1FBE}"        \
+  "\\x{1FC2}-\\x{1FC4}\\x{1FC6}-\\x{1FCC}\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}\\x{1FE0}-\\x{1FEC}\\x{1FF2}-"      \
+  "\\x{1FF4}\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}\\x{210A}-\\x{2113}\\x{2115}\\x{2119}-\\x{211D}\\x{2124}"         \
+  "\\x{2126}\\x{2128}\\x{212A}-\\x{212D}\\x{212F}-\\x{2134}\\x{2139}\\x{213C}-\\x{213F}\\x{2145}-\\x{2149}"        \
+  "\\x{214E}\\x{2183}\\x{2184}\\x{2C00}-\\x{2C7B}\\x{2C7E}-\\x{2CE4}\\x{2CEB}-\\x{2CEE}\\x{2CF2}\\x{2CF3}"         \
+  "\\x{A640}-\\x{A66D}\\x{A680}-\\x{A69B}\\x{A722}-\\x{A76F}\\x{A771}-\\x{A787}\\x{A78B}-\\x{A78E}\\x{AB70}-"      \
+  "\\x{ABBF}\\x{FB00}-\\x{FB06}\\x{FB13}-\\x{FB17}\\x{FF21}-\\x{FF3A}\\x{FF41}-\\x{FF5A}\\x{10400}-\\x{1044F}"     \
+  "\\x{104B0}-\\x{104D3}\\x{104D8}-\\x{104FB}\\x{10C80}-\\x{10CB2}\\x{10CC0}-\\x{10CF2}\\x{118A0}-\\x{118DF}"      \
+  "\\x{1E900}-\\x{1E943}]+"
+/* bloom's word class: everything but whitespace and its sentence marks (and, as written upstream, ( | )) */
+#define RE_BLOOM " ?[^(\\s|.,!?\\x{2026}\\x{3002}\\x{FF0C}\\x{3001}\\x{964}\\x{6D4}\\x{60C})]+"
 
+/* The pre-tokenizers llama.cpp accepts (../shared/specs/pretokenizers.md
+ * §2, §5): the names that select each regex list, applied in order; the
+ * lists of llama.cpp's std::regex path keep its one quirk, that `~` is not
+ * a symbol (\p{S}) in deepseek-v3's. add_bos: BOS by default; no_bos: the
+ * vocabulary has no BOS (chatglm). */
 typedef struct pre_def {
-  const char *names[10];
+  const char *names[14];
   const char *re[MAX_RE];
-  bool ignore_merges;
+  bool ignore_merges, add_bos, no_bos;
 } pre_def;
 
 static const pre_def pre_defs[] = {
-    {{"default"}, {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"}, false},
-    {{"gpt-2", "phi-2", "roberta-bpe", "jina-v1-en", "jina-v2-es", "jina-v2-de", "gigachat", "mpt", "olmo", "jais"},
-     {RE_GPT2},
-     false},
-    {{"llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe"},
-     {RE_LLAMA3_A "{1,3}|" RE_LLAMA3_B},
-     true},
-    {{"qwen2", "deepseek-r1-qwen", "megrez", "stablelm2"}, {RE_LLAMA3_A "|" RE_LLAMA3_B}, false},
-    {{"starcoder", "smollm", "refact", "command-r", "codeshell", "exaone", "minerva-7b"}, {"\\p{N}", RE_GPT2}, false},
-    {{"falcon"}, {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, "[0-9][0-9][0-9]"}, false},
+    {{"default"}, {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"}, false, false, false},
+    {{"gpt-2", "phi-2", "roberta-bpe", "jina-es", "jina-de", "jina-v1-en", "jina-v2-es", "jina-v2-de", "jina-v2-code",
+      "gigachat", "mpt", "olmo", "jais"},
+     {RE_GPT2}, false, false, false},
+    {{"llama3", "llama-v3", "llama-bpe", "falcon3"}, {RE_LLAMA3_A "{1,3}|" RE_LLAMA3_B}, true, true, false},
+    {{"dbrx", "smaug-bpe"}, {RE_LLAMA3_A "{1,3}|" RE_LLAMA3_B}, false, false, false},
+    {{"chatglm-bpe"}, {RE_LLAMA3_A "{1,3}|" RE_LLAMA3_B}, .no_bos = true},
+    {{"qwen2", "deepseek-r1-qwen", "megrez", "stablelm2"}, {RE_LLAMA3_A "|" RE_LLAMA3_B}, false, false, false},
+    {{"starcoder", "smollm", "refact", "command-r", "codeshell", "exaone", "minerva-7b"}, {"\\p{N}", RE_GPT2}, false, false, false},
+    {{"falcon"}, {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, "[0-9][0-9][0-9]"}, false, false, false},
+    {{"deepseek-llm"},
+     {"[\\r\\n]", RE_DS_CASED, "\\s?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+",
+      "\\s+$", RE_DS_CJK, "\\p{N}+"}, false, false, false},
+    {{"deepseek-coder"}, {"[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", RE_DS_CJK, "\\p{N}"}, false, false, false},
+    {{"deepseek-v3"},
+     {"\\p{N}{1,3}", "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+",
+      "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|(?:~|[^\\r\\n\\p{L}\\p{P}\\p{S}])?[\\p{L}\\p{M}]+|"
+      " ?(?:(?!~)[\\p{P}\\p{S}])+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, false, false, false},
+    {{"bloom", "gpt3-finnish", "poro-chat"}, {RE_BLOOM}, false, false, false},
+    {{"viking"}, {RE_BLOOM, "\\p{N}"}, false, false, false},
+    {{"tekken"},
+     {"[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+"
+      "((?=[\\p{L}])([^A-Z]))*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+     true, true, false},
+    {{"chameleon"},
+     {"<sentinel:[0-9]+>", "(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z", "([\\t\\n]|    |  )", "\\p{N}",
+      "[\\p{P}!-/:-@\\[-`{-~]", RE_GPT2},
+     .add_bos = true},
 };
 
-static dw_status compile_pre(dw_tokenizer *t, const char *name) {
+static const pre_def *compile_pre(dw_tokenizer *t, const char *name, dw_status *st) {
+  *st = DW_OK;
   for (size_t d = 0; d < sizeof pre_defs / sizeof *pre_defs; d++)
-    for (int k = 0; k < 10 && pre_defs[d].names[k]; k++) {
+    for (int k = 0; k < 14 && pre_defs[d].names[k]; k++) {
       if (strcmp(pre_defs[d].names[k], name) != 0) continue;
       t->ignore_merges = pre_defs[d].ignore_merges;
       for (int i = 0; i < MAX_RE && pre_defs[d].re[i]; i++) {
         int err;
         PCRE2_SIZE off;
+        /* $ only at the end of a piece, as in llama.cpp's regex engine */
         t->re[i] = pcre2_compile((PCRE2_SPTR)pre_defs[d].re[i], PCRE2_ZERO_TERMINATED,
-                                 PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &off, NULL);
-        if (!t->re[i]) return dw_error_set(DW_ERR_BACKEND, "tokenizer: pre-tokenizer '%s' regex %d: error %d", name, i, err);
+                                 PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | PCRE2_DOLLAR_ENDONLY, &err, &off,
+                                 NULL);
+        if (!t->re[i]) {
+          *st = dw_error_set(DW_ERR_BACKEND, "tokenizer: pre-tokenizer '%s' regex %d: error %d", name, i, err);
+          return NULL;
+        }
         t->n_re = i + 1;
       }
-      return DW_OK;
+      return &pre_defs[d];
     }
-  return dw_error_set(DW_ERR_UNSUPPORTED, "tokenizer: pre-tokenizer '%s' is not supported", name);
+  *st = dw_error_set(DW_ERR_UNSUPPORTED, "tokenizer: pre-tokenizer '%s' is not supported", name);
+  return NULL;
 }
 
 static void build_byte_map(dw_tokenizer *t) {
@@ -240,12 +290,12 @@ dw_status dw_tokenizer_load(const dw_gguf *g, dw_tokenizer **out) {
     snprintf(t->pre, sizeof t->pre, "default");
     if (dw_gguf_get_str(g, "tokenizer.ggml.pre", &pre))
       snprintf(t->pre, sizeof t->pre, "%.*s", (int)(pre.n > 60 ? 60 : pre.n), pre.p);
-    if ((st = compile_pre(t, t->pre))) goto fail;
-    bool l3 = t->ignore_merges || !strcmp(t->pre, "tekken") || !strcmp(t->pre, "chameleon");
-    t->info.bos = special_id(g, "tokenizer.ggml.bos_token_id", 11, n);
+    const pre_def *pd = compile_pre(t, t->pre, &st);
+    if (!pd) goto fail;
+    t->info.bos = pd->no_bos ? -1 : special_id(g, "tokenizer.ggml.bos_token_id", 11, n);
     t->info.eos = special_id(g, "tokenizer.ggml.eos_token_id", 11, n);
     t->info.unk = special_id(g, "tokenizer.ggml.unknown_token_id", n, n);
-    t->info.add_bos = l3;
+    t->info.add_bos = pd->add_bos;
   }
   t->info.pre = t->info.kind == DW_TOK_BPE ? t->pre : "";
   t->info.pad = special_id(g, "tokenizer.ggml.padding_token_id", n, n);
@@ -545,6 +595,26 @@ static dw_status bpe_fragment(const dw_tokenizer *t, const char *text, size_t le
 }
 
 /* ---- the public entry points ------------------------------------------------------------ */
+
+dw_status dw_pretokenize(const dw_tokenizer *t, const char *text, size_t len, size_t *ends, size_t cap,
+                         size_t *n_out) {
+  *n_out = 0;
+  if (t->info.kind != DW_TOK_BPE) {
+    if (len && cap) ends[0] = len;
+    *n_out = len ? 1 : 0;
+    return len && !cap ? dw_error_set(DW_ERR_LIMIT, "pretokenize: 1 piece, room for 0") : DW_OK;
+  }
+  spans pieces = {0};
+  dw_status st = len ? pretokenize(t, text, len, &pieces) : DW_OK;
+  if (st) return st;
+  for (size_t i = 0; i < pieces.n; i++) {
+    if (!pieces.a[i].len) continue; /* gaps of nothing between adjacent matches */
+    if (*n_out < cap) ends[*n_out] = pieces.a[i].off + pieces.a[i].len;
+    ++*n_out;
+  }
+  dw_free(pieces.a);
+  return *n_out > cap ? dw_error_set(DW_ERR_LIMIT, "pretokenize: %zu pieces, room for %zu", *n_out, cap) : DW_OK;
+}
 
 dw_status dw_tokenize(const dw_tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
                       int32_t *out, size_t cap, size_t *n_out) {

@@ -38,6 +38,9 @@ DW_HIDDEN const dw_tok_info *dw_tokenizer_info(const dw_tokenizer *t);
  * *n_out is the full count even when it exceeds cap (then DW_ERR_LIMIT). */
 DW_HIDDEN dw_status dw_tokenize(const dw_tokenizer *t, const char *text, size_t len, bool add_special,
                                 bool parse_special, int32_t *out, size_t cap, size_t *n_out);
+/* The pre-tokenizer's pieces of text (driftwood.h dw_model_pretokenize). */
+DW_HIDDEN dw_status dw_pretokenize(const dw_tokenizer *t, const char *text, size_t len, size_t *ends, size_t cap,
+                                   size_t *n_out);
 /* The bytes token id stands for (▁ → space, <0xNN> → a byte, byte-level BPE
  * decoded; control tokens → empty). *n_out is the full length even when it
  * exceeds cap (then DW_ERR_LIMIT). */
