@@ -13,9 +13,5 @@
 DW_HIDDEN bool dw_kq_handles(uint32_t ggml_type);
 DW_HIDDEN void dw_kq_dequant(uint32_t ggml_type, const void *src, float *dst, int64_t n);
 DW_HIDDEN float dw_kq_dot(uint32_t ggml_type, const void *row, const float *x, int64_t n);
-/* The affine form of n elements (a whole number of blocks) of any block
- * type, Q8_0 and Q4_0 included: element e decodes to s[e/16]·q[e] −
- * m[e/16], bit for bit the decoder's value. False for other types. */
-DW_HIDDEN bool dw_kq_groups(uint32_t ggml_type, const void *src, int64_t n, float *s, float *m, int8_t *q);
 
 #endif
